@@ -1,0 +1,61 @@
+"""RunConfig: one cell of an experiment, fully resolved; its hash is the cell's stable key."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+REPEAT_MODES = ("average-voxels", "average-predictions")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    encoder: str
+    task: str
+    dataset: str | None = None  # None: the task's default dataset
+    target: str | None = None  # None: the task's, else the dataset's default target
+    subject: int = 1
+    seed: int = 0
+    data_path: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    device: str = "auto"
+    precision: str = "auto"
+    repeats: str = "average-voxels"
+    val_fraction: float = 0.1
+    early_stopping: int | None = None
+    encoder_options: dict[str, Any] = field(default_factory=dict)
+    task_options: dict[str, Any] = field(default_factory=dict)
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.repeats not in REPEAT_MODES:
+            raise ValueError(f"repeats must be one of {', '.join(REPEAT_MODES)}, got {self.repeats!r}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown run setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**data)
+
+    def with_changes(self, **changes: Any) -> RunConfig:
+        return replace(self, **changes)
+
+    @property
+    def key(self) -> str:
+        """Stable 16-hex-digit hash of the resolved config (the cell key used for resume)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def label(self) -> str:
+        return f"{self.encoder}/{self.task}/sub{self.subject}/seed{self.seed}"

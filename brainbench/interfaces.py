@@ -1,0 +1,297 @@
+"""The four small interfaces every plugin implements: Dataset, Target, Encoder, Task.
+
+Arrays crossing these interfaces are numpy, float32, samples first. Torch stays inside encoders.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+
+Shape = tuple[int, ...]
+
+
+@runtime_checkable
+class ArrayLike(Protocol):
+    """An array that may live on disk (h5py dataset) or in memory (numpy)."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    def __getitem__(self, index: Any) -> Any: ...
+
+
+# --------------------------------------------------------------------------------------------- datasets
+
+
+@dataclass
+class Trials:
+    """All trials of one subject in one split: rows of ``voxels`` pair with ``stimulus_ids``."""
+
+    voxels: ArrayLike  # (n_trials, n_voxels); may be a lazy, row-indexable view of an HDF5 file
+    stimulus_ids: np.ndarray  # (n_trials,) int64
+    sessions: np.ndarray | None = None  # (n_trials,) int, when known
+
+    def __post_init__(self) -> None:
+        self.stimulus_ids = np.asarray(self.stimulus_ids, dtype=np.int64)
+        if self.voxels.shape[0] != len(self.stimulus_ids):
+            raise ValueError(
+                f"{self.voxels.shape[0]} voxel rows but {len(self.stimulus_ids)} stimulus ids"
+            )
+
+    @property
+    def n_trials(self) -> int:
+        return int(self.voxels.shape[0])
+
+    @property
+    def n_voxels(self) -> int:
+        return int(self.voxels.shape[1])
+
+    def load(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """Materialise (some) rows as float32; HDF5 needs increasing row indices, so sort then restore."""
+        if rows is None:
+            return np.asarray(self.voxels[:], dtype=np.float32)
+        rows = np.asarray(rows, dtype=np.int64)
+        order = np.argsort(rows, kind="stable")
+        sorted_rows = rows[order]
+        unique_rows, inverse = np.unique(sorted_rows, return_inverse=True)
+        block = np.asarray(self.voxels[unique_rows], dtype=np.float32)[inverse]
+        out = np.empty_like(block)
+        out[order] = block
+        return out
+
+    def unique_stimuli(self) -> np.ndarray:
+        return np.unique(self.stimulus_ids)
+
+    def select(self, mask: np.ndarray) -> Trials:
+        rows = np.flatnonzero(mask)
+        sessions = None if self.sessions is None else self.sessions[rows]
+        return Trials(self.load(rows), self.stimulus_ids[rows], sessions)
+
+
+class Dataset(ABC):
+    """Voxel responses of one or more subjects to identified stimuli."""
+
+    name: str = "dataset"
+    #: True for data written by the built-in simulator; runs on it are labelled synthetic.
+    synthetic: bool = False
+    #: Target used when neither the run nor the task names one.
+    default_target: str = "synthetic-clip"
+
+    @abstractmethod
+    def subjects(self) -> list[int]: ...
+
+    @abstractmethod
+    def n_voxels(self, subject: int) -> int: ...
+
+    @abstractmethod
+    def trials(self, subject: int, split: str) -> Trials:
+        """Trials of ``split`` ("train", "test", or a dataset-specific split such as "imagery")."""
+
+    def splits(self) -> list[str]:
+        return ["train", "test"]
+
+    def stored_embeddings(self, key: str) -> ArrayLike | None:
+        """Precomputed embeddings stored with the data, indexed by stimulus id; None if absent."""
+        return None
+
+    def stored_text_embeddings(self, texts: Sequence[str]) -> np.ndarray | None:
+        """Precomputed text embeddings (e.g. class names) stored with the data; None if absent."""
+        return None
+
+    def images(self, stimulus_ids: np.ndarray) -> np.ndarray | None:
+        """Stimulus images (n, 3, H, W) float32 in [0, 1], or None if the dataset has none."""
+        return None
+
+    def categories(self, stimulus_ids: np.ndarray) -> np.ndarray | None:
+        """Integer category label per stimulus, or None if unknown."""
+        return None
+
+    def category_names(self) -> list[str] | None:
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """What a user sees in ``brainbench data inspect`` and what runs log as dataset params."""
+        return {"name": self.name, "synthetic": self.synthetic, "subjects": self.subjects()}
+
+
+# ---------------------------------------------------------------------------------------------- targets
+
+
+class Target(ABC):
+    """The embedding space stimuli are mapped to, e.g. CLIP ViT-L/14 pooled 768-d or 257x768 tokens."""
+
+    name: str = "target"
+    shape: Shape = (768,)
+
+    @abstractmethod
+    def embed(self, dataset: Dataset, stimulus_ids: np.ndarray) -> np.ndarray:
+        """Embeddings (n, *shape) float32 of the given stimuli (from a cache where one exists)."""
+
+    def embed_text(self, texts: Sequence[str], dataset: Dataset | None = None) -> np.ndarray:
+        """Embeddings (n, shape[-1]) of texts such as class names, in the same space."""
+        raise NotImplementedError(f"target {self.name!r} cannot embed text")
+
+    def params(self) -> dict[str, Any]:
+        return {"target": self.name, "target_shape": "x".join(map(str, self.shape))}
+
+
+# --------------------------------------------------------------------------------------------- encoders
+
+
+@dataclass
+class TrainSettings:
+    """What a run asks of training; None means "the encoder's default"."""
+
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    device: str = "auto"
+    seed: int = 0
+    precision: str = "auto"  # auto | fp32 | bf16
+    checkpoint_dir: Path | None = None
+    resume: bool = True
+    early_stopping: int | None = None  # patience in epochs on the validation loss
+    val_every: int = 1
+
+
+@dataclass
+class FitData:
+    """Training and validation pairs; validation is carved from the TRAINING split, never the test set."""
+
+    train_voxels: np.ndarray  # (n, V) float32
+    train_targets: np.ndarray  # (n, *target_shape) float32
+    val_voxels: np.ndarray
+    val_targets: np.ndarray
+
+    @property
+    def n_voxels(self) -> int:
+        return int(self.train_voxels.shape[1])
+
+    @property
+    def target_shape(self) -> Shape:
+        return tuple(int(s) for s in self.train_targets.shape[1:])
+
+
+class Reporter(Protocol):
+    """How encoders report progress; the CLI shows it, the tracker logs it."""
+
+    def epoch_end(self, epoch: int, metrics: dict[str, float]) -> None: ...
+
+    def progress(self, description: str, total: int | None) -> Any:
+        """A context manager whose ``advance(n=1)`` moves a progress bar."""
+        ...
+
+    def info(self, message: str) -> None: ...
+
+
+class FittedEncoder(ABC):
+    """A trained encoder: predicts target embeddings from voxels."""
+
+    n_parameters: int = 0
+    history: list[dict[str, float]]
+
+    @abstractmethod
+    def predict(self, voxels: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """(n, V) float32 -> (n, *target_shape) float32."""
+
+    @abstractmethod
+    def save(self, path: Path) -> Path:
+        """Write a safely loadable checkpoint (no pickled code); returns the file written."""
+
+
+class Encoder(ABC):
+    """Voxels -> embedding prediction: builds, trains and returns a :class:`FittedEncoder`."""
+
+    name: ClassVar[str] = "encoder"
+
+    def __init__(self, **options: Any) -> None:
+        self.options = dict(options)
+
+    def params(self) -> dict[str, Any]:
+        """Every hyperparameter in force, for the run's records."""
+        return dict(self.options)
+
+    @abstractmethod
+    def fit(self, data: FitData, settings: TrainSettings, reporter: Reporter) -> FittedEncoder: ...
+
+    def describe(self, n_voxels: int, target_shape: Shape) -> dict[str, Any]:
+        """Parameter counts and other figures ``brainbench info`` prints."""
+        return {}
+
+
+# ------------------------------------------------------------------------------------------------ tasks
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    higher_is_better: bool
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class MetricResult:
+    name: str
+    value: float
+    higher_is_better: bool
+    interval: tuple[float, float] | None = None  # 95% interval where the metric has one
+    chance: float | None = None
+
+
+@dataclass
+class EvalContext:
+    """Everything a task may use: one row of ``predictions``/``targets`` per test stimulus."""
+
+    predictions: np.ndarray  # (n, *target_shape) float32
+    targets: np.ndarray  # (n, *target_shape) float32: ground-truth embeddings
+    stimulus_ids: np.ndarray  # (n,)
+    dataset: Dataset
+    target: Target
+    subject: int
+    seed: int
+    output_dir: Path  # figures and tables written here are logged as run artifacts
+    artifacts: list[Path] = field(default_factory=list)
+
+
+class Task(ABC):
+    """An evaluation: turns test predictions into metrics, each declaring higher-is-better."""
+
+    name: ClassVar[str] = "task"
+    metrics: ClassVar[tuple[MetricSpec, ...]] = ()
+    #: Dataset and target used when the run names none.
+    default_dataset: ClassVar[str] = "synthetic-nsd"
+    default_target: ClassVar[str | None] = None
+    #: The split predictions are made on.
+    split: ClassVar[str] = "test"
+
+    def __init__(self, **options: Any) -> None:
+        self.options = dict(options)
+
+    def params(self) -> dict[str, Any]:
+        return dict(self.options)
+
+    @abstractmethod
+    def evaluate(self, ctx: EvalContext) -> list[MetricResult]: ...
+
+    def spec(self, name: str) -> MetricSpec:
+        for spec in self.metrics:
+            if spec.name == name:
+                return spec
+        raise KeyError(f"task {self.name!r} declares no metric {name!r}")
+
+    def result(
+        self,
+        name: str,
+        value: float,
+        interval: tuple[float, float] | None = None,
+        chance: float | None = None,
+    ) -> MetricResult:
+        """A result for a declared metric, carrying the metric's direction."""
+        spec = self.spec(name)
+        return MetricResult(name, float(value), spec.higher_is_better, interval, chance)

@@ -1,0 +1,72 @@
+"""TorchEncoder: an Encoder defined by a torch module, an objective and training defaults.
+
+Every neural encoder (Lite-Mind, MindEye, third-party ones) subclasses this and is trained by the one
+shared trainer in :mod:`brainbench.training`.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from brainbench.interfaces import Encoder, FitData, FittedEncoder, Reporter, Shape, TrainSettings
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class TrainingDefaults:
+    """An encoder's own training recipe; a run's TrainSettings override any of these."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    schedule: str = "cosine"  # cosine (with warm-up) | onecycle | constant
+    warmup_epochs: int = 0
+    warmup_start_lr: float = 1e-6
+    min_lr: float = 0.0
+    grad_clip: float | None = 1.0
+    lr_reference_batch: int | None = None  # lr is scaled by batch_size / this (Lite-Mind: 512)
+
+    def as_params(self) -> dict[str, Any]:
+        return {f"train.{k}": v for k, v in asdict(self).items()}
+
+
+class Objective(Protocol):
+    """One training step's loss. ``progress`` in [0, 1) is the fraction of training done.
+
+    It runs the forward pass itself, so objectives such as MindEye's BiMixCo can mix inputs first.
+    An objective that is a ``torch.nn.Module`` has its parameters (e.g. a learned temperature) trained too.
+    """
+
+    def __call__(
+        self, model: torch.nn.Module, voxels: torch.Tensor, targets: torch.Tensor, progress: float
+    ) -> torch.Tensor: ...
+
+
+class TorchEncoder(Encoder):
+    defaults: ClassVar[TrainingDefaults]
+
+    @abstractmethod
+    def build(self, n_voxels: int, target_shape: Shape) -> torch.nn.Module:
+        """A fresh module mapping (B, n_voxels) to an output :meth:`embed` turns into (B, *target_shape)."""
+
+    @abstractmethod
+    def objective(self, target_shape: Shape) -> Objective:
+        """The loss this encoder trains with by default (chosen by its options)."""
+
+    def embed(self, model: torch.nn.Module, voxels: torch.Tensor) -> torch.Tensor:
+        """Prediction used for evaluation; override when forward returns more than the embedding."""
+        return model(voxels)
+
+    def no_weight_decay(self, name: str, param: torch.nn.Parameter) -> bool:
+        """Biases, norms and positional embeddings get no weight decay."""
+        return param.ndim <= 1 or "pos_embed" in name or "norm" in name.lower()
+
+    def fit(self, data: FitData, settings: TrainSettings, reporter: Reporter) -> FittedEncoder:
+        from brainbench.training import train_torch_encoder
+
+        return train_torch_encoder(self, data, settings, reporter)
