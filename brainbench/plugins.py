@@ -102,9 +102,11 @@ def _call_registry_hooks(pm: pluggy.PluginManager, plugins: dict[str, PluginInfo
         for impl in reversed(caller.get_hookimpls()):  # registration order
             plugin = plugins[impl.plugin_name]
 
-            def register(name: str, factory: Any, description: str = "", _p=plugin, **info: Any) -> None:
-                registry.register(name, factory, provider=_p.name, description=description, **info)
-                _p.provides.setdefault(kind, []).append(name)
+            def register(
+                name: str, factory: Any, description: str = "", _p=plugin, _r=registry, _k=kind, **info: Any
+            ) -> None:
+                _r.register(name, factory, provider=_p.name, description=description, **info)
+                _p.provides.setdefault(_k, []).append(name)
 
             kwargs = {arg: register for arg in impl.argnames}
             try:

@@ -1,0 +1,1 @@
+"""The ``brainbench`` command line (Typer + rich)."""

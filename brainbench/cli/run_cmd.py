@@ -1,0 +1,82 @@
+"""``brainbench run``: train and evaluate one cell, or every combination of the values given."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import typer
+
+from brainbench.cli.options import parse_key_values
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("run")
+    def run(
+        encoders: list[str] = typer.Argument(..., help="Encoder name(s), e.g. ridge litemind mindeye."),
+        task: list[str] = typer.Option(["retrieval"], "--task", "-t", help="Task name (repeatable)."),
+        dataset: str | None = typer.Option(
+            None, "--dataset", "-d", help="Dataset name; default: the task's (the simulator when no data)."
+        ),
+        data_path: Path | None = typer.Option(None, "--data-path", help="Folder holding the dataset's files."),
+        target: str | None = typer.Option(None, "--target", help="Target name; default: task's, else dataset's."),
+        subject: list[int] = typer.Option([1], "--subject", "-s", help="Subject number (repeatable)."),
+        seed: list[int] = typer.Option([0], "--seed", help="Random seed (repeatable)."),
+        epochs: int | None = typer.Option(None, "--epochs", help="Training epochs (default: the encoder's)."),
+        batch_size: int | None = typer.Option(None, "--batch-size", help="Batch size (default: the encoder's)."),
+        lr: float | None = typer.Option(None, "--lr", help="Learning rate (default: the encoder's)."),
+        device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+        precision: str = typer.Option("auto", "--precision", help="auto (bf16 on capable GPUs) | fp32 | bf16."),
+        repeats: str = typer.Option(
+            "average-voxels", "--repeats", help="Test repeats: average-voxels (before the model) | average-predictions."
+        ),
+        val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of TRAINING images held out for validation."),
+        early_stopping: int | None = typer.Option(None, "--early-stopping", help="Patience in epochs (off by default)."),
+        opt: list[str] = typer.Option([], "--opt", "-o", help="Encoder option KEY=VALUE (repeatable)."),
+        task_opt: list[str] = typer.Option([], "--task-opt", help="Task option KEY=VALUE (repeatable)."),
+        dataset_opt: list[str] = typer.Option([], "--dataset-opt", help="Dataset option KEY=VALUE (repeatable)."),
+        tracking_uri: str | None = typer.Option(
+            None, "--tracking-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow store (default sqlite:///mlflow.db)."
+        ),
+        experiment: str = typer.Option("brainbench", "--experiment", help="MLflow experiment name."),
+        resume: bool = typer.Option(False, "--resume", help="Continue from checkpoints / skip finished cells."),
+        launcher: str = typer.Option("local", "--launcher", help="local | local-gpus | ray (several cells)."),
+        ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster address (--launcher ray)."),
+    ) -> None:
+        """Train ENCODER(s) and evaluate on TASK(s); print a results table and log to MLflow.
+
+        Several encoders, tasks, subjects or seeds make a matrix: one MLflow parent run, a child run per cell.
+        """
+        from brainbench.config import RunConfig
+
+        common = dict(
+            dataset=dataset,
+            target=target,
+            data_path=str(data_path) if data_path else None,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            device=device,
+            precision=precision,
+            repeats=repeats,
+            val_fraction=val_fraction,
+            early_stopping=early_stopping,
+            encoder_options=parse_key_values(opt, "--opt"),
+            task_options=parse_key_values(task_opt, "--task-opt"),
+            dataset_options=parse_key_values(dataset_opt, "--dataset-opt"),
+        )
+        try:
+            configs = [
+                RunConfig(encoder=e, task=t, subject=s, seed=r, **common)
+                for e, t, s, r in itertools.product(encoders, task, subject, seed)
+            ]
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        if len(configs) == 1:
+            from brainbench.cli.single import run_single
+
+            run_single(configs[0], tracking_uri, experiment, resume)
+        else:
+            from brainbench.cli.matrix_cmd import run_configs
+
+            run_configs(configs, tracking_uri, experiment, resume, launcher, ray_address, name=None, spec=None)

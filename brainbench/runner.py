@@ -1,0 +1,254 @@
+"""One cell, start to finish: dataset -> target -> encoder -> training -> task -> records."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from brainbench import __version__
+from brainbench.config import RunConfig
+from brainbench.errors import BrainbenchError
+from brainbench.interfaces import Dataset, EvalContext, FitData, MetricResult, Reporter, Target, TrainSettings
+from brainbench.plugins import PluginSet, get_plugins
+from brainbench.repeats import group_mean
+
+
+@dataclass
+class CellResult:
+    config: RunConfig
+    metrics: list[MetricResult]
+    params: dict[str, Any]
+    n_parameters: int
+    train_seconds: float
+    eval_seconds: float
+    synthetic: bool
+    run_id: str | None = None
+    artifacts: list[Path] = field(default_factory=list)
+
+    def metric_dict(self) -> dict[str, float]:
+        return {m.name: m.value for m in self.metrics}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(),
+            "key": self.config.key,
+            "run_id": self.run_id,
+            "synthetic": self.synthetic,
+            "n_parameters": self.n_parameters,
+            "train_seconds": self.train_seconds,
+            "eval_seconds": self.eval_seconds,
+            "metrics": [
+                {
+                    "name": m.name,
+                    "value": m.value,
+                    "higher_is_better": m.higher_is_better,
+                    "interval": list(m.interval) if m.interval else None,
+                    "chance": m.chance,
+                }
+                for m in self.metrics
+            ],
+        }
+
+
+@dataclass
+class ResolvedCell:
+    """The plugin objects a config names, with defaults filled in from the task and dataset."""
+
+    config: RunConfig
+    task: Any
+    dataset_name: str
+    dataset: Dataset
+    target_name: str
+    target: Target
+    encoder: Any
+
+
+def resolve(config: RunConfig, plugins: PluginSet | None = None) -> ResolvedCell:
+    plugins = plugins or get_plugins()
+    task = plugins.tasks.create(config.task, **config.task_options)
+    encoder = plugins.encoders.create(config.encoder, **config.encoder_options)
+    dataset_name = config.dataset or task.default_dataset
+    dataset = plugins.datasets.create(dataset_name, root=config.data_path, **config.dataset_options)
+    target_name = config.target or task.default_target or dataset.default_target
+    target = plugins.targets.create(target_name)
+    if config.subject not in dataset.subjects():
+        raise BrainbenchError(
+            f"dataset {dataset_name!r} has no subject {config.subject}; subjects: {dataset.subjects()}"
+        )
+    return ResolvedCell(config, task, dataset_name, dataset, target_name, target, encoder)
+
+
+def split_train_validation(
+    stimulus_ids: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Masks over training trials; whole stimuli go to validation so it holds unseen images."""
+    unique = np.unique(stimulus_ids)
+    n_val = int(round(len(unique) * fraction))
+    if fraction > 0 and n_val == 0:
+        n_val = 1
+    rng = np.random.default_rng(seed)
+    val_ids = rng.choice(unique, size=n_val, replace=False) if n_val else np.empty(0, dtype=unique.dtype)
+    val_mask = np.isin(stimulus_ids, val_ids)
+    return ~val_mask, val_mask
+
+
+def embed_rows(target: Target, dataset: Dataset, stimulus_ids: np.ndarray) -> np.ndarray:
+    """Target embeddings for each row's stimulus, embedding each distinct stimulus once."""
+    unique, inverse = np.unique(stimulus_ids, return_inverse=True)
+    embeddings = np.asarray(target.embed(dataset, unique), dtype=np.float32)
+    expected = (len(unique), *target.shape)
+    if embeddings.shape != expected:
+        raise BrainbenchError(
+            f"target {target.name!r} returned shape {embeddings.shape}, expected {expected}"
+        )
+    return embeddings[inverse]
+
+
+def run_params(cell: ResolvedCell, n_voxels: int) -> dict[str, Any]:
+    plugins = get_plugins()
+    config = cell.config
+    params: dict[str, Any] = {
+        "encoder": config.encoder,
+        "task": config.task,
+        "dataset": cell.dataset_name,
+        "target": cell.target_name,
+        "subject": config.subject,
+        "seed": config.seed,
+        "repeats": config.repeats,
+        "val_fraction": config.val_fraction,
+        "n_voxels": n_voxels,
+        "synthetic": cell.dataset.synthetic,
+        "cell_key": config.key,
+        "brainbench_version": __version__,
+    }
+    for name, value in (("epochs", config.epochs), ("batch_size", config.batch_size), ("lr", config.lr)):
+        if value is not None:
+            params[name] = value
+    params.update({f"encoder.{k}": v for k, v in cell.encoder.params().items()})
+    params.update({f"task.{k}": v for k, v in cell.task.params().items()})
+    # Directions travel with the run so `brainbench compare` can mark the best value per column.
+    params.update({f"metric.{m.name}.higher_is_better": m.higher_is_better for m in cell.task.metrics})
+    params.update({f"dataset.{k}": v for k, v in config.dataset_options.items()})
+    params.update({f"target.{k}": v for k, v in cell.target.params().items() if k != "target"})
+    for info in plugins.plugins.values():
+        params[f"plugin.{info.name}.version"] = info.version
+    return params
+
+
+def run_cell(
+    config: RunConfig,
+    reporter: Reporter,
+    work_dir: Path,
+    record: Any | None = None,
+) -> CellResult:
+    """Train and evaluate one cell. ``record`` (a tracking.RunRecord) receives params, metrics, artifacts."""
+    cell = resolve(config)
+    dataset, target, task = cell.dataset, cell.target, cell.task
+    work_dir.mkdir(parents=True, exist_ok=True)
+
+    train = dataset.trials(config.subject, "train")
+    test = dataset.trials(config.subject, task.split)
+    params = run_params(cell, train.n_voxels)
+    if record is not None:
+        record.log_params(params)
+        record.set_tags({"brainbench.synthetic": str(dataset.synthetic).lower(), "brainbench.cell": config.label()})
+    reporter.info(
+        f"{config.label()}: {cell.dataset_name} ({'synthetic' if dataset.synthetic else 'real'}), "
+        f"{train.n_trials} train / {test.n_trials} {task.split} trials, {train.n_voxels} voxels, "
+        f"target {cell.target_name} {'x'.join(map(str, target.shape))}"
+    )
+
+    fit_mask, val_mask = split_train_validation(train.stimulus_ids, config.val_fraction, config.seed)
+    voxels = train.load()
+    fit_data = FitData(
+        train_voxels=voxels[fit_mask],
+        train_targets=embed_rows(target, dataset, train.stimulus_ids[fit_mask]),
+        val_voxels=voxels[val_mask],
+        val_targets=embed_rows(target, dataset, train.stimulus_ids[val_mask]),
+    )
+    del voxels
+    settings = TrainSettings(
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        device=config.device,
+        seed=config.seed,
+        precision=config.precision,
+        checkpoint_dir=work_dir / "checkpoints",
+        early_stopping=config.early_stopping,
+    )
+    started = time.perf_counter()
+    fitted = cell.encoder.fit(fit_data, settings, reporter)
+    train_seconds = time.perf_counter() - started
+
+    started = time.perf_counter()
+    test_voxels = test.load()
+    if config.repeats == "average-voxels":
+        test_voxels, test_ids = group_mean(test_voxels, test.stimulus_ids)
+        predictions = fitted.predict(test_voxels)
+    else:
+        predictions, test_ids = group_mean(fitted.predict(test_voxels), test.stimulus_ids)
+    context = EvalContext(
+        predictions=np.asarray(predictions, dtype=np.float32),
+        targets=np.asarray(target.embed(dataset, test_ids), dtype=np.float32),
+        stimulus_ids=test_ids,
+        dataset=dataset,
+        target=target,
+        subject=config.subject,
+        seed=config.seed,
+        output_dir=work_dir,
+    )
+    metrics = task.evaluate(context)
+    eval_seconds = time.perf_counter() - started
+
+    result = CellResult(
+        config=config,
+        metrics=metrics,
+        params=params,
+        n_parameters=int(getattr(fitted, "n_parameters", 0)),
+        train_seconds=train_seconds,
+        eval_seconds=eval_seconds,
+        synthetic=dataset.synthetic,
+        run_id=getattr(record, "run_id", None),
+        artifacts=list(context.artifacts),
+    )
+    checkpoint = fitted.save(work_dir / "model")
+    if record is not None:
+        _record_result(record, result, fitted, checkpoint, work_dir)
+    return result
+
+
+def _record_result(record: Any, result: CellResult, fitted: Any, checkpoint: Path, work_dir: Path) -> None:
+    final = {f"test.{m.name}": m.value for m in result.metrics}
+    for m in result.metrics:
+        if m.interval:
+            final[f"test.{m.name}.ci_low"], final[f"test.{m.name}.ci_high"] = m.interval
+    final.update(
+        {"n_parameters": result.n_parameters, "train_seconds": result.train_seconds,
+         "eval_seconds": result.eval_seconds}
+    )
+    record.log_metrics(final)
+    record.log_dict(result.config.to_dict(), "config.json")
+    record.log_dict(result.to_dict(), "results.json")
+    record.log_text(metrics_markdown(result.metrics), "metrics.md")
+    record.log_artifact(checkpoint, "checkpoint")
+    sidecar = Path(str(checkpoint) + ".json")
+    if sidecar.exists():
+        record.log_artifact(sidecar, "checkpoint")
+    for path in result.artifacts:
+        record.log_artifact(path, "figures")
+    (work_dir / "results.json").write_text(json.dumps(result.to_dict(), indent=2))
+
+
+def metrics_markdown(metrics: list[MetricResult]) -> str:
+    lines = ["| metric | value | 95% interval | chance | better |", "|---|---|---|---|---|"]
+    for m in metrics:
+        interval = f"{m.interval[0]:.4f} - {m.interval[1]:.4f}" if m.interval else ""
+        chance = f"{m.chance:.4f}" if m.chance is not None else ""
+        lines.append(f"| {m.name} | {m.value:.4f} | {interval} | {chance} | {'higher' if m.higher_is_better else 'lower'} |")
+    return "\n".join(lines) + "\n"

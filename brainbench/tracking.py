@@ -1,0 +1,170 @@
+"""MLflow records of runs. The only module that imports mlflow (lazily)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from brainbench.errors import TrackingError
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # MLflow's own default since 3.7, made explicit
+DEFAULT_EXPERIMENT = "brainbench"
+MAX_PARAM_LENGTH = 6000
+
+
+def resolve_tracking_uri(uri: str | None) -> str:
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail before training, not after, when a tracking server cannot be reached."""
+    if uri.startswith(("http://", "https://")):
+        url = uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                if response.status >= 400:
+                    raise TrackingError(f"MLflow tracking server {uri} answered {response.status} on /health")
+        except (urllib.error.URLError, OSError) as exc:
+            raise TrackingError(
+                f"cannot reach MLflow tracking server {uri}: {exc}. Start it (mlflow server) or pass "
+                "--tracking-uri sqlite:///mlflow.db to log locally."
+            ) from exc
+    elif uri.startswith("sqlite:///"):
+        folder = Path(uri.removeprefix("sqlite:///")).expanduser().resolve().parent
+        if not folder.is_dir():
+            raise TrackingError(f"MLflow store {uri}: folder {folder} does not exist")
+
+
+def flatten_params(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested dicts become dotted keys; values become strings MLflow accepts."""
+    flat: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten_params(value, prefix=f"{name}."))
+        else:
+            text = value if isinstance(value, str) else json.dumps(value, default=str)
+            flat[name] = text[:MAX_PARAM_LENGTH]
+    return flat
+
+
+class RunRecord:
+    """A started MLflow run; thin wrapper so callers never touch mlflow directly."""
+
+    def __init__(self, client: Any, run_id: str) -> None:
+        self._client = client
+        self.run_id = run_id
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        flat = flatten_params(params)
+        items = [Param(k, v) for k, v in flat.items()]
+        for start in range(0, len(items), 100):  # MLflow caps a batch at 100 params
+            self._client.log_batch(self.run_id, params=items[start : start + 100])
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [
+            Metric(k, float(v), now, step or 0)
+            for k, v in metrics.items()
+            if v is not None and math.isfinite(float(v))
+        ]
+        if items:
+            self._client.log_batch(self.run_id, metrics=items)
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        for key, value in tags.items():
+            self._client.set_tag(self.run_id, key, str(value))
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        self._client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_dict(self, data: dict[str, Any], name: str) -> None:
+        self._client.log_dict(self.run_id, data, name)
+
+    def log_text(self, text: str, name: str) -> None:
+        self._client.log_text(self.run_id, text, name)
+
+
+class Tracker:
+    """Creates parent (matrix) and child (cell) runs in one MLflow experiment."""
+
+    def __init__(self, tracking_uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT) -> None:
+        self.uri = resolve_tracking_uri(tracking_uri)
+        self.experiment = experiment
+        self._client: Any = None
+        self._experiment_id: str | None = None
+
+    def check(self) -> None:
+        check_reachable(self.uri)
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # a file:// store is the user's choice
+            from mlflow.tracking import MlflowClient
+
+            try:
+                self._client = MlflowClient(tracking_uri=self.uri)
+                existing = self._client.get_experiment_by_name(self.experiment)
+                if existing is None:
+                    self._experiment_id = self._create_experiment()
+                else:
+                    self._experiment_id = existing.experiment_id
+            except Exception as exc:  # mlflow raises many types; the user needs one clear line
+                raise TrackingError(f"cannot open MLflow store {self.uri}: {exc}") from exc
+        return self._client
+
+    def _create_experiment(self) -> str:
+        try:
+            return self._client.create_experiment(self.experiment)
+        except Exception:
+            # Another process created it between our lookup and create.
+            return self._client.get_experiment_by_name(self.experiment).experiment_id
+
+    @property
+    def experiment_id(self) -> str:
+        _ = self.client
+        assert self._experiment_id is not None
+        return self._experiment_id
+
+    @contextmanager
+    def run(
+        self,
+        name: str,
+        parent_run_id: str | None = None,
+        tags: dict[str, Any] | None = None,
+        run_id: str | None = None,
+    ) -> Iterator[RunRecord]:
+        """A run marked FINISHED on success, FAILED on error, KILLED on Ctrl-C."""
+        client = self.client
+        all_tags = {"mlflow.runName": name, **(tags or {})}
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        if run_id is None:
+            run = client.create_run(self.experiment_id, run_name=name, tags={k: str(v) for k, v in all_tags.items()})
+            run_id = run.info.run_id
+        record = RunRecord(client, run_id)
+        try:
+            yield record
+        except KeyboardInterrupt:
+            client.set_terminated(run_id, status="KILLED")
+            raise
+        except BaseException as exc:
+            client.set_tag(run_id, "brainbench.error", f"{type(exc).__name__}: {exc}"[:5000])
+            client.set_terminated(run_id, status="FAILED")
+            raise
+        else:
+            client.set_terminated(run_id, status="FINISHED")

@@ -1,0 +1,60 @@
+"""A k-nearest-neighbour decoder: no training beyond storing the (standardised) training set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from brainbench.errors import CheckpointMismatchError
+from brainbench.interfaces import Encoder, FitData, FittedEncoder, Reporter, TrainSettings
+
+
+def _standardise(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    z = (x - mean) / std
+    return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-8)
+
+
+class FittedKnn(FittedEncoder):
+    def __init__(self, k: int, mean: np.ndarray, std: np.ndarray, bank: np.ndarray, targets: np.ndarray) -> None:
+        self.k, self.mean, self.std, self.bank, self.targets = k, mean, std, bank, targets
+        self.n_parameters = 0
+        self.history = []
+
+    def predict(self, voxels: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        z = _standardise(np.asarray(voxels, dtype=np.float32), self.mean, self.std)
+        out = np.empty((len(z), *self.targets.shape[1:]), dtype=np.float32)
+        for start in range(0, len(z), batch_size):
+            sims = z[start : start + batch_size] @ self.bank.T
+            nearest = np.argpartition(-sims, self.k - 1, axis=1)[:, : self.k]
+            out[start : start + batch_size] = self.targets[nearest].mean(axis=1)
+        return out
+
+    def save(self, path: Path) -> Path:
+        file = Path(path).with_suffix(".npz")
+        np.savez(file, k=self.k, mean=self.mean, std=self.std, bank=self.bank, targets=self.targets)
+        return file
+
+    @classmethod
+    def load(cls, path: Path, n_voxels: int) -> FittedKnn:
+        with np.load(path, allow_pickle=False) as f:
+            if f["mean"].shape[0] != n_voxels:
+                raise CheckpointMismatchError(f"{path}: checkpoint has {f['mean'].shape[0]} voxels, data {n_voxels}")
+            return cls(int(f["k"]), f["mean"], f["std"], f["bank"], f["targets"])
+
+
+class KnnEncoder(Encoder):
+    name = "knn"
+
+    def __init__(self, k: int = 10) -> None:
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        super().__init__(k=k)
+
+    def fit(self, data: FitData, settings: TrainSettings, reporter: Reporter) -> FittedEncoder:
+        x = np.concatenate([data.train_voxels, data.val_voxels]).astype(np.float32)
+        y = np.concatenate([data.train_targets, data.val_targets]).astype(np.float32)
+        mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6
+        k = min(self.options["k"], len(x))
+        reporter.info(f"knn: {len(x)} training trials, k={k}")
+        return FittedKnn(k, mean, std, _standardise(x, mean, std), y)
