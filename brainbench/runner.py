@@ -250,5 +250,6 @@ def metrics_markdown(metrics: list[MetricResult]) -> str:
     for m in metrics:
         interval = f"{m.interval[0]:.4f} - {m.interval[1]:.4f}" if m.interval else ""
         chance = f"{m.chance:.4f}" if m.chance is not None else ""
-        lines.append(f"| {m.name} | {m.value:.4f} | {interval} | {chance} | {'higher' if m.higher_is_better else 'lower'} |")
+        better = "higher" if m.higher_is_better else "lower"
+        lines.append(f"| {m.name} | {m.value:.4f} | {interval} | {chance} | {better} |")
     return "\n".join(lines) + "\n"

@@ -30,8 +30,12 @@ def register(app: typer.Typer) -> None:
         repeats: str = typer.Option(
             "average-voxels", "--repeats", help="Test repeats: average-voxels (before the model) | average-predictions."
         ),
-        val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of TRAINING images held out for validation."),
-        early_stopping: int | None = typer.Option(None, "--early-stopping", help="Patience in epochs (off by default)."),
+        val_fraction: float = typer.Option(
+            0.1, "--val-fraction", help="Share of TRAINING images held out for validation."
+        ),
+        early_stopping: int | None = typer.Option(
+            None, "--early-stopping", help="Patience in epochs (off by default)."
+        ),
         opt: list[str] = typer.Option([], "--opt", "-o", help="Encoder option KEY=VALUE (repeatable)."),
         task_opt: list[str] = typer.Option([], "--task-opt", help="Task option KEY=VALUE (repeatable)."),
         dataset_opt: list[str] = typer.Option([], "--dataset-opt", help="Dataset option KEY=VALUE (repeatable)."),
