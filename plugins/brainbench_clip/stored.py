@@ -1,0 +1,59 @@
+"""Targets whose embeddings are stored with the dataset (the simulator's CLIP-like embeddings)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from brainbench.errors import DataError
+from brainbench.interfaces import Dataset, Target
+
+
+class StoredTarget(Target):
+    """Reads ``dataset.stored_embeddings("clip-pooled" | "clip-tokens")``; no model, no cache needed."""
+
+    def __init__(self, tokens: bool, normalize: bool = False) -> None:
+        self.tokens = bool(tokens)
+        self.normalize = bool(normalize)
+        self.name = "synthetic-clip-tokens" if self.tokens else "synthetic-clip"
+        self.shape = (257, 768) if self.tokens else (768,)
+        self.key = "clip-tokens" if self.tokens else "clip-pooled"
+
+    def embed(self, dataset: Dataset, stimulus_ids: np.ndarray) -> np.ndarray:
+        store = dataset.stored_embeddings(self.key)
+        if store is None:
+            raise DataError(
+                f"target {self.name!r} reads embeddings stored with the data, but dataset {dataset.name!r} "
+                f"has no {self.key!r}; use a model target such as clip-vit-l-14 instead"
+            )
+        if tuple(store.shape[1:]) != self.shape:
+            raise DataError(
+                f"dataset {dataset.name!r}: stored {self.key!r} has shape {tuple(store.shape)}, "
+                f"expected (n_stimuli, {', '.join(map(str, self.shape))})"
+            )
+        ids = np.asarray(stimulus_ids, dtype=np.int64)
+        if len(ids) and (ids.min() < 0 or ids.max() >= store.shape[0]):
+            raise DataError(
+                f"dataset {dataset.name!r}: stimulus id {int(ids.max())} outside the {store.shape[0]} stored "
+                f"{self.key!r} embeddings"
+            )
+        from brainbench_nsd.h5rows import read_rows
+
+        out = read_rows(store, ids)
+        if self.normalize:
+            # Pooled: unit norm; tokens: divide by the CLS norm, as MindEye does.
+            norm = np.linalg.norm(out if not self.tokens else out[:, :1], axis=-1, keepdims=True)
+            out = out / np.maximum(norm, 1e-8)
+        return out.astype(np.float32)
+
+    def embed_text(self, texts: Sequence[str], dataset: Dataset | None = None) -> np.ndarray:
+        stored = None if dataset is None else dataset.stored_text_embeddings(texts)
+        if stored is None:
+            where = "no dataset" if dataset is None else f"dataset {getattr(dataset, 'name', '?')!r}"
+            raise DataError(f"target {self.name!r} has no text encoder and {where} stores no text embeddings")
+        return np.asarray(stored, dtype=np.float32)
+
+    def params(self) -> dict[str, Any]:
+        return {**super().params(), "target_normalize": self.normalize}

@@ -1,0 +1,302 @@
+"""NSD datasets: the MindEye2 HDF5 layout (real files and the simulator), plus layout detection.
+
+MindEye2 layout in one folder:
+- ``betas_all_subj01_fp32_renorm.hdf5``: ``betas`` (n_trials, n_voxels) float32, one file per subject.
+- a trial table per subject, ``trials_subj01.csv`` with columns ``image_index,trial_index,session,split``
+  (``session`` optional; ``split`` is ``train`` or ``test``); ``trial_index`` is the row of the betas file.
+- optional ``clip_targets.hdf5`` (``pooled`` (n_images, 768), ``tokens`` (n_images, 257, 768),
+  ``category``, ``category_names``) and ``coco_images_224_float16.hdf5`` (``images`` (n_images, 3, S, S)).
+
+Betas are read lazily (the files stay open). NaN/inf betas are checked on every read of trial rows, and
+in full when a betas file is first opened if it is under ``FULL_CHECK_BYTES``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from brainbench.errors import DataError
+from brainbench.interfaces import ArrayLike, Dataset, Trials
+from brainbench_nsd.h5rows import RowView, check_finite
+
+FULL_CHECK_BYTES = 64 * 2**20
+BETAS_KEY = "betas"
+TABLE_COLUMNS = ("image_index", "trial_index", "split")
+EMBEDDING_KEYS = {"clip-pooled": "pooled", "clip-tokens": "tokens"}
+BETAS_PATTERN = re.compile(r"betas_all_subj(\d+)_fp32_renorm\.hdf5$")
+
+
+def betas_name(subject: int) -> str:
+    return f"betas_all_subj{subject:02d}_fp32_renorm.hdf5"
+
+
+def table_name(subject: int) -> str:
+    return f"trials_subj{subject:02d}.csv"
+
+
+def read_trial_table(path: Path) -> dict[str, np.ndarray]:
+    """The plain per-subject trial table (CSV), validated for columns and split names."""
+    if not path.exists():
+        raise DataError(f"{path}: trial table not found (expected CSV columns {', '.join(TABLE_COLUMNS)}, session)")
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in TABLE_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DataError(f"{path}: trial table lacks column(s) {', '.join(missing)}; has {reader.fieldnames}")
+        rows = list(reader)
+    try:
+        table = {
+            "image_index": np.array([int(r["image_index"]) for r in rows], dtype=np.int64),
+            "trial_index": np.array([int(r["trial_index"]) for r in rows], dtype=np.int64),
+            "split": np.array([r["split"].strip() for r in rows]),
+        }
+        if rows and "session" in rows[0]:
+            table["session"] = np.array([int(r["session"]) for r in rows], dtype=np.int64)
+    except ValueError as err:
+        raise DataError(f"{path}: non-integer value in the trial table ({err})") from None
+    bad = sorted(set(table["split"].tolist()) - {"train", "test"})
+    if bad:
+        raise DataError(f"{path}: column 'split' must hold 'train' or 'test', found {bad}")
+    return table
+
+
+class MindEye2Nsd(Dataset):
+    """NSD in the MindEye2 layout; ``prepare(subject)`` lets the simulator write a subject on first use."""
+
+    default_target = "clip-vit-l-14"
+
+    def __init__(
+        self,
+        root: Path,
+        name: str = "nsd",
+        synthetic: bool = False,
+        subject_list: list[int] | None = None,
+        prepare: Any = None,
+        prepare_tokens: Any = None,
+    ) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DataError(f"{self.root}: NSD folder not found")
+        self.name, self.synthetic = name, synthetic
+        if synthetic:
+            self.default_target = "synthetic-clip"
+        self._subject_list = subject_list
+        self._prepare, self._prepare_tokens = prepare, prepare_tokens
+        self._files: dict[Path, h5py.File] = {}
+        self._tables: dict[int, dict[str, np.ndarray]] = {}
+
+    # ----------------------------------------------------------------------------- files and tables
+    def _open(self, path: Path) -> h5py.File:
+        if path not in self._files:
+            if not path.exists():
+                raise DataError(f"{path}: file not found")
+            try:
+                self._files[path] = h5py.File(path, "r")
+            except OSError as err:
+                raise DataError(f"{path}: not a readable HDF5 file ({err})") from None
+        return self._files[path]
+
+    def _betas(self, subject: int) -> h5py.Dataset:
+        if self._prepare is not None:
+            self._prepare(subject)
+        path = self.root / betas_name(subject)
+        fresh = path not in self._files
+        f = self._open(path)
+        if BETAS_KEY not in f:
+            raise DataError(f"{path}: missing dataset {BETAS_KEY!r} (expected (n_trials, n_voxels) float32)")
+        ds = f[BETAS_KEY]
+        if ds.ndim != 2:
+            raise DataError(f"{path}: dataset {BETAS_KEY!r} has shape {ds.shape}; expected (n_trials, n_voxels)")
+        if fresh and ds.size * 4 <= FULL_CHECK_BYTES:
+            check_finite(ds[:], str(path), BETAS_KEY, np.arange(ds.shape[0]))
+        return ds
+
+    def _table(self, subject: int) -> dict[str, np.ndarray]:
+        if subject not in self._tables:
+            betas = self._betas(subject)
+            path = self.root / table_name(subject)
+            table = read_trial_table(path)
+            past = table["trial_index"] >= betas.shape[0]
+            if past.any() or (table["trial_index"] < 0).any():
+                raise DataError(
+                    f"{path}: trial_index up to {int(table['trial_index'].max())} points past the betas in "
+                    f"{self.root / betas_name(subject)} ({BETAS_KEY!r} has {betas.shape[0]} rows)"
+                )
+            n_images = self._n_stimuli()
+            if n_images is not None and len(table["image_index"]) and table["image_index"].max() >= n_images:
+                raise DataError(
+                    f"{path}: image_index up to {int(table['image_index'].max())} but the target file holds "
+                    f"{n_images} images"
+                )
+            self._tables[subject] = table
+        return self._tables[subject]
+
+    def _targets(self) -> h5py.File | None:
+        path = self.root / "clip_targets.hdf5"
+        return self._open(path) if path.exists() else None
+
+    def _n_stimuli(self) -> int | None:
+        targets = self._targets()
+        if targets is None or "pooled" not in targets:
+            return None
+        return int(targets["pooled"].shape[0])
+
+    # ------------------------------------------------------------------------------------ Dataset
+    def subjects(self) -> list[int]:
+        if self._subject_list is not None:
+            return list(self._subject_list)
+        found = [int(m.group(1)) for p in self.root.iterdir() if (m := BETAS_PATTERN.match(p.name))]
+        return sorted(s for s in found if (self.root / table_name(s)).exists())
+
+    def _check_subject(self, subject: int) -> None:
+        if subject not in self.subjects():
+            raise DataError(
+                f"{self.root}: no subject {subject} (found {self.subjects()}); expected "
+                f"{betas_name(subject)} and {table_name(subject)}"
+            )
+
+    def n_voxels(self, subject: int) -> int:
+        self._check_subject(subject)
+        return int(self._betas(subject).shape[1])
+
+    def trials(self, subject: int, split: str) -> Trials:
+        self._check_subject(subject)
+        if split not in ("train", "test"):
+            raise DataError(f"NSD has splits 'train' and 'test', not {split!r}")
+        table = self._table(subject)
+        mask = table["split"] == split
+        order = np.argsort(table["trial_index"][mask], kind="stable")
+        rows = table["trial_index"][mask][order]
+        view = RowView(self._betas(subject), rows, str(self.root / betas_name(subject)), BETAS_KEY)
+        sessions = table["session"][mask][order] if "session" in table else None
+        return Trials(view, table["image_index"][mask][order], sessions)
+
+    def stored_embeddings(self, key: str) -> ArrayLike | None:
+        if key not in EMBEDDING_KEYS:
+            raise DataError(f"unknown stored embedding {key!r}; known: {', '.join(EMBEDDING_KEYS)}")
+        name = EMBEDDING_KEYS[key]
+        targets = self._targets()
+        if targets is not None and name not in targets and self._prepare_tokens is not None and key == "clip-tokens":
+            self._close(self.root / "clip_targets.hdf5")  # the generator replaces the file
+            self._prepare_tokens()
+            targets = self._targets()
+        if targets is None or name not in targets:
+            return None
+        ds = targets[name]
+        want = 2 if name == "pooled" else 3
+        if ds.ndim != want or ds.shape[-1] != 768 or (want == 3 and ds.shape[1] != 257):
+            expected = "(n_images, 768)" if want == 2 else "(n_images, 257, 768)"
+            raise DataError(f"{self.root / 'clip_targets.hdf5'}: {name!r} has shape {ds.shape}; expected {expected}")
+        return ds
+
+    def categories(self, stimulus_ids: np.ndarray) -> np.ndarray | None:
+        targets = self._targets()
+        if targets is None or "category" not in targets:
+            return None
+        return np.asarray(targets["category"][:], dtype=np.int64)[np.asarray(stimulus_ids, dtype=np.int64)]
+
+    def category_names(self) -> list[str] | None:
+        targets = self._targets()
+        if targets is None or "category_names" not in targets:
+            return None
+        return [n.decode() if isinstance(n, bytes) else str(n) for n in targets["category_names"][:]]
+
+    def images(self, stimulus_ids: np.ndarray) -> np.ndarray | None:
+        path = self.root / "coco_images_224_float16.hdf5"
+        if not path.exists():
+            return None
+        f = self._open(path)
+        if "images" not in f or f["images"].ndim != 4 or f["images"].shape[1] != 3:
+            raise DataError(f"{path}: expected dataset 'images' of shape (n_images, 3, H, W)")
+        from brainbench_nsd.h5rows import read_rows
+
+        return read_rows(f["images"], np.asarray(stimulus_ids, dtype=np.int64))
+
+    def describe(self) -> dict[str, Any]:
+        info: dict[str, Any] = {"name": self.name, "synthetic": self.synthetic, "layout": "mindeye2"}
+        info["root"] = str(self.root)
+        info["subjects"] = self.subjects()
+        marker = self.root / "brainbench_synthetic.json"
+        if marker.exists():
+            meta = json.loads(marker.read_text())
+            info.update({k: meta[k] for k in ("scale", "seed", "generator_version") if k in meta})
+        return info
+
+    # --------------------------------------------------------------------------------- lifecycle
+    def _close(self, path: Path) -> None:
+        handle = self._files.pop(path, None)
+        if handle is not None:
+            handle.close()
+
+    def close(self) -> None:
+        for path in list(self._files):
+            self._close(path)
+
+    def __getstate__(self) -> dict[str, Any]:  # open HDF5 handles cannot travel to other processes
+        state = self.__dict__.copy()
+        state["_files"] = {}
+        return state
+
+
+LAYOUTS = ("mindeye2", "mindeye1", "litemind")
+
+
+def detect_layout(root: Path) -> str:
+    if any(BETAS_PATTERN.match(p.name) for p in root.iterdir()):
+        return "mindeye2"
+    if any(root.rglob("*.tar")):
+        return "mindeye1"
+    if any(root.rglob("*_nsdgeneral_betas_tr.npy")):
+        return "litemind"
+    raise DataError(
+        f"{root}: no NSD layout recognised; expected betas_all_subjNN_fp32_renorm.hdf5 (MindEye2), "
+        "webdataset *.tar shards (MindEye1) or subjNN_nsdgeneral_betas_tr.npy (Lite-Mind)"
+    )
+
+
+def open_nsd(root: str | Path | None, layout: str = "auto", **options: Any) -> Dataset:
+    """Open NSD files on disk in any supported layout (detected from what is on disk, or named)."""
+    if root is None:
+        raise DataError("the nsd dataset reads files on disk: give their folder with --data-path")
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"{root}: NSD folder not found")
+    if layout == "auto":
+        layout = detect_layout(root)
+    if layout == "mindeye2":
+        return MindEye2Nsd(root, **options)
+    if layout in ("mindeye1", "litemind"):
+        raise DataError(f"{root}: {layout} layout recognised but not readable yet; convert it to the MindEye2 layout")
+    raise DataError(f"unknown NSD layout {layout!r}; known: auto, {', '.join(LAYOUTS)}")
+
+
+def open_synthetic_nsd(
+    root: str | Path | None = None,
+    scale: str = "small",
+    seed: int = 0,
+    tokens: bool = False,
+    images: bool = False,
+) -> Dataset:
+    """The simulator's NSD (generated on first use, each subject when first requested) through the real reader."""
+    from brainbench.paths import synthetic_root
+    from brainbench.simulate.nsd import SUBJECTS, SyntheticNsd
+
+    root = Path(root) if root is not None else synthetic_root("nsd", scale, int(seed))
+    sim = SyntheticNsd(root, scale, int(seed))
+    sim.ensure_common(tokens=bool(tokens), images=bool(images))
+    return MindEye2Nsd(
+        root,
+        name="synthetic-nsd",
+        synthetic=True,
+        subject_list=list(SUBJECTS),
+        prepare=sim.ensure_subject,
+        prepare_tokens=partial(sim.ensure_common, tokens=True),
+    )
