@@ -1,0 +1,200 @@
+"""Checkpoints and model files that load safely: tensors and plain containers only, never pickled code.
+
+- Training checkpoints (``last.pt``) are ``torch.save`` files readable with ``torch.load(weights_only=True)``;
+  RNG states are stored as tensors so a resumed run draws the same random numbers.
+- Final model files are safetensors with the metadata in the header (and a JSON sidecar for people).
+- Both are written atomically: a temporary file in the same folder, then ``os.replace``.
+- Loading checks the voxel count and target shape and names both sides when they differ.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from brainbench.errors import CheckpointMismatchError, DataError
+from brainbench.interfaces import Shape
+
+CHECKPOINT_NAME = "last.pt"
+MODEL_NAME = "model.safetensors"
+FORMAT_VERSION = 1
+
+
+# ------------------------------------------------------------------------------------------ metadata
+
+
+def model_metadata(encoder_name: str, encoder_params: dict[str, Any], n_voxels: int, target_shape: Shape) -> dict:
+    """What a checkpoint must say about the model it holds (plain types only)."""
+    return {
+        "format": FORMAT_VERSION,
+        "encoder": encoder_name,
+        # JSON so that any option value (paths, tuples) survives a weights_only load as one string
+        "encoder_params": json.dumps(encoder_params, sort_keys=True, default=str),
+        "n_voxels": int(n_voxels),
+        "target_shape": [int(s) for s in target_shape],
+    }
+
+
+def check_compatible(
+    metadata: dict[str, Any], source: Path, n_voxels: int | None, target_shape: Shape | None
+) -> None:
+    """Refuse a checkpoint made for another voxel count or target shape, naming both."""
+    saved_voxels = int(metadata["n_voxels"])
+    saved_shape = tuple(int(s) for s in metadata["target_shape"])
+    if n_voxels is not None and saved_voxels != int(n_voxels):
+        raise CheckpointMismatchError(
+            f"checkpoint {source} was trained on {saved_voxels} voxels but the data has {n_voxels} voxels"
+        )
+    if target_shape is not None and saved_shape != tuple(target_shape):
+        raise CheckpointMismatchError(
+            f"checkpoint {source} predicts targets of shape {_shape_text(saved_shape)} "
+            f"but the target has shape {_shape_text(tuple(target_shape))}"
+        )
+
+
+def _shape_text(shape: Shape) -> str:
+    return "x".join(map(str, shape))
+
+
+# --------------------------------------------------------------------------------------- RNG states
+
+
+def capture_rng_states() -> dict[str, Any]:
+    """Python, numpy, torch CPU and CUDA generator states, as tensors."""
+    _name, keys, position, has_gauss, cached_gauss = np.random.get_state(legacy=True)
+    version, python_state, gauss_next = random.getstate()
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy_keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+        "numpy_position": torch.tensor([position, has_gauss], dtype=torch.int64),
+        "numpy_gauss": torch.tensor(cached_gauss, dtype=torch.float64),
+        "python_version": torch.tensor(version, dtype=torch.int64),
+        "python_state": torch.tensor(python_state, dtype=torch.int64),
+        "python_gauss": torch.tensor(
+            [gauss_next is not None, gauss_next or 0.0], dtype=torch.float64
+        ),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    return states
+
+
+def restore_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    position, has_gauss = (int(v) for v in states["numpy_position"])
+    keys = states["numpy_keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, position, has_gauss, float(states["numpy_gauss"])))
+    has_next, next_value = states["python_gauss"].tolist()
+    python_state = tuple(int(v) for v in states["python_state"].tolist())
+    random.setstate((int(states["python_version"]), python_state, next_value if has_next else None))
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(list(states["cuda"]))
+
+
+# ------------------------------------------------------------------------------- training checkpoints
+
+
+def _temporary_sibling(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def atomic_torch_save(payload: dict[str, Any], path: Path) -> Path:
+    """``torch.save`` to a temporary file next to ``path``, then rename over it (never a half file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = _temporary_sibling(path)
+    try:
+        with open(temporary, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(
+    path: Path, n_voxels: int | None = None, target_shape: Shape | None = None
+) -> dict[str, Any]:
+    """A training checkpoint, loaded without unpickling code and checked against the data's shapes."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"checkpoint {path} does not exist")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or "metadata" not in payload:
+        raise DataError(f"checkpoint {path}: no 'metadata' entry; expected a brainbench training checkpoint")
+    check_compatible(payload["metadata"], path, n_voxels, target_shape)
+    return payload
+
+
+# ------------------------------------------------------------------------------------- model files
+
+
+def _unshared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """CPU, contiguous tensors with no two sharing memory (safetensors refuses shared storage)."""
+    seen: set[tuple[int, int]] = set()
+    result = {}
+    for name, tensor in state.items():
+        tensor = tensor.detach().to("cpu").contiguous()
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        if key in seen or tensor.untyped_storage().nbytes() != tensor.numel() * tensor.element_size():
+            tensor = tensor.clone()
+        seen.add((tensor.untyped_storage().data_ptr(), tensor.storage_offset()))
+        result[name] = tensor
+    return result
+
+
+def save_model_file(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, Any]) -> Path:
+    """Weights as safetensors (metadata JSON-encoded in the header) plus ``<file>.json`` for people.
+
+    Falls back to a weights_only torch file when safetensors is not installed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = _unshared(state)
+    temporary = _temporary_sibling(path)
+    try:
+        try:
+            from safetensors.torch import save_file
+        except ImportError:
+            torch.save({"metadata": metadata, "state": tensors}, temporary)
+        else:
+            header = {key: json.dumps(value) for key, value in metadata.items()}
+            save_file(tensors, str(temporary), metadata=header)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    sidecar = path.with_name(path.name + ".json")
+    sidecar.write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def load_model_file(
+    path: Path, n_voxels: int | None = None, target_shape: Shape | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state dict, metadata) of a file written by :func:`save_model_file`, checked against the shapes."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"model file {path} does not exist")
+    with open(path, "rb") as handle:
+        is_zip = handle.read(2) == b"PK"  # torch.save files are zip archives; safetensors start with a length
+    if is_zip:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        state, metadata = payload["state"], payload["metadata"]
+    else:
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+        metadata = {key: json.loads(value) for key, value in header.items()}
+        state = load_file(str(path))
+    if "n_voxels" not in metadata or "target_shape" not in metadata:
+        raise DataError(f"model file {path}: metadata lacks 'n_voxels'/'target_shape'; not a brainbench model")
+    check_compatible(metadata, path, n_voxels, target_shape)
+    return state, metadata
