@@ -155,6 +155,7 @@ class TrainSettings:
     seed: int = 0
     precision: str = "auto"  # auto | fp32 | bf16
     checkpoint_dir: Path | None = None
+    checkpoint_every: int = 1  # epochs between checkpoints (the last epoch is always written)
     resume: bool = True
     early_stopping: int | None = None  # patience in epochs on the validation loss
     val_every: int = 1

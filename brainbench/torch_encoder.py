@@ -66,6 +66,12 @@ class TorchEncoder(Encoder):
         """Biases, norms and positional embeddings get no weight decay."""
         return param.ndim <= 1 or "pos_embed" in name or "norm" in name.lower()
 
+    def describe(self, n_voxels: int, target_shape: Shape) -> dict[str, Any]:
+        """Parameter counts (total, per module) and FLOPs per sample, built on the meta device."""
+        from brainbench.model_info import model_figures
+
+        return {**model_figures(self, n_voxels, target_shape), "options": self.params()}
+
     def fit(self, data: FitData, settings: TrainSettings, reporter: Reporter) -> FittedEncoder:
         from brainbench.training import train_torch_encoder
 

@@ -489,7 +489,9 @@ class _Run:
                 self.history.append({"epoch": float(self.epoch), **metrics})
                 self.update_best(metrics)
                 self.finished = self.finished or self.epoch == self.recipe.epochs
-                self.save_checkpoint()
+                # Big models (MindEye: ~11 GB of state) may checkpoint less often; the last epoch always.
+                if self.finished or self.epoch % max(1, self.settings.checkpoint_every) == 0:
+                    self.save_checkpoint()
                 self.reporter.epoch_end(self.epoch, metrics)
         self.restore_best()
         fitted = TorchFittedEncoder(
