@@ -472,8 +472,7 @@ class _Run:
             f"({'bf16 autocast' if self.amp_dtype else 'fp32'}), {DATA_PATHS[self.train_source.mode]}, "
             f"{self.recipe.epochs} epochs x {self.steps_per_epoch} steps of {self.recipe.batch_size}"
         )
-        bar = self.reporter.progress(f"training {self.encoder.name}", self.total_steps)
-        with bar:
+        with self.reporter.progress(f"training {self.encoder.name}", self.total_steps) as bar:
             if self.step:
                 bar.advance(self.step)
             while not self.finished and self.epoch < self.recipe.epochs:

@@ -1,5 +1,8 @@
 """NSD datasets: the MindEye2 HDF5 layout (real files and the simulator), plus layout detection.
 
+``open_nsd`` also reads MindEye1 webdataset shards (``mindeye1.py``) and Lite-Mind's numpy files
+(``litemind_npy.py``), detected from what is on disk or named with ``layout=``.
+
 MindEye2 layout in one folder:
 - ``betas_all_subj01_fp32_renorm.hdf5``: ``betas`` (n_trials, n_voxels) float32, one file per subject.
 - a trial table per subject, ``trials_subj01.csv`` with columns ``image_index,trial_index,session,split``
@@ -273,8 +276,14 @@ def open_nsd(root: str | Path | None, layout: str = "auto", **options: Any) -> D
         layout = detect_layout(root)
     if layout == "mindeye2":
         return MindEye2Nsd(root, **options)
-    if layout in ("mindeye1", "litemind"):
-        raise DataError(f"{root}: {layout} layout recognised but not readable yet; convert it to the MindEye2 layout")
+    if layout == "mindeye1":
+        from brainbench_nsd.mindeye1 import MindEye1Nsd
+
+        return MindEye1Nsd(root, **options)
+    if layout == "litemind":
+        from brainbench_nsd.litemind_npy import LiteMindNsd
+
+        return LiteMindNsd(root, **options)
     raise DataError(f"unknown NSD layout {layout!r}; known: auto, {', '.join(LAYOUTS)}")
 
 

@@ -1,0 +1,301 @@
+"""Lite-Mind's DFT backbone, built the way the reference code builds it (see shared/reference/models.md).
+
+Two options cover the places where the reference code and the paper disagree:
+``pad`` ("drop": trailing voxels are dropped, as in the code; "zero": zero-padded, as in the paper) and
+``fremlp`` ("diagonal": only the diagonal of the complex weights acts, as in the code; "dense": the full
+complex matrix of the paper's figure). ``impl`` picks how the spectral operators are computed: "faithful"
+uses complex ``torch.fft`` like the reference, "fast" uses real DFT matmuls (:mod:`brainbench_litemind.fast`);
+both have the same parameters, so state dicts move freely between them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+FULL_WIDTHS = (512, 256, 128)  # the last stage's width is the number of target tokens (257)
+FULL_DEPTHS = (2, 10, 2, 4)
+CLS_WIDTHS = (512, 256, 128, 50)
+CLS_DEPTHS = (2, 2, 2, 2)
+FILTER_ORDER = 2  # F: number of complex weights the spectrum-compression filter sums
+SOFTSHRINK = 0.01
+INIT_SCALE = 0.02
+
+
+@dataclass(frozen=True)
+class LiteMindConfig:
+    """Everything that fixes the architecture; defaults reproduce the reference."""
+
+    n_voxels: int
+    target_shape: tuple[int, ...]
+    patch_size: int = 450
+    pad: str = "drop"  # drop | zero
+    fremlp: str = "diagonal"  # diagonal | dense
+    impl: str = "faithful"  # faithful | fast
+    widths: tuple[int, ...] | None = None  # None: the reference's; full variant: all but the last stage
+    depths: tuple[int, ...] | None = None
+    mlp_ratio: float = 4.0
+    dropout: float = 0.1
+    drop_path: float = 0.15
+
+    def __post_init__(self) -> None:
+        if self.pad not in ("drop", "zero"):
+            raise ValueError(f"pad must be 'drop' or 'zero', got {self.pad!r}")
+        if self.fremlp not in ("diagonal", "dense"):
+            raise ValueError(f"fremlp must be 'diagonal' or 'dense', got {self.fremlp!r}")
+        if self.impl not in ("faithful", "fast"):
+            raise ValueError(f"impl must be 'faithful' or 'fast', got {self.impl!r}")
+        if len(self.target_shape) not in (1, 2):
+            raise ValueError(f"Lite-Mind needs a (D,) or (tokens, D) target, got {self.target_shape}")
+        if self.n_tokens < 1:
+            raise ValueError(
+                f"{self.n_voxels} voxels make no {self.patch_size}-voxel patch; use a smaller patch_size"
+            )
+
+    @property
+    def cls_only(self) -> bool:
+        """A pooled (D,) target selects the CLS-only variant."""
+        return len(self.target_shape) == 1
+
+    @property
+    def n_tokens(self) -> int:
+        if self.pad == "drop":
+            return (self.n_voxels - self.patch_size) // self.patch_size + 1
+        return math.ceil(self.n_voxels / self.patch_size)
+
+    @property
+    def stage_widths(self) -> tuple[int, ...]:
+        if self.cls_only:
+            return tuple(self.widths or CLS_WIDTHS)
+        # the last stage's width is always the target's token count, so ``widths`` names the others
+        return (*(self.widths or FULL_WIDTHS), self.target_shape[0])
+
+    @property
+    def stage_depths(self) -> tuple[int, ...]:
+        depths = tuple(self.depths or (CLS_DEPTHS if self.cls_only else FULL_DEPTHS))
+        if len(depths) != len(self.stage_widths):
+            raise ValueError(f"{len(depths)} depths for {len(self.stage_widths)} stage widths")
+        return depths
+
+
+# ------------------------------------------------------------------------------------------ pieces
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drops the whole branch per sample and rescales survivors."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p:.4f}"
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, ratio: float, dropout: float) -> None:
+        super().__init__()
+        hidden = int(dim * ratio)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(F.gelu(self.fc1(x)))))
+
+
+def compression_coefficients(order: int) -> list[float]:
+    """cos((2k+1) pi / (2F)), the weights of the spectrum-compression sum."""
+    return [math.cos((2 * k + 1) * math.pi / (2 * order)) for k in range(order)]
+
+
+def fft_dtype(x: torch.Tensor) -> torch.dtype:
+    """FFTs run in at least fp32 (half-precision FFTs need power-of-two lengths and lose accuracy)."""
+    return torch.promote_types(x.dtype, torch.float32)
+
+
+class SpectrumFilter(nn.Module):
+    """Spectrum compression: y = irfft(sum_k c_k W_k X X^2) with X = rfft(x) along tokens (orthonormal)."""
+
+    def __init__(self, n_tokens: int, dim: int) -> None:
+        super().__init__()
+        self.n_tokens = n_tokens
+        # stored as (real, imag) pairs, like the reference: 2 * F * (N//2+1) * C parameters
+        self.complex_weight = nn.Parameter(
+            torch.randn(FILTER_ORDER, n_tokens // 2 + 1, dim, 2) * INIT_SCALE
+        )
+        self.coefficients = compression_coefficients(FILTER_ORDER)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        spectrum = torch.fft.rfft(x.to(fft_dtype(x)), dim=1, norm="ortho")
+        cubed = spectrum * (spectrum * spectrum)
+        weights = torch.view_as_complex(self.complex_weight.to(fft_dtype(x)))
+        out = sum(c * weights[k] * cubed for k, c in enumerate(self.coefficients))
+        return torch.fft.irfft(out, n=self.n_tokens, dim=1, norm="ortho").to(dtype)
+
+
+class FreMLP(nn.Module):
+    """Frequency projector: complex linear map + ReLU on the token spectrum, softshrink, inverse FFT.
+
+    The reference instantiates dense (C, C) weights and a (1, C) ``embeddings`` parameter it never uses;
+    both are kept so parameter counts and state dicts match it.
+    """
+
+    def __init__(self, n_tokens: int, dim: int, mode: str) -> None:
+        super().__init__()
+        self.n_tokens = n_tokens
+        self.mode = mode
+        self.r = nn.Parameter(INIT_SCALE * torch.randn(dim, dim))
+        self.i = nn.Parameter(INIT_SCALE * torch.randn(dim, dim))
+        self.rb = nn.Parameter(INIT_SCALE * torch.randn(dim))
+        self.ib = nn.Parameter(INIT_SCALE * torch.randn(dim))
+        self.embeddings = nn.Parameter(torch.randn(1, dim))  # unused, as in the reference
+
+    def complex_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The diagonal (C,) or the dense (C, C) real and imaginary weights."""
+        if self.mode == "diagonal":
+            return torch.diagonal(self.r), torch.diagonal(self.i)
+        return self.r, self.i
+
+    def project(self, real: torch.Tensor, imag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The complex affine map + ReLU + softshrink on (B, K, C) real and imaginary parts."""
+        wr, wi = (w.to(real.dtype) for w in self.complex_weights())
+        if self.mode == "diagonal":
+            out_r = real * wr - imag * wi + self.rb
+            out_i = imag * wr + real * wi + self.ib
+        else:
+            out_r = real @ wr - imag @ wi + self.rb
+            out_i = imag @ wr + real @ wi + self.ib
+        return F.softshrink(F.relu(out_r), SOFTSHRINK), F.softshrink(F.relu(out_i), SOFTSHRINK)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        spectrum = torch.fft.rfft(x.to(fft_dtype(x)), dim=1, norm="ortho")
+        real, imag = self.project(spectrum.real, spectrum.imag)
+        out = torch.complex(real, imag)
+        return torch.fft.irfft(out, n=self.n_tokens, dim=1, norm="ortho").to(dtype)
+
+
+SpectralFactory = Callable[[int, int], nn.Module]
+
+
+class Block(nn.Module):
+    """x + DropPath(FreMLP(LN(DropPath(MLP(LN(Filter(LN(x))))))))."""
+
+    def __init__(
+        self,
+        n_tokens: int,
+        dim: int,
+        cfg: LiteMindConfig,
+        drop_path: float,
+        make_filter: SpectralFactory,
+        make_fremlp: Callable[[int, int, str], nn.Module],
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.filter = make_filter(n_tokens, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, cfg.mlp_ratio, cfg.dropout)
+        self.norm3 = nn.LayerNorm(dim)
+        self.fremlp = make_fremlp(n_tokens, dim, cfg.fremlp)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        branch = self.drop_path(self.mlp(self.norm2(self.filter(self.norm1(x)))))
+        return x + self.drop_path(self.fremlp(self.norm3(branch)))
+
+
+# ------------------------------------------------------------------------------------------ model
+
+
+class LiteMind(nn.Module):
+    """(B, V) voxels -> (B, tokens, D) (full variant) or (B, D) (CLS-only variant)."""
+
+    def __init__(self, cfg: LiteMindConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        n = cfg.n_tokens
+        widths, depths = cfg.stage_widths, cfg.stage_depths
+        make_filter, make_fremlp = spectral_factories(cfg.impl)
+        self.patch_embed = nn.Conv1d(1, widths[0], kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        self.pos_embed = nn.Parameter(nn.init.trunc_normal_(torch.empty(1, n, widths[0]), std=0.02))
+        self.pos_drop = nn.Dropout(cfg.dropout)
+        rates = drop_path_rates(cfg.drop_path, sum(depths))
+        stages, transitions = [], []
+        for s, (dim, depth) in enumerate(zip(widths, depths, strict=True)):
+            first = sum(depths[:s])
+            blocks = [
+                Block(n, dim, cfg, rates[first + j], make_filter, make_fremlp) for j in range(depth)
+            ]
+            stages.append(nn.Sequential(*blocks))
+            if s > 0:
+                transitions.append(nn.Linear(widths[s - 1], dim))
+        self.stages = nn.ModuleList(stages)
+        self.transitions = nn.ModuleList(transitions)
+        self.norm = nn.LayerNorm(widths[-1])
+        out_dim = cfg.target_shape[-1]
+        self.head = nn.Linear(widths[-1] if cfg.cls_only else n, out_dim)
+        self.apply(_init_linear)
+
+    def tokens(self, voxels: torch.Tensor) -> torch.Tensor:
+        """(B, V) -> (B, N, C0) patch tokens with positional embedding."""
+        cfg = self.cfg
+        if cfg.pad == "zero":
+            voxels = F.pad(voxels, (0, cfg.n_tokens * cfg.patch_size - voxels.shape[1]))
+        x = self.patch_embed(voxels.unsqueeze(1)).transpose(1, 2)
+        return self.pos_drop(x + self.pos_embed)
+
+    def forward(self, voxels: torch.Tensor) -> torch.Tensor:
+        x = self.tokens(voxels)
+        for s, stage in enumerate(self.stages):
+            if s > 0:
+                x = self.transitions[s - 1](x)
+            x = stage(x)
+        x = self.norm(x)
+        if self.cfg.cls_only:
+            return self.head(x.mean(dim=1))
+        return self.head(x.transpose(1, 2))
+
+
+def drop_path_rates(top: float, n_blocks: int) -> list[float]:
+    """Stochastic depth rising linearly from 0 at the first block to ``top`` at the last."""
+    if n_blocks == 1:
+        return [0.0]
+    return [top * i / (n_blocks - 1) for i in range(n_blocks)]
+
+
+def _init_linear(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def spectral_factories(impl: str) -> tuple[SpectralFactory, Callable[[int, int, str], nn.Module]]:
+    if impl == "fast":
+        from brainbench_litemind.fast import FastFreMLP, FastSpectrumFilter
+
+        return FastSpectrumFilter, FastFreMLP
+    return SpectrumFilter, FreMLP
+
+
+def build_litemind(
+    n_voxels: int, target_shape: Sequence[int], **options: object
+) -> LiteMind:
+    return LiteMind(LiteMindConfig(n_voxels=n_voxels, target_shape=tuple(target_shape), **options))

@@ -1,0 +1,106 @@
+"""The ``mindeye`` encoder: MindEye's residual MLP + projector, BiMixCo -> SoftCLIP, the reference recipe.
+
+Evaluation embeds with the projector output by default: it is what the contrastive losses align with the
+CLIP targets and what the reference's retrieval evaluation scores. The backbone output feeds MindEye's
+diffusion prior in the reference; without the prior's loss it is not trained towards the target space,
+so ``embed="backbone"`` is offered only for use with such a loss.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from brainbench.interfaces import Shape
+from brainbench.losses import MindEyeLoss
+from brainbench.torch_encoder import Objective, TorchEncoder, TrainingDefaults
+from brainbench_mindeye.model import BrainNetwork
+
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "hidden": 4096,
+    "blocks": 4,
+    "projector_hidden": 2048,
+    "input_dropout": 0.5,
+    "block_dropout": 0.15,
+    "embed": "projector",  # projector | backbone
+    "mix_fraction": 1 / 3,  # BiMixCo for this fraction of training, SoftCLIP after
+    "mix_beta": 0.15,
+    "mix_probability": 0.5,
+    "mix_temperature": 0.006,
+    "soft_temperature_start": 0.004,
+    "soft_temperature_end": 0.0075,
+}
+_INTS = ("hidden", "blocks", "projector_hidden")
+
+
+class MindEyeEncoder(TorchEncoder):
+    name: ClassVar[str] = "mindeye"
+    defaults: ClassVar[TrainingDefaults] = TrainingDefaults(
+        epochs=240,
+        batch_size=32,
+        lr=3e-4,  # OneCycle's peak
+        weight_decay=1e-2,
+        schedule="onecycle",
+        grad_clip=None,  # the reference does not clip
+    )
+
+    def __init__(self, **options: Any) -> None:
+        unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
+        if unknown:
+            raise ValueError(f"unknown mindeye option(s) {unknown}; known: {sorted(DEFAULT_OPTIONS)}")
+        merged = {**DEFAULT_OPTIONS, **options}
+        for key, value in merged.items():
+            if key != "embed":
+                merged[key] = int(value) if key in _INTS else float(value)
+        if merged["embed"] not in ("projector", "backbone"):
+            raise ValueError(f"embed must be 'projector' or 'backbone', got {merged['embed']!r}")
+        super().__init__(**merged)
+
+    def build(self, n_voxels: int, target_shape: Shape) -> nn.Module:
+        o = self.options
+        return BrainNetwork(
+            n_voxels,
+            target_shape,
+            hidden=o["hidden"],
+            blocks=o["blocks"],
+            projector_hidden=o["projector_hidden"],
+            input_dropout=o["input_dropout"],
+            block_dropout=o["block_dropout"],
+        )
+
+    def objective(self, target_shape: Shape) -> Objective:
+        o = self.options
+        return MindEyeLoss(
+            mix_fraction=o["mix_fraction"],
+            mix_beta=o["mix_beta"],
+            mix_probability=o["mix_probability"],
+            mix_temperature=o["mix_temperature"],
+            soft_temperature=(o["soft_temperature_start"], o["soft_temperature_end"]),
+        )
+
+    def embed(self, model: nn.Module, voxels: torch.Tensor) -> torch.Tensor:
+        backbone, projected = model(voxels)
+        return projected if self.options["embed"] == "projector" else backbone
+
+    def describe(self, n_voxels: int, target_shape: Shape) -> dict[str, Any]:
+        with torch.device("meta"):
+            model = self.build(n_voxels, target_shape)
+        per_module = {
+            name: sum(p.numel() for p in child.parameters()) for name, child in model.named_children()
+        }
+        model.eval()
+        with FlopCounterMode(display=False) as counter:
+            model(torch.zeros(1, n_voxels, device="meta"))
+        total = sum(per_module.values())
+        return {
+            "parameters": total,
+            "parameters_backbone": total - per_module["projector"],
+            "parameters_per_module": per_module,
+            "flops_per_sample": int(counter.get_total_flops()),
+            "gflops_per_sample": round(counter.get_total_flops() / 1e9, 3),
+            "size_mb_fp32": round(total * 4 / 2**20, 1),
+            "options": self.params(),
+        }
