@@ -27,7 +27,7 @@ def _version(value: bool) -> None:
 
 
 def build_app() -> typer.Typer:
-    from brainbench.cli import info_cmd, plugins_cmd, run_cmd
+    from brainbench.cli import compare_cmd, info_cmd, matrix_cmd, plugins_cmd, run_cmd
     from brainbench.plugins import get_plugins
 
     app = typer.Typer(
@@ -50,6 +50,11 @@ def build_app() -> typer.Typer:
     plugins_cmd.register(app)
     run_cmd.register(app)
     info_cmd.register(app)
+    matrix_cmd.register(app)
+    compare_cmd.register(app)
+    from brainbench.cli import data_cmd
+
+    data_cmd.register(app)
     plugin_set = get_plugins()
     _add_plugin_commands(app, plugin_set)
     return app
@@ -72,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     try:
         command = typer.main.get_command(build_app())
-        command.main(args=args, prog_name="brainbench", standalone_mode=False)
+        code = command.main(args=args, prog_name="brainbench", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:
@@ -89,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
         Console(stderr=True).print(f"[bold red]Error:[/bold red] {exc}", highlight=False)
         return 2
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

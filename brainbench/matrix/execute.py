@@ -1,0 +1,218 @@
+"""Run a matrix: one MLflow parent run, a child per cell (through a launcher), resume, summary and figures."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from brainbench.errors import BrainbenchError
+from brainbench.launch import LAUNCHERS
+from brainbench.launch.jobs import CellJob, CellOutcome
+from brainbench.matrix.spec import Cell, MatrixSpec, matrix_id
+from brainbench.tracking_query import KIND_TAG, MATRIX_TAG
+
+
+@dataclass
+class LaunchOptions:
+    launcher: str = "local"
+    ray_address: str | None = None
+    workers: int | None = None  # local-gpus: cap on GPUs used, or CPU workers when there is no GPU
+    cpus_per_cell: float = 1
+    threads_per_worker: int | None = None
+    system_metrics: bool = True
+
+
+@dataclass
+class MatrixReport:
+    name: str
+    matrix_id: str
+    parent_run_id: str
+    resumed: bool
+    n_cells: int
+    skipped: int
+    outcomes: list[CellOutcome] = field(default_factory=list)
+    artifacts: list[str] = field(default_factory=list)
+
+    @property
+    def ran(self) -> int:
+        return sum(o.status == "FINISHED" for o in self.outcomes)
+
+    @property
+    def failed(self) -> int:
+        return sum(o.status != "FINISHED" for o in self.outcomes)
+
+    def counts(self) -> str:
+        return f"ran {self.ran}, skipped {self.skipped} (finished before), failed {self.failed}"
+
+
+def check_cells(cells: list[Cell]) -> None:
+    """Unknown plugin names stop the matrix before any run is created."""
+    from brainbench.plugins import get_plugins
+
+    plugins = get_plugins()
+    problems = []
+    for kind, registry in (
+        ("encoder", plugins.encoders),
+        ("task", plugins.tasks),
+        ("dataset", plugins.datasets),
+    ):
+        names = sorted({getattr(cell.config, kind) for cell in cells} - {None})
+        unknown = [name for name in names if name not in registry]
+        if unknown:
+            problems.append(
+                f"unknown {kind}(s) {', '.join(map(repr, unknown))}; "
+                f"known: {', '.join(sorted(registry.names()))}"
+            )
+    if problems:
+        raise BrainbenchError("; ".join(problems))
+
+
+def run_matrix(
+    spec: MatrixSpec,
+    cells: list[Cell],
+    tracking_uri: str | None,
+    experiment: str,
+    resume: bool,
+    options: LaunchOptions,
+    echo: Callable[[str], None] = print,
+) -> MatrixReport:
+    from brainbench.tracking_query import (
+        SafeTracker,
+        finished_cell_keys,
+        matrix_parents,
+        set_status,
+        set_tags,
+    )
+
+    if options.launcher not in LAUNCHERS:
+        raise BrainbenchError(f"unknown launcher {options.launcher!r}; choose one of {', '.join(LAUNCHERS)}")
+    if not cells:
+        raise BrainbenchError(f"{spec.source}: the matrix has no cells")
+    check_cells(cells)
+    mid = matrix_id([cell.config for cell in cells])
+    tracker = SafeTracker(tracking_uri, experiment)
+    tracker.check()
+
+    previous = matrix_parents(tracker, mid)[:1] if resume else []
+    done: set[str] = set()
+    parent_id: str | None = None
+    if previous:
+        parent_id = previous[0].run_id
+        done = finished_cell_keys(tracker, parent_id) & {cell.config.key for cell in cells}
+        echo(
+            f"resuming matrix {spec.name!r} ({mid}) in parent run {parent_id} (was {previous[0].status}): "
+            f"{len(done)} of {len(cells)} cells finished before"
+        )
+        set_status(tracker, parent_id, "RUNNING")
+    elif resume:
+        echo(f"no earlier run of matrix {spec.name!r} ({mid}) in experiment {experiment!r}; starting afresh")
+
+    tags = {KIND_TAG: "matrix", MATRIX_TAG: mid, "brainbench.matrix_name": spec.name}
+    report: MatrixReport | None = None
+    with tracker.run(spec.name, tags=tags, run_id=parent_id) as parent:
+        report = MatrixReport(spec.name, mid, parent.run_id, bool(previous), len(cells), len(done))
+        set_tags(tracker, parent.run_id, {"brainbench.launcher": options.launcher})
+        if not previous:
+            parent.log_params({"matrix.name": spec.name, "matrix.id": mid, "matrix.n_cells": len(cells)})
+        parent.log_text(spec.text, "matrix.toml")
+        jobs = [
+            CellJob(
+                cell.config.to_dict(),
+                tracker.uri,
+                experiment,
+                parent.run_id,
+                mid,
+                resume=resume,
+                system_metrics=options.system_metrics,
+            )
+            for cell in cells
+            if cell.config.key not in done
+        ]
+        echo(
+            f"matrix {spec.name!r}: {len(cells)} cells, {len(jobs)} to run "
+            f"with launcher {options.launcher!r}; MLflow parent run {parent.run_id} in {tracker.uri}"
+        )
+        started = time.perf_counter()
+
+        def on_done(outcome: CellOutcome) -> None:
+            report.outcomes.append(outcome)
+            echo(_progress_line(outcome, len(report.outcomes), len(jobs)))
+
+        try:
+            _launch(jobs, on_done, options)
+        except KeyboardInterrupt:
+            echo(
+                f"interrupted: {report.counts()}; {len(jobs) - len(report.outcomes)} cells not run. "
+                "Run the same command with --resume to finish."
+            )
+            raise
+        parent.log_metrics(
+            {
+                "cells.finished": report.ran + report.skipped,
+                "cells.failed": report.failed,
+                "wall_seconds": time.perf_counter() - started,
+            }
+        )
+        report.artifacts = _log_summary(tracker, parent, echo)
+    if report.failed:
+        set_status(tracker, report.parent_run_id, "FAILED")  # so --resume picks it up to retry those cells
+        set_tags(tracker, report.parent_run_id, {"brainbench.error": f"{report.failed} cell(s) failed"})
+    return report
+
+
+def _launch(jobs: list[CellJob], on_done: Callable[[CellOutcome], None], options: LaunchOptions) -> None:
+    if not jobs:
+        return
+    if options.launcher == "local":
+        from brainbench.launch.local import run_local
+
+        run_local(jobs, on_done)
+    elif options.launcher == "local-gpus":
+        from brainbench.launch.local_gpus import run_local_gpus
+
+        run_local_gpus(jobs, on_done, workers=options.workers, threads_per_worker=options.threads_per_worker)
+    else:
+        from brainbench.launch.ray_cluster import run_ray
+
+        run_ray(
+            jobs,
+            on_done,
+            address=options.ray_address,
+            cpus_per_cell=options.cpus_per_cell,
+            local_cpus=options.workers,
+        )
+
+
+def _progress_line(outcome: CellOutcome, done: int, total: int) -> str:
+    head = f"[{done}/{total}] {outcome.label} {outcome.status} in {outcome.wall_seconds:.1f}s"
+    if outcome.status != "FINISHED":
+        return f"{head}: {outcome.error}"
+    shown = ", ".join(f"{k}={v:.4f}" for k, v in list(outcome.metrics.items())[:2])
+    return f"{head} ({shown})"
+
+
+def _log_summary(tracker: object, parent: object, echo: Callable[[str], None]) -> list[str]:
+    """Summary tables and figures of every child (this session's and earlier ones) into the parent run."""
+    from brainbench.matrix.figures import write_figures
+    from brainbench.matrix.summary import cell_rows, cells_csv, directions, group_rows, to_csv, to_markdown
+    from brainbench.tracking_query import children
+
+    try:
+        rows = cell_rows(children(tracker, parent.run_id))  # type: ignore[arg-type, attr-defined]
+        groups = group_rows(rows)
+        higher = directions(rows)
+        parent.log_text(cells_csv(rows), "summary/cells.csv")  # type: ignore[attr-defined]
+        parent.log_text(to_csv(groups), "summary/summary.csv")  # type: ignore[attr-defined]
+        parent.log_text(to_markdown(groups, higher), "summary/summary.md")  # type: ignore[attr-defined]
+        names = ["summary/cells.csv", "summary/summary.csv", "summary/summary.md"]
+        with tempfile.TemporaryDirectory() as folder:
+            for path in write_figures(groups, rows, Path(folder)):
+                parent.log_artifact(path, "figures")  # type: ignore[attr-defined]
+                names.append(f"figures/{path.name}")
+        return names
+    except Exception as exc:  # the cells' results are safe in their own runs; say what went wrong
+        echo(f"warning: could not write the matrix summary: {type(exc).__name__}: {exc}")
+        return []

@@ -1,0 +1,222 @@
+"""Reading runs back from MLflow, run status changes, retries on a busy SQLite store, system metrics.
+
+Next to brainbench/tracking.py (which writes runs) this is the other module that touches mlflow; every import
+of mlflow stays inside a function so the CLI starts fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from brainbench.tracking import Tracker
+
+T = TypeVar("T")
+LOCK_MESSAGES = ("database is locked", "database table is locked")
+KIND_TAG = "brainbench.kind"
+MATRIX_TAG = "brainbench.matrix_id"
+CELL_KEY_TAG = "brainbench.cell_key"
+PARENT_TAG = "mlflow.parentRunId"
+
+
+def is_lock_error(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return any(message in text for message in LOCK_MESSAGES)
+
+
+def retry_locked(
+    call: Callable[..., T], *args: Any, attempts: int = 10, base_delay: float = 0.05, **kwargs: Any
+) -> T:
+    """Call, retrying with jittered exponential backoff while SQLite says another writer holds the lock."""
+    for attempt in range(attempts):
+        try:
+            return call(*args, **kwargs)
+        except Exception as exc:
+            if not is_lock_error(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(base_delay * (2**attempt) * (0.5 + random.random()))
+    raise AssertionError("unreachable")
+
+
+class RetryingClient:
+    """An MlflowClient whose every method retries on "database is locked"."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._client, name)
+        if not callable(value):
+            return value
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return retry_locked(value, *args, **kwargs)
+
+        return call
+
+
+class SafeTracker(Tracker):
+    """A Tracker for concurrent writers: cells running side by side share one SQLite store."""
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            retry_locked(Tracker.client.fget, self)  # type: ignore[attr-defined]
+            self._client = RetryingClient(self._client)
+        return self._client
+
+
+@dataclass
+class RunView:
+    """A run read back from MLflow, as plain Python values."""
+
+    run_id: str
+    name: str
+    status: str
+    start_time: int
+    end_time: int | None
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def parent_run_id(self) -> str | None:
+        return self.tags.get(PARENT_TAG)
+
+    @property
+    def cell_key(self) -> str | None:
+        return self.tags.get(CELL_KEY_TAG) or self.params.get("cell_key")
+
+
+def _view(run: Any) -> RunView:
+    return RunView(
+        run_id=run.info.run_id,
+        name=run.info.run_name or "",
+        status=run.info.status,
+        start_time=int(run.info.start_time or 0),
+        end_time=run.info.end_time,
+        params=dict(run.data.params),
+        metrics=dict(run.data.metrics),
+        tags=dict(run.data.tags),
+    )
+
+
+def search(
+    tracker: Tracker, filter_string: str = "", order_by: list[str] | None = None, limit: int | None = None
+) -> list[RunView]:
+    """Runs of the tracker's experiment matching an MLflow filter, newest first by default."""
+    client = tracker.client
+    order = order_by or ["attributes.start_time DESC"]
+    views: list[RunView] = []
+    token = None
+    while True:
+        page = client.search_runs(
+            [tracker.experiment_id],
+            filter_string=filter_string,
+            order_by=order,
+            max_results=min(limit or 1000, 1000),
+            page_token=token,
+        )
+        views.extend(_view(run) for run in page)
+        token = page.token
+        if not token or (limit is not None and len(views) >= limit):
+            return views[:limit] if limit is not None else views
+
+
+def experiment_exists(tracking_uri: str, name: str) -> bool:
+    from mlflow.tracking import MlflowClient
+
+    client = RetryingClient(MlflowClient(tracking_uri=tracking_uri))
+    return client.get_experiment_by_name(name) is not None
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "\\'") + "'"
+
+
+def get_run(tracker: Tracker, run_id: str) -> RunView | None:
+    try:
+        return _view(tracker.client.get_run(run_id))
+    except Exception as exc:
+        if "not found" in str(exc).lower() or "RESOURCE_DOES_NOT_EXIST" in str(exc):
+            return None
+        raise
+
+
+def matrix_parents(tracker: Tracker, matrix_id: str | None = None) -> list[RunView]:
+    """Parent (matrix) runs, newest first; only those of one matrix when ``matrix_id`` is given."""
+    clauses = [f"tags.`{KIND_TAG}` = 'matrix'"]
+    if matrix_id:
+        clauses.append(f"tags.`{MATRIX_TAG}` = {_quote(matrix_id)}")
+    return search(tracker, " and ".join(clauses))
+
+
+def cell_runs(tracker: Tracker) -> list[RunView]:
+    return search(tracker, f"tags.`{KIND_TAG}` = 'cell'")
+
+
+def children(tracker: Tracker, parent_run_id: str) -> list[RunView]:
+    return search(tracker, f"tags.`{PARENT_TAG}` = {_quote(parent_run_id)}")
+
+
+def finished_cell_keys(tracker: Tracker, parent_run_id: str) -> set[str]:
+    return {
+        run.cell_key for run in children(tracker, parent_run_id) if run.status == "FINISHED" and run.cell_key
+    }
+
+
+def set_status(tracker: Tracker, run_id: str, status: str) -> None:
+    """RUNNING reopens a run (resume); FINISHED, FAILED or KILLED close it."""
+    if status == "RUNNING":
+        tracker.client.update_run(run_id, status="RUNNING")
+    else:
+        tracker.client.set_terminated(run_id, status=status)
+
+
+def set_tags(tracker: Tracker, run_id: str, tags: dict[str, Any]) -> None:
+    for key, value in tags.items():
+        tracker.client.set_tag(run_id, key, value if isinstance(value, str) else json.dumps(value))
+
+
+class SystemMetrics:
+    """CPU, memory, disk, network (and GPU with pynvml) metrics of one run, sampled in a thread.
+
+    MLflow's SystemMetricsMonitor works with a client-created run when given its id and tracking URI. Without
+    psutil it cannot sample, and this does nothing.
+    """
+
+    def __init__(self, tracking_uri: str, run_id: str, interval: float = 5.0) -> None:
+        self._monitor: Any = None
+        try:
+            import psutil  # noqa: F401
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+        except ImportError:
+            return
+        logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
+        try:
+            self._monitor = SystemMetricsMonitor(
+                run_id, sampling_interval=interval, tracking_uri=tracking_uri
+            )
+        except Exception:  # monitoring is a nicety; it never stops a cell
+            self._monitor = None
+
+    @property
+    def active(self) -> bool:
+        return self._monitor is not None
+
+    def __enter__(self) -> SystemMetrics:
+        if self._monitor is not None:
+            self._monitor.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._monitor is not None:
+            try:
+                self._monitor.finish()
+            except Exception:
+                pass
