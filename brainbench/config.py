@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 REPEAT_MODES = ("average-voxels", "average-predictions")
+BUDGETS = ("auto", "quick", "reference")
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class RunConfig:
     repeats: str = "average-voxels"
     val_fraction: float = 0.1
     early_stopping: int | None = None
+    budget: str = "auto"  # auto: the encoder's quick recipe on demo-scale simulated data, else its reference
     encoder_options: dict[str, Any] = field(default_factory=dict)
     task_options: dict[str, Any] = field(default_factory=dict)
     dataset_options: dict[str, Any] = field(default_factory=dict)
@@ -34,6 +36,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.repeats not in REPEAT_MODES:
             raise ValueError(f"repeats must be one of {', '.join(REPEAT_MODES)}, got {self.repeats!r}")
+        if self.budget not in BUDGETS:
+            raise ValueError(f"budget must be one of {', '.join(BUDGETS)}, got {self.budget!r}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
 

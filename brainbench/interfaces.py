@@ -82,6 +82,8 @@ class Dataset(ABC):
     synthetic: bool = False
     #: Target used when neither the run nor the task names one.
     default_target: str = "synthetic-clip"
+    #: True for simulator scales meant to run in seconds on a laptop: encoders use their quick recipe there.
+    demo_scale: bool = False
 
     @abstractmethod
     def subjects(self) -> list[int]: ...
@@ -206,6 +208,18 @@ class FittedEncoder(ABC):
         """Write a safely loadable checkpoint (no pickled code); returns the file written."""
 
 
+@dataclass(frozen=True)
+class QuickRecipe:
+    """How an encoder trains on demo-scale data (a laptop CPU, a few thousand trials) instead of its
+    reference recipe; options and settings a run names explicitly still win."""
+
+    options: dict[str, Any] = field(default_factory=dict)
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    note: str = ""
+
+
 class Encoder(ABC):
     """Voxels -> embedding prediction: builds, trains and returns a :class:`FittedEncoder`."""
 
@@ -220,6 +234,10 @@ class Encoder(ABC):
 
     @abstractmethod
     def fit(self, data: FitData, settings: TrainSettings, reporter: Reporter) -> FittedEncoder: ...
+
+    def quick_recipe(self) -> QuickRecipe | None:
+        """The recipe for demo-scale data (see :class:`QuickRecipe`); None: the defaults are quick already."""
+        return None
 
     def describe(self, n_voxels: int, target_shape: Shape) -> dict[str, Any]:
         """Parameter counts and other figures ``brainbench info`` prints."""
@@ -258,6 +276,7 @@ class EvalContext:
     seed: int
     output_dir: Path  # figures and tables written here are logged as run artifacts
     artifacts: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # caveats shown to the user and recorded with the run
 
 
 class Task(ABC):

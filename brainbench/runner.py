@@ -66,6 +66,7 @@ class ResolvedCell:
     target_name: str
     target: Target
     encoder: Any
+    quick: Any | None = None  # the QuickRecipe in force, if any
 
 
 def resolve(config: RunConfig, plugins: PluginSet | None = None) -> ResolvedCell:
@@ -74,13 +75,19 @@ def resolve(config: RunConfig, plugins: PluginSet | None = None) -> ResolvedCell
     encoder = plugins.encoders.create(config.encoder, **config.encoder_options)
     dataset_name = config.dataset or task.default_dataset
     dataset = plugins.datasets.create(dataset_name, root=config.data_path, **config.dataset_options)
+    quick = None
+    if config.budget == "quick" or (config.budget == "auto" and dataset.demo_scale):
+        quick = encoder.quick_recipe()
+        if quick is not None and quick.options:
+            # The run's own options win over the recipe's.
+            encoder = plugins.encoders.create(config.encoder, **{**quick.options, **config.encoder_options})
     target_name = config.target or task.default_target or dataset.default_target
     target = plugins.targets.create(target_name)
     if config.subject not in dataset.subjects():
         raise BrainbenchError(
             f"dataset {dataset_name!r} has no subject {config.subject}; subjects: {dataset.subjects()}"
         )
-    return ResolvedCell(config, task, dataset_name, dataset, target_name, target, encoder)
+    return ResolvedCell(config, task, dataset_name, dataset, target_name, target, encoder, quick)
 
 
 def split_train_validation(
@@ -120,13 +127,14 @@ def run_params(cell: ResolvedCell, n_voxels: int) -> dict[str, Any]:
         "subject": config.subject,
         "seed": config.seed,
         "repeats": config.repeats,
+        "budget": "quick" if cell.quick is not None else "reference",
         "val_fraction": config.val_fraction,
         "n_voxels": n_voxels,
         "synthetic": cell.dataset.synthetic,
         "cell_key": config.key,
         "brainbench_version": __version__,
     }
-    for name, value in (("epochs", config.epochs), ("batch_size", config.batch_size), ("lr", config.lr)):
+    for name, value in training_overrides(cell).items():
         if value is not None:
             params[name] = value
     params.update({f"encoder.{k}": v for k, v in cell.encoder.params().items()})
@@ -138,6 +146,16 @@ def run_params(cell: ResolvedCell, n_voxels: int) -> dict[str, Any]:
     for info in plugins.plugins.values():
         params[f"plugin.{info.name}.version"] = info.version
     return params
+
+
+def training_overrides(cell: ResolvedCell) -> dict[str, Any]:
+    """Epochs, batch size and lr the run asks for: its own, else the quick recipe's, else None (defaults)."""
+    config, quick = cell.config, cell.quick
+    return {
+        "epochs": config.epochs if config.epochs is not None else getattr(quick, "epochs", None),
+        "batch_size": config.batch_size if config.batch_size is not None else getattr(quick, "batch_size", None),
+        "lr": config.lr if config.lr is not None else getattr(quick, "lr", None),
+    }
 
 
 def run_cell(
@@ -157,6 +175,11 @@ def run_cell(
     if record is not None:
         record.log_params(params)
         record.set_tags({"brainbench.synthetic": str(dataset.synthetic).lower(), "brainbench.cell": config.label()})
+    if cell.quick is not None:
+        reporter.info(
+            f"demo-scale data: {config.encoder} uses its quick recipe ({cell.quick.note}); "
+            "pass --budget reference for the reference recipe"
+        )
     reporter.info(
         f"{config.label()}: {cell.dataset_name} ({'synthetic' if dataset.synthetic else 'real'}), "
         f"{train.n_trials} train / {test.n_trials} {task.split} trials, {train.n_voxels} voxels, "
@@ -173,9 +196,7 @@ def run_cell(
     )
     del voxels
     settings = TrainSettings(
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        lr=config.lr,
+        **training_overrides(cell),
         device=config.device,
         seed=config.seed,
         precision=config.precision,
@@ -205,6 +226,10 @@ def run_cell(
     )
     metrics = task.evaluate(context)
     eval_seconds = time.perf_counter() - started
+    for note in context.notes:
+        reporter.info(f"[yellow]note:[/yellow] {note}")
+    if record is not None and context.notes:
+        record.set_tags({"brainbench.notes": " | ".join(context.notes)[:5000]})
 
     result = CellResult(
         config=config,

@@ -10,10 +10,10 @@ import numpy as np
 import open_clip
 import pytest
 import torch
-from brainbench_clip.openclip import WEIGHTS_ENV, OpenClipTarget
 
 from brainbench.errors import DataError
 from brainbench.interfaces import Dataset, Trials
+from brainbench_clip.openclip import WEIGHTS_ENV, OpenClipTarget
 
 TINY_MODEL = "bb-tiny-test-vit"
 TINY_CONFIG = {

@@ -10,14 +10,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from brainbench_god.bdata import BDataFile
-from brainbench_nsd.dataset import open_nsd, read_trial_table
-from brainbench_nsd.litemind_npy import write_litemind_files
-from brainbench_nsd.mindeye1 import write_mindeye1_shards
 
 from brainbench.cli.app import main
 from brainbench.simulate.god import write_synthetic_god
 from brainbench.simulate.nsd import SCALES, generate_synthetic_nsd
+from brainbench_god.bdata import BDataFile
+from brainbench_nsd.dataset import open_nsd, read_trial_table
+from brainbench_nsd.litemind_npy import write_litemind_files
+from brainbench_nsd.mindeye1 import write_mindeye1_shards
 
 TINY = SCALES["tiny"]
 

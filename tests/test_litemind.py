@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from brainbench_litemind.encoder import LiteMindEncoder
 from brainbench_litemind.fast import FastFreMLP, FastSpectrumFilter, real_dft_matrices
 from brainbench_litemind.model import FreMLP, LiteMindConfig, SpectrumFilter, build_litemind, drop_path_rates

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from brainbench_mindeye.encoder import MindEyeEncoder
 
 SMALL = {"hidden": 32, "blocks": 2, "projector_hidden": 24}

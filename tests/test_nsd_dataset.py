@@ -8,12 +8,12 @@ import shutil
 import h5py
 import numpy as np
 import pytest
-from brainbench_nsd.dataset import open_nsd, open_synthetic_nsd
-from brainbench_nsd.h5rows import RowView
-from brainbench_nsd.repeats import average_by_stimulus, average_repeats
 
 from brainbench.errors import DataError
 from brainbench.simulate.nsd import SCALES, generate_synthetic_nsd
+from brainbench_nsd.dataset import open_nsd, open_synthetic_nsd
+from brainbench_nsd.h5rows import RowView
+from brainbench_nsd.repeats import average_by_stimulus, average_repeats
 
 
 @pytest.fixture(autouse=True)

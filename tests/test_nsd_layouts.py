@@ -10,14 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from brainbench_nsd.dataset import open_nsd, read_trial_table
-from brainbench_nsd.h5rows import RowView
-from brainbench_nsd.litemind_npy import LiteMindNsd, write_litemind_files
-from brainbench_nsd.mindeye1 import MindEye1Nsd, ShardRows, write_mindeye1_shards
 
 from brainbench.errors import DataError
 from brainbench.repeats import group_mean
 from brainbench.simulate.nsd import SCALES, generate_synthetic_nsd
+from brainbench_nsd.dataset import open_nsd, read_trial_table
+from brainbench_nsd.h5rows import RowView
+from brainbench_nsd.litemind_npy import LiteMindNsd, write_litemind_files
+from brainbench_nsd.mindeye1 import MindEye1Nsd, ShardRows, write_mindeye1_shards
 
 SUBJECTS = (1, 2)
 TINY = SCALES["tiny"]

@@ -179,8 +179,9 @@ def test_task_swapped_pairs_and_constant_predictions(tmp_path, scheme):
 def test_task_caps_way_at_n_with_a_note(tmp_path):
     true = unit_rows(50, 8)
     task = make_task(draws="per-query")
-    with pytest.warns(UserWarning, match="only 50 test items"):
-        results = by_name(task.evaluate(context(true, true, tmp_path)))
+    ctx = context(true, true, tmp_path)
+    results = by_name(task.evaluate(ctx))
+    assert any("only 50 test items" in note for note in ctx.notes)
     assert results["fmri_to_image_top1_300way"].chance == pytest.approx(1 / 50)
     assert task.params()["draw_scheme"] == "per-query" and task.params()["draws"] == 30
     assert task.notes and "50-way" in task.notes[0]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from brainbench_clip.stored import StoredTarget
-from brainbench_nsd.dataset import open_synthetic_nsd
 
 from brainbench.errors import DataError
 from brainbench.interfaces import Dataset
+from brainbench_clip.stored import StoredTarget
+from brainbench_nsd.dataset import open_synthetic_nsd
 
 
 class NoEmbeddings(Dataset):

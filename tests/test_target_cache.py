@@ -16,13 +16,13 @@ import open_clip
 import pytest
 import torch
 import typer
-from brainbench_clip.cache import all_stimulus_ids, build_cache, cache_path, read_cached
-from brainbench_clip.openclip import OpenClipTarget
 from typer.testing import CliRunner
 
 from brainbench import hookimpl
 from brainbench.errors import DataError
 from brainbench.interfaces import Dataset, Trials
+from brainbench_clip.cache import all_stimulus_ids, build_cache, cache_path, read_cached
+from brainbench_clip.openclip import OpenClipTarget
 
 TINY_MODEL = "bb-tiny-cache-vit"
 TINY_CONFIG = {
@@ -296,9 +296,8 @@ def cli_plugins():
 
 
 def test_cli_targets_build(monkeypatch: pytest.MonkeyPatch, isolated_home: Path) -> None:
-    from brainbench_clip import register_commands
-
     import brainbench.plugins
+    from brainbench_clip import register_commands
 
     plugins = cli_plugins()
     monkeypatch.setattr(brainbench.plugins, "get_plugins", lambda: plugins)

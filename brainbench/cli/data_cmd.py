@@ -93,6 +93,7 @@ def _stored(dataset: Any, subjects: list[dict[str, Any]], problems: list[str]) -
 def _bdata_details(root: Path) -> list[dict[str, Any]]:
     """BData keys, ROI keys and DataType counts of each GOD subject file."""
     import numpy as np
+
     from brainbench_god.bdata import BDataFile
     from brainbench_god.dataset import subject_files
 

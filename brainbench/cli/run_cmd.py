@@ -36,6 +36,10 @@ def register(app: typer.Typer) -> None:
         early_stopping: int | None = typer.Option(
             None, "--early-stopping", help="Patience in epochs (off by default)."
         ),
+        budget: str = typer.Option(
+            "auto", "--budget",
+            help="auto (quick recipe on demo-scale simulated data, reference recipe otherwise) | quick | reference.",
+        ),
         opt: list[str] = typer.Option([], "--opt", "-o", help="Encoder option KEY=VALUE (repeatable)."),
         task_opt: list[str] = typer.Option([], "--task-opt", help="Task option KEY=VALUE (repeatable)."),
         dataset_opt: list[str] = typer.Option([], "--dataset-opt", help="Dataset option KEY=VALUE (repeatable)."),
@@ -65,6 +69,7 @@ def register(app: typer.Typer) -> None:
             repeats=repeats,
             val_fraction=val_fraction,
             early_stopping=early_stopping,
+            budget=budget,
             encoder_options=parse_key_values(opt, "--opt"),
             task_options=parse_key_values(task_opt, "--task-opt"),
             dataset_options=parse_key_values(dataset_opt, "--dataset-opt"),

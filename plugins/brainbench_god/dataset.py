@@ -335,4 +335,5 @@ def open_synthetic_god(
     dataset.name = "synthetic-god"
     dataset.synthetic = True
     dataset.default_target = "synthetic-clip"
+    dataset.demo_scale = True  # GOD is small: 1200 training trials per subject
     return dataset

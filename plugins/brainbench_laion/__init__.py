@@ -1,4 +1,27 @@
-"""Built-in plugin: LAION retrieval on a local (FAISS) or remote (clip-retrieval) gallery index."""
+"""Built-in plugin: LAION retrieval on a local (FAISS) or remote (clip-retrieval) gallery index.
+
+Registrations only: faiss, numpy, pyarrow and torch are imported by the modules these functions load.
+"""
 
 from brainbench import hookimpl
-__all__ = ["hookimpl"]
+
+
+@hookimpl
+def register_tasks(register):
+    def laion(**options):
+        from brainbench_laion.task import LaionTask
+
+        return LaionTask(**options)
+
+    register(
+        "laion",
+        laion,
+        description="LAION-style retrieval: top-k gallery candidates per prediction (local or remote index)",
+    )
+
+
+@hookimpl
+def register_commands(app):
+    from brainbench_laion.commands import index_app
+
+    app.add_typer(index_app, name="index")

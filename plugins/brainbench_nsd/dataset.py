@@ -301,7 +301,7 @@ def open_synthetic_nsd(
     root = Path(root) if root is not None else synthetic_root("nsd", scale, int(seed))
     sim = SyntheticNsd(root, scale, int(seed))
     sim.ensure_common(tokens=bool(tokens), images=bool(images))
-    return MindEye2Nsd(
+    dataset = MindEye2Nsd(
         root,
         name="synthetic-nsd",
         synthetic=True,
@@ -309,3 +309,5 @@ def open_synthetic_nsd(
         prepare=sim.ensure_subject,
         prepare_tokens=partial(sim.ensure_common, tokens=True),
     )
+    dataset.demo_scale = scale != "nsd"  # the real-size scale trains with the reference recipes
+    return dataset

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import warnings
 from typing import Any, ClassVar
 
 import numpy as np
@@ -93,7 +92,7 @@ class RetrievalTask(Task):
         if way < self.way:
             note = f"only {n} test items: {self.way}-way retrieval was run as {way}-way (chance 1/{way})"
             self.notes.append(note)
-            warnings.warn(note, stacklevel=2)
+            ctx.notes.append(note)
 
         results: list[MetricResult] = []
         draws: dict[str, list[float]] = {}

@@ -1,0 +1,328 @@
+"""Task ``laion``: retrieve gallery images with each test prediction and score what was retrieved.
+
+The gallery is a local index (``index=PATH``), a clip-retrieval back end (``remote=URL``), or by default a
+simulated LAION-like gallery for the run's dataset, built once under ``brainbench.paths.home()``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from brainbench.errors import DataError
+from brainbench.interfaces import Dataset, EvalContext, MetricResult, MetricSpec, Task
+from brainbench_laion.gallery import SearchResult, normalise
+
+POOLINGS = ("cls", "mean")
+RERANKS = ("auto", "none", "tokens")
+STIMULUS_URL = re.compile(r"^synthetic://[^/]+/stimulus/(\d+)$")
+
+METRICS = (
+    MetricSpec("candidate_cosine", True, "cosine of the chosen candidate's embedding to the ground truth's"),
+    MetricSpec("clip_2way", True, "2-way identification of chosen candidates vs ground truths in CLIP space"),
+    MetricSpec("category_agreement", True, "fraction of chosen candidates in the ground truth's category"),
+    MetricSpec("gt_top1", True, "fraction of queries whose chosen candidate is the ground-truth image"),
+    MetricSpec("gt_recall_at_k", True, "fraction of queries with the ground-truth image among the top k"),
+    MetricSpec("pixcorr", True, "pixel correlation of chosen candidate and stimulus images"),
+    MetricSpec("ssim", True, "structural similarity of chosen candidate and stimulus images"),
+)
+
+
+def info(message: str) -> None:
+    """One line for the user on stderr (the run's progress display owns stdout)."""
+    sys.stderr.write(f"laion: {message}\n")
+
+
+def pool(array: np.ndarray, pooling: str) -> np.ndarray:
+    """(n, d) stays; (n, tokens, d) -> the CLS token (``cls``) or the token mean (``mean``)."""
+    if array.ndim == 2:
+        return array
+    if array.ndim != 3:
+        raise DataError(f"laion: predictions must be (n, d) or (n, tokens, d), got {array.shape}")
+    return array[:, 0] if pooling == "cls" else array.mean(axis=1)
+
+
+def stimulus_of(item: dict) -> int:
+    """The dataset stimulus id a gallery item shows, or -1 (distractor / unknown)."""
+    sid = item.get("stimulus_id")
+    if sid is not None and int(sid) >= 0:
+        return int(sid)
+    match = STIMULUS_URL.match(str(item.get("url", "")))
+    return int(match.group(1)) if match else -1
+
+
+def default_gallery_dir(dataset: Dataset, size: int, seed: int) -> Path:
+    from brainbench.paths import home
+
+    key = hashlib.sha256(json.dumps(dataset.describe(), sort_keys=True, default=str).encode()).hexdigest()[
+        :10
+    ]
+    return home() / "laion" / f"{dataset.name}-{size}-seed{seed}-{key}"
+
+
+def ensure_default_gallery(dataset: Dataset, size: int, seed: int) -> Path:
+    """Simulated gallery + its index for ``dataset``, built on first use and reused afterwards."""
+    from brainbench_laion.index import MANIFEST, build_index
+    from brainbench_laion.simulate import simulate_for_dataset
+
+    root = default_gallery_dir(dataset, size, seed)
+    index_dir = root / "index"
+    if (index_dir / MANIFEST).exists():
+        return index_dir
+    info(f"building a simulated {size}-item gallery for {dataset.name} under {root} (once)")
+    simulate_for_dataset(dataset, size, root / "gallery", include_test=True, seed=seed)
+    build_index(root / "gallery", index_dir, "auto", seed=seed, progress=False)
+    return index_dir
+
+
+class LaionTask(Task):
+    """LAION-style retrieval: top-k gallery candidates per test prediction, scored against the ground truth.
+
+    Options: ``index`` (a gallery index folder or file), ``remote`` (clip-retrieval URL) with ``indice_name``,
+    ``k`` (16), ``pooling`` of token predictions (``cls`` | ``mean``), ``rerank`` (``auto``: with token
+    predictions and candidate token embeddings at hand, re-rank the top k by flattened-token cosine as
+    MindEye does; ``none``; ``tokens``: require it), ``nprobe`` and ``refine`` (10: the IVF-PQ top
+    k*refine are re-scored exactly from the source shards when they are at hand) for an approximate index,
+    ``gallery_size`` (20000) and ``gallery_seed`` (0) of the default simulated gallery, ``figure_rows`` (8).
+    """
+
+    name: ClassVar[str] = "laion"
+    metrics: ClassVar[tuple[MetricSpec, ...]] = METRICS
+    default_dataset: ClassVar[str] = "synthetic-nsd"
+    default_target: ClassVar[str | None] = "synthetic-clip"
+
+    def __init__(
+        self,
+        index: str | None = None,
+        remote: str | None = None,
+        indice_name: str | None = None,
+        k: int = 16,
+        pooling: str = "cls",
+        rerank: str = "auto",
+        nprobe: int | None = None,
+        refine: int = 10,
+        gallery_size: int = 20_000,
+        figure_rows: int = 8,
+        **options: Any,
+    ) -> None:
+        super().__init__(
+            index=index,
+            remote=remote,
+            indice_name=indice_name,
+            k=k,
+            pooling=pooling,
+            rerank=rerank,
+            nprobe=nprobe,
+            refine=refine,
+            gallery_size=gallery_size,
+            figure_rows=figure_rows,
+            **options,
+        )
+        if pooling not in POOLINGS:
+            raise ValueError(f"laion pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+        if rerank not in RERANKS:
+            raise ValueError(f"laion rerank must be one of {', '.join(RERANKS)}, got {rerank!r}")
+        if index and remote:
+            raise ValueError("laion: give index=PATH or remote=URL, not both")
+        if int(k) < 1:
+            raise ValueError(f"laion k must be >= 1, got {k}")
+        self.k, self.pooling, self.rerank = int(k), pooling, rerank
+        self.notes: list[str] = []
+        self._gallery_info: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------------------------------- gallery
+    def open_gallery(self, dataset: Dataset, seed: int) -> Any:
+        if self.options.get("remote"):
+            from brainbench_laion.remote import DEFAULT_INDICE, RemoteGallery
+
+            return RemoteGallery(
+                str(self.options["remote"]), self.options.get("indice_name") or DEFAULT_INDICE
+            )
+        from brainbench_laion.index import LocalIndex
+
+        path = self.options.get("index")
+        path = (
+            Path(path) if path else ensure_default_gallery(dataset, int(self.options["gallery_size"]), seed)
+        )
+        gallery = LocalIndex.open(path)
+        if self.options.get("nprobe"):
+            gallery.nprobe = int(self.options["nprobe"])
+        gallery.refine = int(self.options.get("refine") or 1)
+        return gallery
+
+    # ---------------------------------------------------------------------------------------- evaluation
+    def evaluate(self, ctx: EvalContext) -> list[MetricResult]:
+        self.notes = []
+        queries = pool(np.asarray(ctx.predictions, dtype=np.float32), self.pooling)
+        truths = normalise(pool(np.asarray(ctx.targets, dtype=np.float32), self.pooling))
+        # One gallery for every run seed (a seed-specific gallery would rebuild per matrix cell).
+        gallery = self.open_gallery(ctx.dataset, int(self.options.get("gallery_seed", 0)))
+        self._gallery_info = gallery.describe()
+        found = gallery.search(queries, self.k)
+        vectors = gallery.vectors(found.ids) if hasattr(gallery, "vectors") else None
+        chosen = self._choose(ctx, found)
+        rows = np.arange(len(chosen))
+        results: list[MetricResult] = []
+        if vectors is not None:
+            picked = vectors[rows, chosen]
+            results.append(self.result("candidate_cosine", float(np.mean(np.sum(picked * truths, axis=1)))))
+            if len(picked) >= 2:
+                results.append(self.result("clip_2way", _two_way(picked, truths), chance=0.5))
+        else:
+            self._note(
+                f"gallery {gallery.name} returns no candidate embeddings: candidate_cosine and "
+                "clip_2way skipped"
+            )
+        picked_meta = [
+            found.metadata[i][c] if found.metadata[i] else {} for i, c in zip(rows, chosen, strict=True)
+        ]
+        results += self._category(ctx, picked_meta)
+        results += self._recall(ctx, found, picked_meta)
+        results += self._images(ctx, picked_meta)
+        self._write(ctx, gallery, found, chosen)
+        return results
+
+    def _note(self, message: str) -> None:
+        self.notes.append(message)
+        info(message)
+
+    def _choose(self, ctx: EvalContext, found: SearchResult) -> np.ndarray:
+        """Column of the chosen candidate per query: the best by pooled score, or by token re-ranking."""
+        chosen = np.zeros(len(found.ids), dtype=np.int64)
+        if self.rerank == "none" or ctx.predictions.ndim != 3:
+            if self.rerank == "tokens":
+                raise DataError("laion rerank=tokens needs token predictions (n, tokens, d)")
+            return chosen
+        tokens = ctx.dataset.stored_embeddings("clip-tokens")
+        if tokens is None or tuple(tokens.shape[1:]) != tuple(ctx.predictions.shape[1:]):
+            if self.rerank == "tokens":
+                raise DataError(
+                    f"laion rerank=tokens: dataset {ctx.dataset.name!r} stores no candidate tokens"
+                )
+            self._note("no candidate token embeddings: candidates ranked by the pooled prediction only")
+            return chosen
+        from brainbench_laion.simulate import take_rows
+
+        reranked = 0
+        for row, items in enumerate(found.metadata):
+            sids = np.array([stimulus_of(item) for item in items])
+            if len(sids) == 0 or (sids < 0).any():
+                continue  # re-rank only when every candidate's tokens are known; else keep the pooled order
+            cand = take_rows(tokens, sids).reshape(len(sids), -1)
+            pred = ctx.predictions[row].reshape(-1)
+            scores = normalise(cand) @ (pred / max(float(np.linalg.norm(pred)), 1e-12))
+            chosen[row] = int(np.argmax(scores))
+            reranked += 1
+        self._note(
+            f"token re-ranking applied to {reranked} of {len(chosen)} queries (the rest: no candidate tokens)"
+        )
+        return chosen
+
+    def _category(self, ctx: EvalContext, picked: list[dict]) -> list[MetricResult]:
+        truth = ctx.dataset.categories(ctx.stimulus_ids)
+        if truth is None or not picked or any("category" not in item for item in picked):
+            return []
+        got = np.array([int(item["category"]) for item in picked])
+        truth = np.asarray(truth, dtype=np.int64)
+        freq = np.bincount(truth) / len(truth)
+        return [
+            self.result("category_agreement", float(np.mean(got == truth)), chance=float(np.sum(freq**2)))
+        ]
+
+    def _recall(self, ctx: EvalContext, found: SearchResult, picked: list[dict]) -> list[MetricResult]:
+        in_gallery = self.options.get("gt_in_gallery")
+        if in_gallery is None and "included_stimuli" in self._gallery_info:
+            in_gallery = self._gallery_info["included_stimuli"] > 0
+        if in_gallery is None:  # unknown (e.g. remote): the stimuli are there if any of them was retrieved
+            in_gallery = any(stimulus_of(item) >= 0 for items in found.metadata for item in items)
+        if not in_gallery:
+            return []
+        ids = ctx.stimulus_ids
+        top1 = np.mean([stimulus_of(item) == sid for item, sid in zip(picked, ids, strict=True)])
+        hits = np.mean(
+            [
+                any(stimulus_of(item) == sid for item in items)
+                for items, sid in zip(found.metadata, ids, strict=True)
+            ]
+        )
+        return [self.result("gt_top1", float(top1)), self.result("gt_recall_at_k", float(hits))]
+
+    def _images(self, ctx: EvalContext, picked: list[dict]) -> list[MetricResult]:
+        """PixCorr and SSIM when every chosen candidate's image is at hand (a dataset stimulus)."""
+        sids = np.array([stimulus_of(item) for item in picked])
+        truth_images = ctx.dataset.images(ctx.stimulus_ids) if len(sids) and (sids >= 0).all() else None
+        if truth_images is None:
+            self._note(
+                "candidate images not available locally: image metrics (PixCorr, SSIM, AlexNet(2)/(5), "
+                "Inception, EfficientNet-B1, SwAV) skipped"
+            )
+            return []
+        from brainbench_laion.image_metrics import missing_feature_weights, pixcorr, ssim
+
+        candidate_images = ctx.dataset.images(sids)
+        out = [
+            self.result("pixcorr", pixcorr(candidate_images, truth_images)),
+            self.result("ssim", ssim(candidate_images, truth_images)),
+        ]
+        missing = missing_feature_weights()
+        self._note(
+            f"feature image metrics skipped: torchvision weights not on disk for {', '.join(missing)}"
+            if missing
+            else "feature image metrics (AlexNet, Inception, EfficientNet-B1, SwAV): not computed yet"
+        )
+        return out
+
+    # ------------------------------------------------------------------------------------------ artifacts
+    def _write(self, ctx: EvalContext, gallery: Any, found: SearchResult, chosen: np.ndarray) -> None:
+        from brainbench_laion.figure import retrieval_grid
+
+        ctx.output_dir.mkdir(parents=True, exist_ok=True)
+        table = ctx.output_dir / "laion_retrieval.json"
+        record = {
+            "gallery": gallery.describe(),
+            "k": self.k,
+            "pooling": self.pooling,
+            "notes": self.notes,
+            "queries": [
+                {
+                    "stimulus_id": int(sid),
+                    "chosen": int(c),
+                    "candidates": [
+                        {**_jsonable(m), "score": float(s)} for m, s in zip(meta, scores, strict=False)
+                    ],
+                }
+                for sid, c, meta, scores in zip(
+                    ctx.stimulus_ids, chosen, found.metadata, found.scores, strict=True
+                )
+            ],
+        }
+        table.write_text(json.dumps(record, indent=1))
+        ctx.artifacts.append(table)
+        figure = retrieval_grid(
+            ctx,
+            found,
+            chosen,
+            ctx.output_dir / "laion_retrieval.png",
+            rows=int(self.options.get("figure_rows") or 8),
+        )
+        ctx.artifacts.append(figure)
+
+
+def _jsonable(item: dict) -> dict:
+    return {key: (value.item() if isinstance(value, np.generic) else value) for key, value in item.items()}
+
+
+def _two_way(candidates: np.ndarray, truths: np.ndarray) -> float:
+    try:
+        from brainbench.retrieval_metrics import two_way_identification
+    except ImportError:  # the shared helper is optional: same definition, written locally
+        corr = np.corrcoef(candidates, truths)[: len(candidates), len(candidates) :]
+        own = np.diag(corr)[:, None]
+        return float(((corr < own).sum(axis=1) / (len(candidates) - 1)).mean())
+    return float(two_way_identification(candidates, truths))

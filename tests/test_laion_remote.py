@@ -1,0 +1,101 @@
+"""The clip-retrieval HTTP back end: our client against a local /knn-service server over a real index."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import numpy as np
+import pytest
+
+from brainbench.errors import DataError
+from brainbench.interfaces import EvalContext
+from brainbench_laion.index import LocalIndex, build_index
+from brainbench_laion.remote import KnnServer, RemoteGallery, knn_request
+from brainbench_laion.simulate import simulate_for_dataset
+from brainbench_laion.task import LaionTask
+from brainbench_laion.testing import FakeDataset, clustered, write_gallery
+
+PROTOCOL_FIELDS = {
+    "embedding_input",
+    "modality",
+    "indice_name",
+    "num_images",
+    "num_result_ids",
+    "use_mclip",
+    "deduplicate",
+    "use_safety_model",
+    "use_violence_detector",
+    "aesthetic_score",
+    "aesthetic_weight",
+    "text",
+    "image",
+    "image_url",
+}
+
+
+@pytest.fixture
+def local_index(tmp_path):
+    write_gallery(tmp_path / "src", clustered(500, 16, seed=7), shard_rows=200)
+    build_index(tmp_path / "src", tmp_path / "idx", "flat", progress=False)
+    return LocalIndex.open(tmp_path / "idx")
+
+
+class RecordingServer(KnnServer):
+    def answer(self, body):
+        self.last_body = body
+        return super().answer(body)
+
+
+def test_remote_search_equals_local_search(local_index):
+    queries = clustered(6, 16, seed=8)
+    with KnnServer(local_index, indice_name="test-index") as server:
+        assert server.url.startswith("http://127.0.0.1:")
+        remote = RemoteGallery(server.url, "test-index").search(queries, 4)
+    local = local_index.search(queries, 4)
+    np.testing.assert_array_equal(remote.ids, local.ids)
+    np.testing.assert_allclose(remote.scores, local.scores, atol=1e-6)
+    assert [m["url"] for m in remote.metadata[0]] == [m["url"] for m in local.metadata[0]]
+    assert set(remote.metadata[0][0]) == {"id", "similarity", "url", "caption"}
+
+
+def test_client_sends_the_protocol_body(local_index):
+    with RecordingServer(local_index, indice_name="laion5B-L-14") as server:
+        RemoteGallery(server.url).search(clustered(1, 16, seed=9), 3)
+    body = server.last_body
+    assert set(body) == PROTOCOL_FIELDS
+    assert body["modality"] == "image" and body["num_images"] == 3 and body["use_mclip"] is False
+    assert len(body["embedding_input"]) == 16
+    assert abs(np.linalg.norm(body["embedding_input"]) - 1) < 1e-5  # queries go out normalised
+
+
+def test_back_end_errors_are_data_errors(local_index):
+    with KnnServer(local_index, indice_name="served") as server:
+        with pytest.raises(DataError, match="knn-service"):
+            RemoteGallery(server.url, "other-name").search(clustered(1, 16), 2)
+        request = urllib.request.Request(
+            f"{server.url}/knn-service",
+            data=json.dumps(knn_request(np.ones(16), 2, "served")).encode(),
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert len(json.loads(response.read())) == 2
+    with pytest.raises(DataError, match="no valid answer"):
+        RemoteGallery(server.url, timeout=2).search(clustered(1, 16), 2)  # server is gone
+
+
+def test_task_scores_through_a_remote_gallery(tmp_path):
+    dataset = FakeDataset(dim=16)
+    simulate_for_dataset(dataset, 400, tmp_path / "gal", shard_rows=150)
+    build_index(tmp_path / "gal", tmp_path / "idx", "flat", progress=False)
+    test_ids = dataset.trials(1, "test").stimulus_ids
+    truth = dataset.embeddings[test_ids]
+    ctx = EvalContext(
+        truth.copy(), truth, test_ids, dataset, target=None, subject=1, seed=0, output_dir=tmp_path / "out"
+    )
+    with KnnServer(LocalIndex.open(tmp_path / "idx")) as server:
+        results = {r.name: r for r in LaionTask(remote=server.url, k=4).evaluate(ctx)}
+    # The protocol carries no embeddings or categories: only the ground-truth scores remain (via the urls).
+    assert set(results) == {"gt_top1", "gt_recall_at_k"}
+    assert results["gt_top1"].value == 1.0
+    assert (tmp_path / "out" / "laion_retrieval.png").exists()
