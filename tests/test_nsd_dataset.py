@@ -13,7 +13,6 @@ from brainbench.errors import DataError
 from brainbench.simulate.nsd import SCALES, generate_synthetic_nsd
 from brainbench_nsd.dataset import open_nsd, open_synthetic_nsd
 from brainbench_nsd.h5rows import RowView
-from brainbench_nsd.repeats import average_by_stimulus, average_repeats
 
 
 @pytest.fixture(autouse=True)
@@ -122,13 +121,15 @@ def test_trial_table_past_the_betas_and_wrong_dims(written, tmp_path):
 
 
 def test_average_repeats_and_predictions():
+    from brainbench.repeats import group_mean
+
     voxels = np.array([[1.0, 2.0], [3.0, 4.0], [10.0, 10.0], [5.0, 6.0]], dtype=np.float32)
     ids = np.array([7, 3, 9, 7])
-    averaged, unique = average_repeats(voxels, ids)
+    averaged, unique = group_mean(voxels, ids)
     np.testing.assert_array_equal(unique, [3, 7, 9])
     np.testing.assert_allclose(averaged, [[3, 4], [3, 4], [10, 10]])
     tokens = np.arange(4 * 2 * 3, dtype=np.float32).reshape(4, 2, 3)
-    mean_tokens, unique = average_by_stimulus(tokens, ids)
+    mean_tokens, unique = group_mean(tokens, ids)
     np.testing.assert_allclose(mean_tokens[1], (tokens[0] + tokens[3]) / 2)
     with pytest.raises(ValueError):
-        average_repeats(voxels, ids[:3])
+        group_mean(voxels, ids[:3])
