@@ -32,6 +32,7 @@ class RunConfig:
     encoder_options: dict[str, Any] = field(default_factory=dict)
     task_options: dict[str, Any] = field(default_factory=dict)
     dataset_options: dict[str, Any] = field(default_factory=dict)
+    target_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.repeats not in REPEAT_MODES:

@@ -82,7 +82,7 @@ def resolve(config: RunConfig, plugins: PluginSet | None = None) -> ResolvedCell
             # The run's own options win over the recipe's.
             encoder = plugins.encoders.create(config.encoder, **{**quick.options, **config.encoder_options})
     target_name = config.target or task.default_target or dataset.default_target
-    target = plugins.targets.create(target_name)
+    target = plugins.targets.create(target_name, **config.target_options)
     if config.subject not in dataset.subjects():
         raise BrainbenchError(
             f"dataset {dataset_name!r} has no subject {config.subject}; subjects: {dataset.subjects()}"

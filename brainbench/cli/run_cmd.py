@@ -43,6 +43,9 @@ def register(app: typer.Typer) -> None:
         opt: list[str] = typer.Option([], "--opt", "-o", help="Encoder option KEY=VALUE (repeatable)."),
         task_opt: list[str] = typer.Option([], "--task-opt", help="Task option KEY=VALUE (repeatable)."),
         dataset_opt: list[str] = typer.Option([], "--dataset-opt", help="Dataset option KEY=VALUE (repeatable)."),
+        target_opt: list[str] = typer.Option(
+            [], "--target-opt", help="Target option KEY=VALUE (repeatable), e.g. weights=/path/ViT-L-14.pt."
+        ),
         tracking_uri: str | None = typer.Option(
             None, "--tracking-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow store (default sqlite:///mlflow.db)."
         ),
@@ -73,6 +76,7 @@ def register(app: typer.Typer) -> None:
             encoder_options=parse_key_values(opt, "--opt"),
             task_options=parse_key_values(task_opt, "--task-opt"),
             dataset_options=parse_key_values(dataset_opt, "--dataset-opt"),
+            target_options=parse_key_values(target_opt, "--target-opt"),
         )
         try:
             configs = [

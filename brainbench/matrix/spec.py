@@ -12,7 +12,8 @@
     match = { encoder = "ridge" }
     drop = ["encoder_options.hidden"]
 
-Keys are RunConfig fields, or ``encoder_options.X`` / ``task_options.X`` / ``dataset_options.X`` for a
+Keys are RunConfig fields, or ``encoder_options.X`` / ``task_options.X`` / ``dataset_options.X`` /
+``target_options.X`` for a
 plugin's hyperparameter. Cells that end up with the same config (hence the same key) run once.
 """
 
@@ -30,7 +31,7 @@ from typing import Any
 from brainbench.config import RunConfig
 from brainbench.errors import DataError
 
-OPTION_FIELDS = ("encoder_options", "task_options", "dataset_options")
+OPTION_FIELDS = ("encoder_options", "task_options", "dataset_options", "target_options")
 PLAIN_FIELDS = tuple(f.name for f in fields(RunConfig) if f.name not in OPTION_FIELDS)
 AXIS_ALIASES = {
     "encoders": "encoder",

@@ -71,7 +71,9 @@ class LiteMindConfig:
     @property
     def stage_widths(self) -> tuple[int, ...]:
         if self.cls_only:
-            return tuple(self.widths or CLS_WIDTHS)
+            widths = tuple(self.widths or CLS_WIDTHS)
+            # three widths name the stages before the 50-wide last one, as for the full variant
+            return (*widths, CLS_WIDTHS[-1]) if len(widths) == len(CLS_WIDTHS) - 1 else widths
         # the last stage's width is always the target's token count, so ``widths`` names the others
         return (*(self.widths or FULL_WIDTHS), self.target_shape[0])
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from brainbench.interfaces import Shape
+from brainbench.interfaces import QuickRecipe, Shape
 from brainbench.losses import MindEyeLoss
 from brainbench.torch_encoder import Objective, TorchEncoder, TrainingDefaults
 from brainbench_mindeye.model import BrainNetwork
@@ -70,6 +70,10 @@ class MindEyeEncoder(TorchEncoder):
             input_dropout=o["input_dropout"],
             block_dropout=o["block_dropout"],
         )
+
+    def quick_recipe(self) -> QuickRecipe:
+        # The 4096-wide MLP (~80M parameters even at demo voxel counts) is hours per run on a laptop CPU.
+        return QuickRecipe(options={"hidden": 512}, epochs=10, note="hidden width 512, 10 epochs")
 
     def objective(self, target_shape: Shape) -> Objective:
         o = self.options
