@@ -296,9 +296,10 @@ def open_synthetic_nsd(
 ) -> Dataset:
     """The simulator's NSD (generated on first use, each subject when first requested) through the real reader."""
     from brainbench.paths import synthetic_root
-    from brainbench.simulate.nsd import SUBJECTS, SyntheticNsd
+    from brainbench.simulate.nsd import GENERATOR_VERSION, SUBJECTS, SyntheticNsd
 
-    root = Path(root) if root is not None else synthetic_root("nsd", scale, int(seed))
+    # The generator version is part of the cached folder's name, so changed data never mix with old files.
+    root = Path(root) if root is not None else synthetic_root("nsd", f"{scale}-v{GENERATOR_VERSION}", int(seed))
     sim = SyntheticNsd(root, scale, int(seed))
     sim.ensure_common(tokens=bool(tokens), images=bool(images))
     dataset = MindEye2Nsd(
