@@ -18,6 +18,7 @@ import numpy as np
 from brainbench.errors import DataError
 from brainbench.interfaces import Dataset, EvalContext, MetricResult, MetricSpec, Task
 from brainbench_laion.gallery import SearchResult, normalise
+from brainbench_laion.image_metrics import FEATURE_METRICS
 
 POOLINGS = ("cls", "mean")
 RERANKS = ("auto", "none", "tokens")
@@ -31,6 +32,8 @@ METRICS = (
     MetricSpec("gt_recall_at_k", True, "fraction of queries with the ground-truth image among the top k"),
     MetricSpec("pixcorr", True, "pixel correlation of chosen candidate and stimulus images"),
     MetricSpec("ssim", True, "structural similarity of chosen candidate and stimulus images"),
+    # AlexNet(2)/(5) and Inception 2-way (higher is better); EfficientNet-B1 and SwAV distances (lower).
+    *(MetricSpec(m.name, m.higher_is_better, m.description) for m in FEATURE_METRICS),
 )
 
 
@@ -254,7 +257,8 @@ class LaionTask(Task):
         return [self.result("gt_top1", float(top1)), self.result("gt_recall_at_k", float(hits))]
 
     def _images(self, ctx: EvalContext, picked: list[dict]) -> list[MetricResult]:
-        """PixCorr and SSIM when every chosen candidate's image is at hand (a dataset stimulus)."""
+        """PixCorr, SSIM and the feature-network metrics whose weights are on disk, when every chosen
+        candidate's image is at hand (a dataset stimulus)."""
         sids = np.array([stimulus_of(item) for item in picked])
         truth_images = ctx.dataset.images(ctx.stimulus_ids) if len(sids) and (sids >= 0).all() else None
         if truth_images is None:
@@ -263,19 +267,24 @@ class LaionTask(Task):
                 "Inception, EfficientNet-B1, SwAV) skipped"
             )
             return []
-        from brainbench_laion.image_metrics import missing_feature_weights, pixcorr, ssim
+        from brainbench_laion.image_metrics import feature_metrics, pixcorr, ssim
 
         candidate_images = ctx.dataset.images(sids)
         out = [
             self.result("pixcorr", pixcorr(candidate_images, truth_images)),
             self.result("ssim", ssim(candidate_images, truth_images)),
         ]
-        missing = missing_feature_weights()
-        self._note(
-            f"feature image metrics skipped: torchvision weights not on disk for {', '.join(missing)}"
-            if missing
-            else "feature image metrics (AlexNet, Inception, EfficientNet-B1, SwAV): not computed yet"
-        )
+        features, missing = feature_metrics(candidate_images, truth_images)
+        out += [
+            self.result(name, value, chance=0.5 if self.spec(name).higher_is_better else None)
+            for name, value in features.items()
+        ]
+        if missing:
+            skipped = [m.name for m in FEATURE_METRICS if m.network in missing]
+            self._note(
+                f"feature image metrics {', '.join(skipped)} skipped: torchvision weights not on disk for "
+                f"{', '.join(missing)} (looked in torch.hub's checkpoints folder; nothing is downloaded)"
+            )
         return out
 
     # ------------------------------------------------------------------------------------------ artifacts
