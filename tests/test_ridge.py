@@ -137,3 +137,8 @@ def test_bad_input_is_a_data_error():
     data = FitData(x, y, *draw(10))
     with pytest.raises(DataError, match="NaN"):
         get_plugins().encoders.create("ridge").fit(data, TrainSettings(), RecordingReporter())
+
+
+def test_unknown_options_are_refused():
+    with pytest.raises(ValueError, match="unknown ridge option.*'alpah'"):
+        get_plugins().encoders.create("ridge", alpah=1.0)

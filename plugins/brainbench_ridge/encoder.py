@@ -187,6 +187,8 @@ class RidgeEncoder(Encoder):
         select_by: str = "mse",
         **options: Any,
     ) -> None:
+        if options:  # a misspelled option must not pass silently
+            raise ValueError(f"unknown ridge option(s) {sorted(options)}; known: alpha, alphas, select_by")
         grid = tuple(float(a) for a in (alphas if alphas is not None else DEFAULT_ALPHAS))
         if not grid or min(grid) < 0:
             raise ValueError(f"ridge alphas must be a non-empty list of non-negative numbers, got {alphas}")
@@ -194,7 +196,7 @@ class RidgeEncoder(Encoder):
             raise ValueError(
                 f"ridge select_by must be one of {', '.join(SELECTION_CRITERIA)}, got {select_by!r}"
             )
-        super().__init__(alphas=list(grid), alpha=alpha, select_by=select_by, **options)
+        super().__init__(alphas=list(grid), alpha=alpha, select_by=select_by)
         self.alphas, self.alpha, self.select_by = grid, alpha, select_by
 
     def describe(self, n_voxels: int, target_shape: Shape) -> dict[str, Any]:
