@@ -168,9 +168,12 @@ class FitData:
     """Training and validation pairs; validation is carved from the TRAINING split, never the test set."""
 
     train_voxels: np.ndarray  # (n, V) float32
-    train_targets: np.ndarray  # (n, *target_shape) float32
+    # (n, *target_shape) float32. When the expanded array would exceed 1 GiB (e.g. 257x768 tokens at NSD
+    # scale) the runner passes a row-indexed view (brainbench.arrays.RowIndexed) that repeats each stimulus'
+    # embedding per trial without copying it: index its rows, or np.asarray() it for the whole array.
+    train_targets: ArrayLike
     val_voxels: np.ndarray
-    val_targets: np.ndarray
+    val_targets: ArrayLike
 
     @property
     def n_voxels(self) -> int:

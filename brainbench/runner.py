@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from brainbench import __version__
+from brainbench.arrays import RowIndexed
 from brainbench.config import RunConfig
 from brainbench.errors import BrainbenchError
 from brainbench.interfaces import Dataset, EvalContext, FitData, MetricResult, Reporter, Target, TrainSettings
@@ -104,8 +105,13 @@ def split_train_validation(
     return ~val_mask, val_mask
 
 
-def embed_rows(target: Target, dataset: Dataset, stimulus_ids: np.ndarray) -> np.ndarray:
-    """Target embeddings for each row's stimulus, embedding each distinct stimulus once."""
+#: Above this size the per-trial targets stay a view over the distinct embeddings (257x768 tokens at NSD
+#: scale would be ~20 GB expanded); below it encoders get a plain array.
+ROW_VIEW_MIN_BYTES = 1 << 30
+
+
+def embed_rows(target: Target, dataset: Dataset, stimulus_ids: np.ndarray) -> np.ndarray | RowIndexed:
+    """Target embeddings for each row's stimulus, each distinct stimulus embedded once."""
     unique, inverse = np.unique(stimulus_ids, return_inverse=True)
     embeddings = np.asarray(target.embed(dataset, unique), dtype=np.float32)
     expected = (len(unique), *target.shape)
@@ -113,7 +119,8 @@ def embed_rows(target: Target, dataset: Dataset, stimulus_ids: np.ndarray) -> np
         raise BrainbenchError(
             f"target {target.name!r} returned shape {embeddings.shape}, expected {expected}"
         )
-    return embeddings[inverse]
+    expanded_bytes = len(inverse) * embeddings[0].nbytes if len(embeddings) else 0
+    return RowIndexed(embeddings, inverse) if expanded_bytes > ROW_VIEW_MIN_BYTES else embeddings[inverse]
 
 
 def run_params(cell: ResolvedCell, n_voxels: int) -> dict[str, Any]:

@@ -1,0 +1,59 @@
+"""Row-indexed target views: the trainer sees the same data as with the expanded array."""
+
+import numpy as np
+import pytest
+
+from brainbench.arrays import RowIndexed
+from brainbench.interfaces import FitData, TrainSettings
+from brainbench.training import train_torch_encoder
+from tests.test_training import RecordingReporter, TinyEncoder, assert_same_weights, weights_of
+
+
+def test_view_indexes_like_the_expanded_array():
+    values = np.arange(4 * 2 * 3, dtype=np.float32).reshape(4, 2, 3)
+    index = np.array([3, 0, 0, 2, 3, 1])
+    view, expanded = RowIndexed(values, index), values[index]
+    assert view.shape == expanded.shape and len(view) == 6
+    np.testing.assert_array_equal(view[2:5], expanded[2:5])
+    np.testing.assert_array_equal(view[np.array([5, 1])], expanded[[5, 1]])
+    np.testing.assert_array_equal(view[4], expanded[4])
+    np.testing.assert_array_equal(np.asarray(view), expanded)
+    np.testing.assert_array_equal(np.asarray(view, dtype=np.float64), expanded.astype(np.float64))
+    np.testing.assert_array_equal(view.astype(np.float64), expanded.astype(np.float64))
+    with pytest.raises(IndexError):
+        RowIndexed(values, np.array([4]))
+
+
+@pytest.mark.parametrize("staging", ["device", "stream"])
+def test_training_on_a_view_equals_training_on_the_expanded_array(staging, monkeypatch):
+    monkeypatch.setenv("BRAINBENCH_STAGING", staging)
+    rng = np.random.default_rng(0)
+    unique = rng.normal(size=(30, 3, 4)).astype(np.float32)
+    train_index, val_index = rng.integers(0, 30, 90), rng.integers(0, 30, 20)
+    voxels = (unique.reshape(30, -1) @ rng.normal(size=(12, 20))).astype(np.float32)
+    view = FitData(voxels[train_index], RowIndexed(unique, train_index), voxels[val_index],
+                   RowIndexed(unique, val_index))
+    full = FitData(voxels[train_index], unique[train_index], voxels[val_index], unique[val_index])
+    settings = TrainSettings(epochs=2, seed=1, device="cpu")
+    a = train_torch_encoder(TinyEncoder(), view, settings, RecordingReporter())
+    b = train_torch_encoder(TinyEncoder(), full, settings, RecordingReporter())
+    assert_same_weights(weights_of(a), weights_of(b))
+    assert a.history == b.history
+
+
+def test_runner_keeps_large_targets_as_a_view(monkeypatch):
+    from brainbench import runner
+
+    class Stored:
+        name, shape = "stored", (2, 3)
+
+        def embed(self, dataset, ids):
+            return np.stack([np.full((2, 3), i, np.float32) for i in ids])
+
+    ids = np.array([5, 1, 5, 5, 1])
+    small = runner.embed_rows(Stored(), None, ids)
+    assert isinstance(small, np.ndarray) and small[:, 0, 0].tolist() == [5, 1, 5, 5, 1]
+    monkeypatch.setattr(runner, "ROW_VIEW_MIN_BYTES", 0)
+    large = runner.embed_rows(Stored(), None, ids)
+    assert isinstance(large, RowIndexed) and len(large.values) == 2  # each stimulus stored once
+    np.testing.assert_array_equal(np.asarray(large), small)
