@@ -67,10 +67,25 @@ class TorchEncoder(Encoder):
         return param.ndim <= 1 or "pos_embed" in name or "norm" in name.lower()
 
     def describe(self, n_voxels: int, target_shape: Shape) -> dict[str, Any]:
-        """Parameter counts (total, per module) and FLOPs per sample, built on the meta device."""
+        """Parameter counts (total, per module) and FLOPs per sample, built on the meta device.
+
+        Encoders add their own figures (variant, token count, ...) on top of this one summary.
+        """
         from brainbench.model_info import model_figures
 
-        return {**model_figures(self, n_voxels, target_shape), "options": self.params()}
+        figures = model_figures(self, n_voxels, target_shape)
+        total = figures["parameters"]
+        summary: dict[str, Any] = {
+            "parameters": total,
+            "parameters_per_module": figures["parameters_by_module"],
+            "size_mb_fp32": round(total * 4 / 2**20, 1),
+        }
+        if "forward_flops" in figures:
+            summary["flops_per_sample"] = figures["forward_flops"]
+            summary["gflops_per_sample"] = round(figures["forward_flops"] / 1e9, 3)
+        else:
+            summary["flops_error"] = figures["flops_error"]
+        return {**summary, "options": self.params()}
 
     def fit(self, data: FitData, settings: TrainSettings, reporter: Reporter) -> FittedEncoder:
         from brainbench.training import train_torch_encoder

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from brainbench.interfaces import QuickRecipe, Shape
 from brainbench.losses import DIRECTIONS, InfoNCELoss, PredictionObjective
@@ -121,37 +119,11 @@ class LiteMindEncoder(TorchEncoder):
 
     def describe(self, n_voxels: int, target_shape: Shape) -> dict[str, Any]:
         cfg = self.config_for(n_voxels, target_shape)
-        with torch.device("meta"):
-            model = self.build(n_voxels, target_shape)
-        summary = module_summary(model, n_voxels)
         return {
-            **summary,
+            **super().describe(n_voxels, target_shape),
             "variant": "cls-only" if cfg.cls_only else "full",
             "tokens": cfg.n_tokens,
             "stage_widths": list(cfg.stage_widths),
             "stage_depths": list(cfg.stage_depths),
             "flops_note": "matmuls and convolutions only; complex FFT ops are not counted",
-            "options": self.params(),
         }
-
-
-def module_summary(model: nn.Module, n_voxels: int) -> dict[str, Any]:
-    """Total and per-top-level-module parameter counts and forward FLOPs for one sample (meta tensors)."""
-    per_module = {name: p.numel() for name, p in model.named_parameters(recurse=False)}
-    for name, child in model.named_children():
-        count = sum(p.numel() for p in child.parameters())
-        if count:
-            per_module[name] = count
-    model.eval()
-    device = next(model.parameters()).device
-    with FlopCounterMode(display=False) as counter:
-        model(torch.zeros(1, n_voxels, device=device))
-    total = sum(p.numel() for p in model.parameters())
-    return {
-        "parameters": total,
-        "parameters_per_module": per_module,
-        "flops_per_sample": int(counter.get_total_flops()),
-        "gflops_per_sample": round(counter.get_total_flops() / 1e9, 3),
-        "size_mb_fp32": round(total * 4 / 2**20, 1),
-    }
-

@@ -12,7 +12,6 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from brainbench.interfaces import QuickRecipe, Shape
 from brainbench.losses import MindEyeLoss
@@ -90,21 +89,6 @@ class MindEyeEncoder(TorchEncoder):
         return projected if self.options["embed"] == "projector" else backbone
 
     def describe(self, n_voxels: int, target_shape: Shape) -> dict[str, Any]:
-        with torch.device("meta"):
-            model = self.build(n_voxels, target_shape)
-        per_module = {
-            name: sum(p.numel() for p in child.parameters()) for name, child in model.named_children()
-        }
-        model.eval()
-        with FlopCounterMode(display=False) as counter:
-            model(torch.zeros(1, n_voxels, device="meta"))
-        total = sum(per_module.values())
-        return {
-            "parameters": total,
-            "parameters_backbone": total - per_module["projector"],
-            "parameters_per_module": per_module,
-            "flops_per_sample": int(counter.get_total_flops()),
-            "gflops_per_sample": round(counter.get_total_flops() / 1e9, 3),
-            "size_mb_fp32": round(total * 4 / 2**20, 1),
-            "options": self.params(),
-        }
+        summary = super().describe(n_voxels, target_shape)
+        backbone = summary["parameters"] - summary["parameters_per_module"]["projector"]
+        return {**summary, "parameters_backbone": backbone}
