@@ -19,8 +19,8 @@ DIRECTIONS = ("symmetric", "image_to_fmri", "fmri_to_image")
 
 
 def flat_normalized(x: torch.Tensor) -> torch.Tensor:
-    """(B, ...) -> (B, D) rows of unit L2 norm."""
-    return F.normalize(x.flatten(1).float(), dim=-1)
+    """(B, ...) -> (B, D) rows of unit L2 norm, in at least fp32 (float64 stays float64)."""
+    return F.normalize(x.flatten(1).to(torch.promote_types(x.dtype, torch.float32)), dim=-1)
 
 
 def info_nce(
@@ -34,9 +34,18 @@ def info_nce(
     "fmri_to_image": each prediction picks its image among the batch's targets; "image_to_fmri": each
     image picks its prediction (the Lite-Mind reference trains only this one); "symmetric": the mean of both.
     """
+    return contrastive_cross_entropy(logit_scale * cosine_logits(preds, targets), direction)
+
+
+def cosine_logits(preds: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(B, B') cosine similarities of flattened predictions (rows) and targets (columns)."""
+    return flat_normalized(preds) @ flat_normalized(targets).T
+
+
+def contrastive_cross_entropy(logits: torch.Tensor, direction: str = "symmetric") -> torch.Tensor:
+    """Cross-entropy over a square (B, B) logit matrix whose diagonal holds the positives."""
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-    logits = logit_scale * flat_normalized(preds) @ flat_normalized(targets).T
     labels = torch.arange(logits.shape[0], device=logits.device)
     if direction == "fmri_to_image":
         return F.cross_entropy(logits, labels)
@@ -68,12 +77,18 @@ class InfoNCELoss(nn.Module):
         self.mse_weight = mse_weight
         self.max_log_scale = max_log_scale
 
-    def forward(self, preds: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def scale(self) -> torch.Tensor:
         log_scale = self.log_scale
         if self.max_log_scale is not None:
             log_scale = log_scale.clamp(max=self.max_log_scale)
-        scale = log_scale.exp()
-        loss = info_nce(preds, targets, scale, self.direction)
+        return log_scale.exp()
+
+    def from_cosines(self, cosines: torch.Tensor) -> torch.Tensor:
+        """The InfoNCE part from (B, B) prediction-target cosines computed elsewhere (no MSE term)."""
+        return contrastive_cross_entropy(self.scale() * cosines, self.direction)
+
+    def forward(self, preds: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        loss = self.from_cosines(cosine_logits(preds, targets))
         if self.mse_weight:
             loss = loss + self.mse_weight * F.mse_loss(preds.float(), targets.float())
         return loss

@@ -45,6 +45,7 @@ def test_small_cpu_run_prints_table_ratios_and_json(tmp_path: Path) -> None:
 
     same = report["same_function"]
     assert same["tokens"] == 33 and same["passed"] and same["max_relative_error_fp32"] < 1e-4
+    assert 0 <= same["loss_relative_error_fp32"] < 1e-4
 
 
 def test_bad_encoder_name_is_refused() -> None:

@@ -9,13 +9,14 @@ from torch import nn
 from brainbench.interfaces import QuickRecipe, Shape
 from brainbench.losses import DIRECTIONS, InfoNCELoss, PredictionObjective
 from brainbench.torch_encoder import Objective, TorchEncoder, TrainingDefaults
+from brainbench_litemind.fused_loss import HeadFusedObjective
 from brainbench_litemind.model import LiteMind, LiteMindConfig
 
 # option -> reference-faithful default; every one of them is logged with the run
 DEFAULT_OPTIONS: dict[str, Any] = {
     "pad": "drop",  # reference drops trailing voxels; the paper zero-pads
     "fremlp": "diagonal",  # reference uses only the diagonal; the paper draws a dense complex matrix
-    "impl": "faithful",  # faithful: complex torch.fft | fast: real DFT matmuls (same function)
+    "impl": "faithful",  # faithful: complex torch.fft | fast: real DFT matmuls + head folded into the loss
     "patch_size": 450,
     "widths": None,  # None: reference widths (full: 512,256,128 + target tokens; CLS-only: 512,256,128,50)
     "depths": None,  # None: reference depths (full: 2,10,2,4; CLS-only: 2,2,2,2)
@@ -105,14 +106,14 @@ class LiteMindEncoder(TorchEncoder):
 
     def objective(self, target_shape: Shape) -> Objective:
         o = self.options
-        return PredictionObjective(
-            InfoNCELoss(
-                log_scale=o["log_logit_scale"],
-                learn_scale=o["learn_temperature"],
-                direction=o["direction"],
-                mse_weight=o["mse_weight"],
-            )
+        loss = InfoNCELoss(
+            log_scale=o["log_logit_scale"],
+            learn_scale=o["learn_temperature"],
+            direction=o["direction"],
+            mse_weight=o["mse_weight"],
         )
+        # the fast path also folds the head into the loss's similarities (same function, no B x 197,376 output)
+        return HeadFusedObjective(loss) if o["impl"] == "fast" else PredictionObjective(loss)
 
     def params(self) -> dict[str, Any]:
         return {k: ("x".join(map(str, v)) if isinstance(v, tuple) else v) for k, v in self.options.items()}

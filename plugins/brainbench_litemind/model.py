@@ -260,13 +260,17 @@ class LiteMind(nn.Module):
         x = self.patch_embed(voxels.unsqueeze(1)).transpose(1, 2)
         return self.pos_drop(x + self.pos_embed)
 
-    def forward(self, voxels: torch.Tensor) -> torch.Tensor:
+    def features(self, voxels: torch.Tensor) -> torch.Tensor:
+        """(B, V) -> (B, N, C_last): the normalised tokens the head reads."""
         x = self.tokens(voxels)
         for s, stage in enumerate(self.stages):
             if s > 0:
                 x = self.transitions[s - 1](x)
             x = stage(x)
-        x = self.norm(x)
+        return self.norm(x)
+
+    def forward(self, voxels: torch.Tensor) -> torch.Tensor:
+        x = self.features(voxels)
         if self.cfg.cls_only:
             return self.head(x.mean(dim=1))
         return self.head(x.transpose(1, 2))
