@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from brainbench.arrays import RowIndexed
 from brainbench.devices import free_memory_bytes
 from brainbench.errors import BrainbenchError, DataError
 from brainbench.interfaces import ArrayLike
@@ -98,7 +99,12 @@ class BatchSource(ABC):
 
 
 class StagedSource(BatchSource):
-    """The split staged once on the device; batches are sliced there."""
+    """The split staged once on the device; batches are sliced there.
+
+    With ``target_rows``, ``targets`` holds each distinct stimulus' embedding once and trial i's target is
+    ``targets[target_rows[i]]``: at NSD scale (24,980 trials of ~8,859 images, 257x768 bf16) that is 3.5 GB
+    of device memory instead of 9.9 GB.
+    """
 
     mode = "device"
 
@@ -110,17 +116,23 @@ class StagedSource(BatchSource):
         seed: int = 0,
         shuffle: bool = True,
         drop_last: bool = True,
+        target_rows: torch.Tensor | None = None,
     ) -> None:
         super().__init__(int(voxels.shape[0]), batch_size, voxels.device, seed, shuffle, drop_last)
+        n_targets = int(target_rows.shape[0]) if target_rows is not None else int(targets.shape[0])
+        if n_targets != self.n_samples:
+            raise DataError(f"staged data: {self.n_samples} voxel rows but {n_targets} target rows")
         self.voxels = voxels
         self.targets = targets
+        self.target_rows = target_rows
 
     def batches(self, epoch: int) -> Iterator[Batch]:
         # One small host->device copy of the permutation per epoch, then every batch is device-side.
         order = epoch_order(self.n_samples, self.seed, epoch, self.shuffle).to(self.device)
         for step in range(self.steps_per_epoch):
             rows = order[step * self.batch_size : (step + 1) * self.batch_size]
-            yield self.voxels.index_select(0, rows), self.targets.index_select(0, rows)
+            target_rows = rows if self.target_rows is None else self.target_rows.index_select(0, rows)
+            yield self.voxels.index_select(0, rows), self.targets.index_select(0, target_rows)
 
 
 def read_rows(array: ArrayLike, rows: np.ndarray) -> np.ndarray:
@@ -214,9 +226,15 @@ def stage_array(array: ArrayLike, device: torch.device, dtype: torch.dtype = tor
 
 
 def staging_bytes(voxels: ArrayLike, targets: ArrayLike, target_dtype: torch.dtype) -> int:
-    """Device memory the staged split would take (voxels as fp32, targets as ``target_dtype``)."""
+    """Device memory the staged split would take (voxels as fp32, targets as ``target_dtype``).
+
+    A :class:`RowIndexed` target is staged as its distinct rows plus an int64 index.
+    """
     n = int(voxels.shape[0])
-    return n * (_row_nbytes(voxels, torch.float32) + _row_nbytes(targets, target_dtype))
+    voxel_bytes = n * _row_nbytes(voxels, torch.float32)
+    if isinstance(targets, RowIndexed):
+        return voxel_bytes + len(targets.values) * _row_nbytes(targets.values, target_dtype) + 8 * n
+    return voxel_bytes + n * _row_nbytes(targets, target_dtype)
 
 
 def choose_mode(
@@ -258,12 +276,18 @@ def make_batch_source(
         )
     chosen = choose_mode(voxels, targets, device, target_dtype, budget_fraction, mode)
     if chosen == "device":
+        if isinstance(targets, RowIndexed):  # distinct embeddings once, plus which one each trial uses
+            staged_targets = stage_array(targets.values, device, target_dtype)
+            target_rows = torch.from_numpy(targets.index).to(device)
+        else:
+            staged_targets, target_rows = stage_array(targets, device, target_dtype), None
         return StagedSource(
             stage_array(voxels, device),
-            stage_array(targets, device, target_dtype),
+            staged_targets,
             batch_size,
             seed,
             shuffle,
             drop_last,
+            target_rows=target_rows,
         )
     return StreamingSource(voxels, targets, batch_size, device, seed, shuffle, drop_last, target_dtype)

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from brainbench.arrays import RowIndexed
+from brainbench.errors import DataError
 from brainbench.interfaces import TrainSettings
 from brainbench.staging import (
     STAGING_ENV,
@@ -20,6 +22,7 @@ from brainbench.staging import (
     make_batch_source,
     read_rows,
     stage_array,
+    staging_bytes,
     steps_per_epoch,
 )
 from brainbench.training import train_torch_encoder
@@ -96,6 +99,32 @@ def test_budget_decides_between_staging_and_streaming(hdf5_split, monkeypatch):
         assert isinstance(make_batch_source(handle["voxels"], handle["targets"], 8, CPU), StreamingSource)
     monkeypatch.setenv(STAGING_ENV, "device")
     assert isinstance(make_batch_source(voxels, targets, 8, CPU), StagedSource)
+
+
+def test_row_indexed_targets_are_staged_once_per_stimulus_and_give_the_same_batches():
+    rng = np.random.default_rng(3)
+    distinct = rng.normal(size=(9, 2, 3)).astype(np.float32)
+    index = rng.integers(0, 9, size=40)
+    voxels = rng.normal(size=(40, 6)).astype(np.float32)
+    view = RowIndexed(distinct, index)
+
+    source = make_batch_source(voxels, view, 8, CPU, seed=2, mode="device")
+    assert isinstance(source, StagedSource) and source.targets.shape == (9, 2, 3)  # not 40 rows
+    expanded = StagedSource(torch.from_numpy(voxels), torch.from_numpy(distinct[index]), 8, seed=2)
+    streamed = StreamingSource(voxels, view, 8, CPU, seed=2)
+    for epoch in range(2):
+        for (v, t), (ev, et), (sv, st) in zip(
+            source.batches(epoch), expanded.batches(epoch), streamed.batches(epoch), strict=True
+        ):
+            assert torch.equal(v, ev) and torch.equal(v, sv) and torch.equal(t, et) and torch.equal(t, st)
+    # the memory budget counts the distinct rows and the index, not the expanded array
+    assert staging_bytes(voxels, view, torch.float32) == 40 * 6 * 4 + 9 * 6 * 4 + 40 * 8
+    assert staging_bytes(voxels, distinct[index], torch.float32) == 40 * 6 * 4 + 40 * 6 * 4
+
+
+def test_staged_source_refuses_mismatched_rows():
+    with pytest.raises(DataError, match="5 voxel rows but 4 target rows"):
+        StagedSource(torch.zeros(5, 2), torch.zeros(3, 2), 2, target_rows=torch.zeros(4, dtype=torch.int64))
 
 
 class FailingRows:
