@@ -147,19 +147,6 @@ class TrainingLoss(torch.nn.Module):
         return self.objective(self.model, voxels, targets, self.progress)
 
 
-def compile_blocks(model: torch.nn.Module, mode: str) -> None:
-    """Regional compilation: each Lite-Mind block compiled in place; blocks of one width share the code.
-
-    Far shorter to compile than the whole step (one graph per stage width instead of 18 blocks inlined),
-    at the price of no fusion across block boundaries and the loss.
-    """
-    from brainbench_litemind.model import Block
-
-    for module in model.modules():
-        if isinstance(module, Block):
-            module.compile(mode=mode)
-
-
 @contextlib.contextmanager
 def tf32_matmuls(enabled: bool) -> Iterator[None]:
     """TF32 for matmuls and convolutions inside the block only (the fp32 baseline keeps torch's defaults)."""
@@ -300,7 +287,7 @@ def prepare(case: Case, shapes: Shapes, device: torch.device, args: argparse.Nam
     loss_module = TrainingLoss(model, objective, progress=0.5)
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = loss_module
     if case.compile and args.compile_scope == "blocks":
-        compile_blocks(model, args.compile_mode)
+        encoder.compile_model(model, args.compile_mode)  # what the trainer does: Lite-Mind compiles each block
     elif case.compile:
         loss_fn = torch.compile(loss_module, mode=args.compile_mode)
     return Prepared(make_step(loss_fn, optimizer, case, device), endless_batches(source))

@@ -9,6 +9,7 @@ from typing import Any
 
 REPEAT_MODES = ("average-voxels", "average-predictions")
 BUDGETS = ("auto", "quick", "reference")
+COMPILE_MODES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class RunConfig:
     lr: float | None = None
     device: str = "auto"
     precision: str = "auto"
+    compile: str = "auto"  # auto | on | off: torch.compile of the model in training
     repeats: str = "average-voxels"
     val_fraction: float = 0.1
     early_stopping: int | None = None
@@ -37,6 +39,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.repeats not in REPEAT_MODES:
             raise ValueError(f"repeats must be one of {', '.join(REPEAT_MODES)}, got {self.repeats!r}")
+        if self.compile not in COMPILE_MODES:
+            raise ValueError(f"compile must be one of {', '.join(COMPILE_MODES)}, got {self.compile!r}")
         if self.budget not in BUDGETS:
             raise ValueError(f"budget must be one of {', '.join(BUDGETS)}, got {self.budget!r}")
         if not 0.0 <= self.val_fraction < 1.0:

@@ -156,6 +156,7 @@ class TrainSettings:
     device: str = "auto"
     seed: int = 0
     precision: str = "auto"  # auto | fp32 | bf16
+    compile: str = "auto"  # auto (on a GPU when the encoder's fast path asks for it) | on | off
     checkpoint_dir: Path | None = None
     checkpoint_every: int = 1  # epochs between checkpoints (the last epoch is always written)
     resume: bool = True

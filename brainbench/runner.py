@@ -136,6 +136,8 @@ def run_params(cell: ResolvedCell, n_voxels: int) -> dict[str, Any]:
         "repeats": config.repeats,
         "budget": "quick" if cell.quick is not None else "reference",
         "val_fraction": config.val_fraction,
+        "precision": config.precision,
+        "compile": config.compile,
         "n_voxels": n_voxels,
         "synthetic": cell.dataset.synthetic,
         "cell_key": config.key,
@@ -207,6 +209,7 @@ def run_cell(
         device=config.device,
         seed=config.seed,
         precision=config.precision,
+        compile=config.compile,
         checkpoint_dir=work_dir / "checkpoints",
         early_stopping=config.early_stopping,
     )

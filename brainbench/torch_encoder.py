@@ -62,6 +62,14 @@ class TorchEncoder(Encoder):
         """Prediction used for evaluation; override when forward returns more than the embedding."""
         return model(voxels)
 
+    def compile_by_default(self) -> bool:
+        """Whether ``compile="auto"`` compiles this encoder's model when training on a GPU."""
+        return False
+
+    def compile_model(self, model: torch.nn.Module, mode: str = "default") -> None:
+        """torch.compile ``model`` in place (state dict keys unchanged); override to compile regions only."""
+        model.compile(mode=mode)
+
     def no_weight_decay(self, name: str, param: torch.nn.Parameter) -> bool:
         """Biases, norms and positional embeddings get no weight decay."""
         return param.ndim <= 1 or "pos_embed" in name or "norm" in name.lower()

@@ -123,6 +123,18 @@ def build_optimizer(groups: list[dict[str, Any]], lr: float, device: torch.devic
     return torch.optim.AdamW(groups, lr=lr, fused=device.type == "cuda" or None)
 
 
+COMPILE_SETTINGS = ("auto", "on", "off")
+
+
+def should_compile(setting: str, device: torch.device, encoder: TorchEncoder) -> bool:
+    """"on"/"off" as said; "auto" compiles on CUDA when the encoder asks (CPU compiles take minutes)."""
+    if setting not in COMPILE_SETTINGS:
+        raise BrainbenchError(f"compile must be one of {', '.join(COMPILE_SETTINGS)}, got {setting!r}")
+    if setting == "auto":
+        return device.type == "cuda" and encoder.compile_by_default()
+    return setting == "on"
+
+
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
     if dtype is None:
         return contextlib.nullcontext()
@@ -311,6 +323,9 @@ class _Run:
 
         seed_everything(settings.seed)
         self.model = encoder.build(self.n_voxels, self.target_shape).to(self.device)
+        self.compiled = should_compile(settings.compile, self.device, encoder)
+        if self.compiled:  # in place: state dicts, checkpoints and the saved model keep their keys
+            encoder.compile_model(self.model)
         self.objective = encoder.objective(self.target_shape)
         self.modules = trainable_modules(self.model, self.objective)
         for module in self.modules.values():
@@ -469,7 +484,8 @@ class _Run:
             self.reporter.info("early stopping needs validation data; none was given, so it is off")
         self.reporter.info(
             f"training {self.encoder.name} on {self.device} "
-            f"({'bf16 autocast' if self.amp_dtype else 'fp32'}), {DATA_PATHS[self.train_source.mode]}, "
+            f"({'bf16 autocast' if self.amp_dtype else 'fp32'}{', torch.compile' if self.compiled else ''}), "
+            f"{DATA_PATHS[self.train_source.mode]}, "
             f"{self.recipe.epochs} epochs x {self.steps_per_epoch} steps of {self.recipe.batch_size}"
         )
         with self.reporter.progress(f"training {self.encoder.name}", self.total_steps) as bar:

@@ -27,6 +27,11 @@ def register(app: typer.Typer) -> None:
         lr: float | None = typer.Option(None, "--lr", help="Learning rate (default: the encoder's)."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
         precision: str = typer.Option("auto", "--precision", help="auto (bf16 on capable GPUs) | fp32 | bf16."),
+        compile: str = typer.Option(
+            "auto", "--compile",
+            help="torch.compile the model in training: auto (on a GPU when the encoder's fast path asks, e.g. "
+            "litemind impl=fast) | on | off.",
+        ),
         repeats: str = typer.Option(
             "average-voxels", "--repeats", help="Test repeats: average-voxels (before the model) | average-predictions."
         ),
@@ -69,6 +74,7 @@ def register(app: typer.Typer) -> None:
             lr=lr,
             device=device,
             precision=precision,
+            compile=compile,
             repeats=repeats,
             val_fraction=val_fraction,
             early_stopping=early_stopping,
