@@ -10,7 +10,9 @@ In one process on one device it times the training step (batch slice, forward, l
 - litemind fast: real DFT matmuls and the head folded into the loss (impl="fast"), bf16 autocast + TF32 +
   fused AdamW + torch.compile on CUDA;
 - mindeye faithful: fp16 autocast + GradScaler on CUDA, default AdamW, batch 32, CLIP targets precomputed;
-- mindeye fast: bf16 autocast + fused AdamW on CUDA, precomputed targets, optionally a larger batch.
+- mindeye fast: bf16 autocast + fused AdamW on CUDA, precomputed targets, optionally a larger batch;
+- mindeye fast bf16-weights: the weights themselves in bf16 with fp32 master weights and moments in the
+  optimizer, one fused (compiled on CUDA) update per tensor (``--precision bf16-master`` in training).
 
 On the CPU every path runs in fp32 (no autocast, no fused AdamW, no compile unless asked), so CPU ratios show
 only what the formulation changes. Data are random with the real shapes, staged on the device once (a pool of
@@ -92,16 +94,20 @@ class Case:
     fused_adamw: bool = False
     compile: bool = False
     tf32: bool = False
+    master_weights: bool = False  # bf16 weights, fp32 masters in brainbench.master_weights.MasterWeightAdamW
 
     @property
     def label(self) -> str:
-        return f"{self.encoder} {self.path} b{self.batch}"
+        return f"{self.encoder} {self.path} b{self.batch}" + " bf16-weights" * self.master_weights
 
     def settings(self) -> str:
         parts = [{None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]]
         parts += ["GradScaler"] * self.grad_scaler + ["TF32"] * self.tf32
-        parts += ["fused AdamW" if self.fused_adamw else "AdamW"] + ["compile"] * self.compile
-        return ", ".join(parts)
+        if self.master_weights:
+            parts += ["bf16 weights + fp32 master AdamW" + (" (compiled update)" if self.fused_adamw else "")]
+        else:
+            parts += ["fused AdamW" if self.fused_adamw else "AdamW"]
+        return ", ".join(parts + ["compile"] * self.compile)
 
 
 @dataclass
@@ -272,8 +278,10 @@ def prepare(case: Case, shapes: Shapes, device: torch.device, args: argparse.Nam
     groups = parameter_groups(encoder, trainable_modules(model, objective), defaults.weight_decay)
     # linear scaling rule from the reference batch (Lite-Mind's recipe: 512; MindEye: 32); speed ignores lr
     lr = scaled_lr(defaults.lr, case.batch, defaults.lr_reference_batch or REFERENCE_BATCH[case.encoder])
-    if case.fused_adamw:
-        optimizer: torch.optim.Optimizer = build_optimizer(groups, lr, device)  # the trainer's: fused on CUDA
+    if case.master_weights:  # the trainer's --precision bf16-master: casts the model to bf16 here
+        optimizer: torch.optim.Optimizer = build_optimizer(groups, lr, device, master_weights=True)
+    elif case.fused_adamw:
+        optimizer = build_optimizer(groups, lr, device)  # the trainer's: fused on CUDA
     else:
         optimizer = torch.optim.AdamW(groups, lr=lr)
     pool = 2 * case.batch  # two batches staged on the device; a step slices one with index_select
@@ -509,12 +517,15 @@ def build_cases(args: argparse.Namespace, shapes: Shapes, device: torch.device) 
     if "mindeye" in args.encoders:
         batch = shapes.mindeye_batch
         fast = Case("mindeye", "fast", batch, fast_dtype, fused_adamw=cuda, tf32=cuda)
+        # bf16 weights need bf16 autocast (fp32 inputs meet bf16 weights) on the CPU too
+        bf16_weights = replace(fast, amp_dtype=torch.bfloat16, master_weights=True)
         cases += [
             Case("mindeye", "faithful", batch, torch.float16 if cuda else None, grad_scaler=cuda),
             fast,
+            bf16_weights,
         ]
         if args.mindeye_batch and args.mindeye_batch != batch:
-            cases.append(replace(fast, batch=args.mindeye_batch))
+            cases += [replace(fast, batch=args.mindeye_batch), replace(bf16_weights, batch=args.mindeye_batch)]
     return cases
 
 

@@ -10,7 +10,8 @@ import torch
 
 from brainbench.errors import BrainbenchError
 
-PRECISIONS = ("auto", "fp32", "bf16")
+#: "bf16-master": bf16 autocast with the weights themselves in bf16 and fp32 master copies in the optimizer
+PRECISIONS = ("auto", "fp32", "bf16", "bf16-master")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -32,11 +33,16 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
         raise BrainbenchError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     if precision == "fp32":
         return None
-    if precision == "bf16":
+    if precision in ("bf16", "bf16-master"):
         return torch.bfloat16
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return None
+
+
+def uses_master_weights(precision: str) -> bool:
+    """Whether the model's weights are kept in bf16, with fp32 masters in the optimizer."""
+    return precision == "bf16-master"
 
 
 def seed_everything(seed: int) -> None:

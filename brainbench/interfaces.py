@@ -155,7 +155,7 @@ class TrainSettings:
     lr: float | None = None
     device: str = "auto"
     seed: int = 0
-    precision: str = "auto"  # auto | fp32 | bf16
+    precision: str = "auto"  # auto | fp32 | bf16 | bf16-master (bf16 weights, fp32 masters in the optimizer)
     compile: str = "auto"  # auto (on a GPU when the encoder's fast path asks for it) | on | off
     checkpoint_dir: Path | None = None
     checkpoint_every: int = 1  # epochs between checkpoints (the last epoch is always written)

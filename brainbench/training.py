@@ -29,9 +29,10 @@ from brainbench.checkpoint import (
     restore_rng_states,
     save_model_file,
 )
-from brainbench.devices import resolve_device, resolve_precision, seed_everything
+from brainbench.devices import resolve_device, resolve_precision, seed_everything, uses_master_weights
 from brainbench.errors import BrainbenchError, CheckpointMismatchError, DataError
 from brainbench.interfaces import FitData, FittedEncoder, Reporter, Shape, TrainSettings
+from brainbench.master_weights import MasterWeightAdamW
 from brainbench.schedules import LearningRateSchedule, build_schedule, scaled_lr
 from brainbench.staging import BatchSource, make_batch_source
 from brainbench.torch_encoder import Objective, TorchEncoder
@@ -118,8 +119,14 @@ def parameter_groups(
     return [group for group in groups if group["params"]]
 
 
-def build_optimizer(groups: list[dict[str, Any]], lr: float, device: torch.device) -> torch.optim.AdamW:
-    # fused AdamW is one kernel per step on CUDA; on the CPU the default (foreach) implementation is used
+def build_optimizer(
+    groups: list[dict[str, Any]], lr: float, device: torch.device, master_weights: bool = False
+) -> torch.optim.Optimizer:
+    """AdamW: fused (one kernel per step) on CUDA, foreach on the CPU; or, with ``master_weights``, the
+    bf16-weights optimizer, which casts the parameters to bf16 and keeps fp32 masters (build it while
+    the model is still fp32)."""
+    if master_weights:
+        return MasterWeightAdamW(groups, lr=lr)
     return torch.optim.AdamW(groups, lr=lr, fused=device.type == "cuda" or None)
 
 
@@ -332,7 +339,8 @@ class _Run:
             module.to(self.device)
         groups = parameter_groups(encoder, self.modules, self.recipe.weight_decay)
         self.parameters = [p for group in groups for p in group["params"]]
-        self.optimizer = build_optimizer(groups, self.recipe.lr, self.device)
+        self.master_weights = uses_master_weights(settings.precision)
+        self.optimizer = build_optimizer(groups, self.recipe.lr, self.device, self.master_weights)
 
         # targets are stored in the compute dtype under bf16: half the memory, and matmuls cast them anyway
         target_dtype = self.amp_dtype or torch.float32
@@ -375,6 +383,7 @@ class _Run:
         payload = {
             "metadata": self.metadata,
             "recipe": asdict(self.recipe),
+            "precision": self.settings.precision,
             "epoch": self.epoch,
             "finished": self.finished,
             "modules": {name: module.state_dict() for name, module in self.modules.items()},
@@ -412,6 +421,12 @@ class _Run:
             for key in ("encoder", "encoder_params")
             if saved.get(key) != current[key]
         ]
+        # bf16 master-weight state and plain AdamW state do not load into each other
+        saved_master = uses_master_weights(payload.get("precision", "auto"))
+        if saved_master != self.master_weights:
+            differences.append(
+                f"precision: checkpoint has {payload.get('precision')!r}, this run has {self.settings.precision!r}"
+            )
         recipe = asdict(self.recipe)
         differences += [
             f"train.{key}: checkpoint has {payload['recipe'].get(key)!r}, this run has {value!r}"
@@ -478,13 +493,18 @@ class _Run:
                 module.load_state_dict(self.best.weights[name])
             self.reporter.info(f"restored the weights of epoch {self.best.epoch} (best validation loss)")
 
+    def precision_label(self) -> str:
+        if self.master_weights:
+            return "bf16 weights with fp32 master weights"
+        return "bf16 autocast" if self.amp_dtype else "fp32"
+
     def run(self) -> TorchFittedEncoder:
         self.resume()
         if self.recipe.early_stopping and self.val_source is None:
             self.reporter.info("early stopping needs validation data; none was given, so it is off")
         self.reporter.info(
             f"training {self.encoder.name} on {self.device} "
-            f"({'bf16 autocast' if self.amp_dtype else 'fp32'}{', torch.compile' if self.compiled else ''}), "
+            f"({self.precision_label()}{', torch.compile' if self.compiled else ''}), "
             f"{DATA_PATHS[self.train_source.mode]}, "
             f"{self.recipe.epochs} epochs x {self.steps_per_epoch} steps of {self.recipe.batch_size}"
         )

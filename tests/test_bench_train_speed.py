@@ -30,7 +30,8 @@ def test_small_cpu_run_prints_table_ratios_and_json(tmp_path: Path) -> None:
     assert json.loads(stdout.strip().splitlines()[-1]) == report  # the last line is the same JSON
     assert report["environment"]["device"] == "cpu" and report["environment"]["compile"] is False
     results = {r["label"]: r for r in report["results"]}
-    assert len(results) == 4
+    assert len(results) == 5
+    assert results["mindeye fast b16 bf16-weights"]["settings"] == "bf16, bf16 weights + fp32 master AdamW"
     for r in results.values():
         assert len(r["step_ms"]) == 2 and r["ms_per_step"] > 0
         assert abs(r["samples_per_s"] - r["batch"] / (r["ms_per_step"] / 1000)) < 1e-6 * r["samples_per_s"]
@@ -38,7 +39,7 @@ def test_small_cpu_run_prints_table_ratios_and_json(tmp_path: Path) -> None:
     assert results["litemind fast b64"]["settings"] == "fp32, AdamW"  # no autocast/fused/compile on a CPU
 
     ratios = {row["label"]: row for row in report["ratios"]}
-    assert set(ratios) == {"litemind fast b64", "mindeye fast b16"}
+    assert set(ratios) == {"litemind fast b64", "mindeye fast b16", "mindeye fast b16 bf16-weights"}
     speedup = results["litemind fast b64"]["samples_per_s"] / results["litemind faithful b64"]["samples_per_s"]
     assert abs(ratios["litemind fast b64"]["speedup"] - speedup) < 1e-9
     assert all(row["target_met"] is None for row in ratios.values())  # targets are judged on a GPU only

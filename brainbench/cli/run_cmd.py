@@ -26,7 +26,11 @@ def register(app: typer.Typer) -> None:
         batch_size: int | None = typer.Option(None, "--batch-size", help="Batch size (default: the encoder's)."),
         lr: float | None = typer.Option(None, "--lr", help="Learning rate (default: the encoder's)."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
-        precision: str = typer.Option("auto", "--precision", help="auto (bf16 on capable GPUs) | fp32 | bf16."),
+        precision: str = typer.Option(
+            "auto", "--precision",
+            help="auto (bf16 autocast on capable GPUs) | fp32 | bf16 | bf16-master (bf16 weights, fp32 master "
+            "weights in the optimizer: less memory traffic for big models such as mindeye).",
+        ),
         compile: str = typer.Option(
             "auto", "--compile",
             help="torch.compile the model in training: auto (on a GPU when the encoder's fast path asks, e.g. "
