@@ -54,14 +54,14 @@ def test_litemind_compiles_each_block_in_place_and_keeps_its_state_dict_keys():
     assert list(model.state_dict()) == keys
 
 
-def test_compiled_training_learns_the_same_weights(monkeypatch):
-    # inductor draws dropout masks with its own RNG unless told to use torch's, as eager does
-    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
+def test_compiled_training_learns_the_same_weights():
     data = make_fit_data(n_train=48, n_val=16)
     settings = TrainSettings(epochs=2, seed=5, compile="off")
     eager = train_torch_encoder(TinyEncoder(), data, settings, RecordingReporter())
     reporter = RecordingReporter()
-    compiled = train_torch_encoder(TinyEncoder(), data, replace(settings, compile="on"), reporter)
+    # inductor draws dropout masks with its own RNG unless told to use torch's, as eager does
+    with torch._inductor.config.patch(fallback_random=True):
+        compiled = train_torch_encoder(TinyEncoder(), data, replace(settings, compile="on"), reporter)
     assert _is_compiled(compiled.model) and not _is_compiled(eager.model)
     assert any("torch.compile" in message for message in reporter.messages)
     for name, value in weights_of(eager).items():
