@@ -94,6 +94,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="[ENCODER.]KEY=VALUE",
         help="encoder option for every encoder, or for one with an ENCODER. prefix (repeatable)",
     )
+    parser.add_argument(
+        "--fast-precision",
+        choices=("auto", "bf16", "bf16-master"),
+        default="auto",
+        help="the fast paths' precision (default auto: bf16 autocast on capable GPUs); bf16-master: bf16 weights "
+        "with fp32 master weights, MindEye's fast optimizer",
+    )
     parser.add_argument("--json", type=Path, help="also write the JSON report here")
     args = parser.parse_args(argv)
 
@@ -144,8 +151,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def path_precision(args: argparse.Namespace, encoder: str, path: str) -> str:
+    return args.fast_precision if path == "fast" else PATHS[encoder][path][1]
+
+
 def train_one(args: argparse.Namespace, encoder: str, path: str, seed: int, work: Path) -> dict[str, Any]:
-    path_options, precision = PATHS[encoder][path]
+    path_options, precision = PATHS[encoder][path][0], path_precision(args, encoder, path)
     config = RunConfig(
         encoder=encoder, task="retrieval", target=args.target, subject=args.subject, seed=seed,
         epochs=args.epochs, device=args.device, precision=precision, budget=args.budget,
@@ -214,11 +225,11 @@ def compare(faithful: dict[str, Any], fast: dict[str, Any]) -> dict[str, Any]:
     return comparison
 
 
-def settings_label(encoder: str, path: str, device: str) -> str:
+def settings_label(args: argparse.Namespace, encoder: str, path: str) -> str:
     import torch
 
-    options, precision = PATHS[encoder][path]
-    amp = resolve_precision(precision, torch.device(device))
+    options, precision = PATHS[encoder][path][0], path_precision(args, encoder, path)
+    amp = resolve_precision(precision, torch.device(args.device))
     parts = [f"impl={options['impl']}"] if "impl" in options else []
     return ", ".join([*parts, f"precision {precision} ({'bf16 autocast' if amp is not None else 'fp32'})"])
 
@@ -297,13 +308,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for encoder in args.encoders:
         for path in PATHS[encoder]:
             summary = summarise_path([r for r in runs if (r["encoder"], r["path"]) == (encoder, path)])
-            paths.append({**summary, "settings": settings_label(encoder, path, args.device)})
+            paths.append({**summary, "settings": settings_label(args, encoder, path)})
     by_key = {(p["encoder"], p["path"]): p for p in paths}
     import torch
 
     report = {
         "settings": {"scale": args.scale, "subject": args.subject, "seeds": args.seeds, "epochs": args.epochs,
                      "budget": args.budget, "device": args.device, "target": args.target, "options": args.options,
+                     "fast_precision": args.fast_precision,
                      "torch": torch.__version__, "python": sys.version.split()[0]},
         "runs": runs,
         "paths": paths,

@@ -77,3 +77,16 @@ def test_bad_encoder_name_is_refused(tmp_path: Path) -> None:
     assert completed.returncode == 2
     assert "--encoders" in completed.stderr and "ridge" in completed.stderr and "litemind" in completed.stderr
     assert not (tmp_path / "synthetic").exists()  # refused before any data or training
+
+
+def test_mindeye_fast_path_can_train_with_bf16_master_weights(tmp_path: Path) -> None:
+    completed = run_script(
+        "--encoders", "mindeye", "--fast-precision", "bf16-master", "--scale", "tiny", "--budget", "quick",
+        "--epochs", "1", "--seeds", "0", "--device", "cpu", "--opt", "hidden=64",
+        home=tmp_path / "home", cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report = json.loads(completed.stdout.strip().splitlines()[-1])
+    settings = {p["path"]: p["settings"] for p in report["paths"]}
+    assert settings == {"faithful": "precision fp32 (fp32)", "fast": "precision bf16-master (bf16 autocast)"}
+    assert report["comparisons"][0]["verdict"] in VERDICTS
