@@ -86,3 +86,37 @@ def test_defaults_are_the_reference_recipe_and_bad_options_are_refused():
         MindEyeEncoder(hiden=8)
     with pytest.raises(ValueError, match="embed"):
         MindEyeEncoder(embed="both")
+
+
+def _train_steps(make_optimizer, steps: int = 4, bf16: bool = False) -> dict[str, torch.Tensor]:
+    """A few MindEye steps (both objective phases) with the optimizer given; same seed, same data."""
+    torch.manual_seed(3)
+    encoder = MindEyeEncoder(**SMALL)
+    model = encoder.build(40, (4, 8))
+    objective = encoder.objective((4, 8))
+    optimizer = make_optimizer(model.parameters())
+    voxels, targets = torch.randn(16, 40), torch.randn(16, 4, 8)
+    for step in range(steps):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # bf16 weights meet fp32 inputs
+            loss = objective(model, voxels, targets, step / steps)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return {name: p.detach().float().clone() for name, p in model.named_parameters()}
+
+
+def test_fast_optimizers_compute_the_faithful_update():
+    """The fast path's optimizers are the faithful AdamW: fused (CUDA's kernel, here on the CPU), and the
+    bf16-master optimizer with fp32 weights (the formulation without the bf16 rounding)."""
+    from brainbench.master_weights import MasterWeightAdamW
+
+    faithful = _train_steps(lambda params: torch.optim.AdamW(params, lr=1e-3))
+    fused = _train_steps(lambda params: torch.optim.AdamW(params, lr=1e-3, fused=True))
+    master = _train_steps(lambda params: MasterWeightAdamW(params, lr=1e-3, param_dtype=torch.float32))
+    for name, expected in faithful.items():
+        scale = expected.abs().max().item()
+        assert (fused[name] - expected).abs().max().item() <= 1e-5 * scale, name
+        assert (master[name] - expected).abs().max().item() <= 1e-5 * scale, name
+    # in bf16 the MindEye step runs too (its masters are exact AdamW: tests/test_master_weights.py)
+    bf16 = _train_steps(lambda params: MasterWeightAdamW(params, lr=1e-3), bf16=True)
+    assert bf16.keys() == faithful.keys() and all(torch.isfinite(v).all() for v in bf16.values())
