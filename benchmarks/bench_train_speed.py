@@ -404,6 +404,50 @@ def same_function_check(shapes: Shapes, device: torch.device, seed: int) -> dict
     }
 
 
+def head_loss_timing(shapes: Shapes, device: torch.device, steps: int) -> dict[str, Any]:
+    """Lite-Mind's head + InfoNCE alone, forward + backward: the prediction built and normalised (faithful)
+    vs the head folded into the similarities (fast), both in the fast path's precision, so the difference is
+    the formulation's. Always NSD subject 1's head (34 tokens -> 257x768), at the benchmark's Lite-Mind batch
+    (64 with --small). Peak memory is the GPU's (0 on the CPU)."""
+    from brainbench.losses import InfoNCELoss
+    from brainbench_litemind.fused_loss import head_cosines
+
+    real = NSD_SUBJECT_1
+    tokens = make_encoder("litemind", real).config_for(real.n_voxels, real.target_shape).n_tokens
+    width, dim = real.target_shape
+    batch = shapes.litemind_batch
+    torch.manual_seed(0)
+    with torch.device(device):
+        head = torch.nn.Linear(tokens, dim)
+        features = torch.randn(batch, tokens, width, requires_grad=True)
+        targets = torch.randn(batch, width, dim)
+    loss = InfoNCELoss(8.0, direction="image_to_fmri")
+    forms = {
+        "built": lambda: loss(head(features.transpose(1, 2)), targets),
+        "folded": lambda: loss.from_cosines(head_cosines(features, head.weight, head.bias, targets)),
+    }
+    amp = resolve_precision("auto", device)
+    out: dict[str, Any] = {"batch": batch, "tokens": tokens, "target_shape": [width, dim]}
+    for name, form in forms.items():
+        memory = PeakMemory(device)
+        memory.start()
+        times = []
+        for i in range(steps + 1):
+            synchronize(device)
+            started = time.perf_counter()
+            with torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext():
+                value = form()
+            value.backward()
+            synchronize(device)
+            if i:  # the first is a warm-up
+                times.append(time.perf_counter() - started)
+            features.grad = head.weight.grad = head.bias.grad = None
+        out[f"{name}_ms"] = statistics.median(times) * 1000
+        out[f"{name}_peak_gb"] = memory.peak_gb() if device.type == "cuda" else 0.0
+    out["speedup"] = out["built_ms"] / out["folded_ms"]
+    return out
+
+
 def relative_error(value: torch.Tensor, reference: torch.Tensor) -> float:
     """max |value - reference| / max |reference|."""
     return float((value.double() - reference.double()).abs().max() / reference.double().abs().max())
@@ -489,6 +533,16 @@ def print_report(console: Console, report: dict[str, Any], results: list[Result]
                 f"{row['faithful_end_to_end_samples_per_s_est']:,.0f} samples/s, so {row['label']} is "
                 f"~{row['speedup_vs_end_to_end_est']:.2f}x that end to end (the CLIP figure is the H200's)."
             )
+    timing = report.get("head_loss")
+    if timing:
+        built_gb, folded_gb = timing["built_peak_gb"], timing["folded_peak_gb"]
+        memory = f"; peak {built_gb:.2f} vs {folded_gb:.2f} GB" if built_gb else ""
+        console.print(
+            f"Lite-Mind head + loss alone (batch {timing['batch']}, {timing['tokens']} tokens -> "
+            f"{'x'.join(map(str, timing['target_shape']))}, forward + backward): prediction built "
+            f"{timing['built_ms']:.2f} ms, head folded into the loss {timing['folded_ms']:.2f} ms "
+            f"({timing['speedup']:.2f}x){memory}"
+        )
     check = report.get("same_function")
     if check:
         bf16 = check["max_relative_error_fast_bf16_vs_faithful_fp32"]
@@ -578,6 +632,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         console.print(f"[dim]timing {case.label} ({case.settings()})...[/dim]")
         results.append(run_case(case, shapes, device, args))
     same = same_function_check(shapes, device, args.seed) if "litemind" in args.encoders else None
+    head_loss = head_loss_timing(shapes, device, args.steps) if "litemind" in args.encoders else None
     report = {
         "environment": {
             "device": str(device),
@@ -597,6 +652,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "results": [asdict(r) for r in results],
         "ratios": ratios(results, device),
         "same_function": same,
+        "head_loss": head_loss,
         "total_s": time.perf_counter() - started,
     }
     print_report(console, report, results)

@@ -47,6 +47,9 @@ def test_small_cpu_run_prints_table_ratios_and_json(tmp_path: Path) -> None:
     same = report["same_function"]
     assert same["tokens"] == 33 and same["passed"] and same["max_relative_error_fp32"] < 1e-4
     assert 0 <= same["loss_relative_error_fp32"] < 1e-4
+    head_loss = report["head_loss"]  # always the real subject-1 head; timed, so only its shape is asserted
+    assert head_loss["tokens"] == 34 and head_loss["target_shape"] == [257, 768] and head_loss["batch"] == 64
+    assert head_loss["built_ms"] > 0 and head_loss["folded_ms"] > 0 and "head + loss alone" in stdout
 
 
 def test_bad_encoder_name_is_refused() -> None:
