@@ -47,6 +47,20 @@ class Objective(Protocol):
     ) -> torch.Tensor: ...
 
 
+#: Graphs one compiled function may keep: training, evaluation (no grad) and a dynamic batch size each add
+#: variants per distinct shape, and dynamo's default (8) would send the rest back to eager mode.
+RECOMPILE_LIMIT = 32
+
+
+def allow_recompiles(limit: int = RECOMPILE_LIMIT) -> None:
+    """Raise dynamo's per-function graph limit to at least ``limit`` (its name changed across torch versions)."""
+    import torch._dynamo
+
+    config = torch._dynamo.config
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    setattr(config, name, max(int(getattr(config, name)), limit))
+
+
 class TorchEncoder(Encoder):
     defaults: ClassVar[TrainingDefaults]
 
@@ -68,6 +82,7 @@ class TorchEncoder(Encoder):
 
     def compile_model(self, model: torch.nn.Module, mode: str = "default") -> None:
         """torch.compile ``model`` in place (state dict keys unchanged); override to compile regions only."""
+        allow_recompiles()
         model.compile(mode=mode)
 
     def no_weight_decay(self, name: str, param: torch.nn.Parameter) -> bool:

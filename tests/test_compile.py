@@ -67,3 +67,20 @@ def test_compiled_training_learns_the_same_weights():
     for name, value in weights_of(eager).items():
         assert torch.allclose(weights_of(compiled)[name], value, rtol=1e-4, atol=1e-5), name
     assert compiled.predict(data.val_voxels).shape == (16, 3, 4)
+
+
+def test_litemind_blocks_of_one_width_share_compiled_graphs():
+    """Drop-path rates differ in every block; were they Python floats, dynamo would compile each of the 18
+    blocks separately and, past its recompile limit, run the rest eagerly."""
+    from torch._dynamo.testing import CompileCounter
+
+    encoder = LiteMindEncoder(impl="fast", patch_size=10, widths="16,12,8", depths="2,10,2,4")
+    model = encoder.build(343, (6, 12)).train()
+    counter = CompileCounter()
+    for module in model.modules():
+        if isinstance(module, Block):
+            module.compile(backend=counter)
+    for _ in range(3):
+        model(torch.randn(8, 343)).sum().backward()
+    # 4 stage widths, the first block (drop-path rate 0) and at most one re-trace once gradients exist
+    assert counter.frame_count <= 6

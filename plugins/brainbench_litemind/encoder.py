@@ -8,7 +8,7 @@ from torch import nn
 
 from brainbench.interfaces import QuickRecipe, Shape
 from brainbench.losses import DIRECTIONS, InfoNCELoss, PredictionObjective
-from brainbench.torch_encoder import Objective, TorchEncoder, TrainingDefaults
+from brainbench.torch_encoder import Objective, TorchEncoder, TrainingDefaults, allow_recompiles
 from brainbench_litemind.fused_loss import HeadFusedObjective
 from brainbench_litemind.model import Block, LiteMind, LiteMindConfig
 
@@ -125,6 +125,7 @@ class LiteMindEncoder(TorchEncoder):
         Far shorter to compile than the whole model with 18 blocks inlined, at the price of no fusion
         across block boundaries.
         """
+        allow_recompiles()  # 4 stage widths x (train, eval, dynamic batch) graphs, past dynamo's default 8
         for module in model.modules():
             if isinstance(module, Block):
                 module.compile(mode=mode)

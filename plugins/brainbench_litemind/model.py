@@ -89,17 +89,24 @@ class LiteMindConfig:
 
 
 class DropPath(nn.Module):
-    """Stochastic depth: drops the whole branch per sample and rescales survivors."""
+    """Stochastic depth: drops the whole branch per sample and rescales survivors.
+
+    The keep probability is a (non-persistent) tensor, not a Python float: torch.compile specialises on
+    float attributes, and with a rate rising block by block every block would compile its own graph
+    (18 for Lite-Mind, past dynamo's recompile limit). As a tensor, blocks of one width share one graph.
+    """
 
     def __init__(self, p: float) -> None:
         super().__init__()
         self.p = p
+        self.enabled = p > 0.0
+        self.register_buffer("keep", torch.tensor(1.0 - p), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.p == 0.0 or not self.training:
+        if not self.training or not self.enabled:
             return x
-        keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        keep = self.keep.to(x.dtype)
+        mask = torch.bernoulli(keep.expand((x.shape[0],) + (1,) * (x.ndim - 1)))
         return x * mask / keep
 
     def extra_repr(self) -> str:
