@@ -10,6 +10,9 @@ from typing import Any
 REPEAT_MODES = ("average-voxels", "average-predictions")
 BUDGETS = ("auto", "quick", "reference")
 COMPILE_MODES = ("auto", "on", "off")
+#: Settings added after cell keys were first recorded: left out of the key while at these defaults, so
+#: cells logged by earlier versions keep their keys (and ``--resume`` still finds them).
+KEY_OMITTED_DEFAULTS = {"compile": "auto"}
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,12 @@ class RunConfig:
     @property
     def key(self) -> str:
         """Stable 16-hex-digit hash of the resolved config (the cell key used for resume)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
+        settings = {
+            name: value
+            for name, value in self.to_dict().items()
+            if KEY_OMITTED_DEFAULTS.get(name, object()) != value
+        }
+        blob = json.dumps(settings, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def label(self) -> str:

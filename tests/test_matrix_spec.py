@@ -137,3 +137,14 @@ def test_dry_run_prints_the_cells(tmp_path):
     bad.write_text("[defaults]\nencoder = 'ridge'\ntask = 'retrieval'\nepoch = 3\n")
     result = CliRunner().invoke(build_app(), ["matrix", "run", str(bad), "--dry-run"])
     assert isinstance(result.exception, DataError) and "epoch" in str(result.exception)
+
+
+def test_settings_added_later_keep_earlier_cell_keys_at_their_defaults():
+    import hashlib
+    import json
+
+    config = RunConfig(encoder="ridge", task="retrieval", seed=3)
+    before_compile = {k: v for k, v in config.to_dict().items() if k != "compile"}  # what earlier versions hashed
+    expected = hashlib.sha256(json.dumps(before_compile, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    assert config.key == expected
+    assert config.with_changes(compile="on").key != config.key
