@@ -43,7 +43,7 @@ def head_cosines(
     if not torch.is_autocast_enabled(targets.device.type):
         head = head.to(targets.dtype)  # under autocast the matmul picks the dtype
         augmented = augmented.to(targets.dtype)
-    projected = torch.matmul(targets, head)  # (B', T, N+1): the only pass over the big targets
+    projected = torch.matmul(targets, head)  # (B', T, N+1): one pass over the big targets (their norms: the other)
     dots = augmented.flatten(1) @ projected.transpose(1, 2).flatten(1).T  # (B, B')
 
     # The norms are quadratic forms: at least fp32 keeps them accurate whatever the autocast dtype.
