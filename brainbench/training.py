@@ -29,6 +29,7 @@ from brainbench.checkpoint import (
     restore_rng_states,
     save_model_file,
 )
+from brainbench.config import COMPILE_MODES
 from brainbench.devices import resolve_device, resolve_precision, seed_everything, uses_master_weights
 from brainbench.errors import BrainbenchError, CheckpointMismatchError, DataError
 from brainbench.interfaces import FitData, FittedEncoder, Reporter, Shape, TrainSettings
@@ -130,13 +131,10 @@ def build_optimizer(
     return torch.optim.AdamW(groups, lr=lr, fused=device.type == "cuda" or None)
 
 
-COMPILE_SETTINGS = ("auto", "on", "off")
-
-
 def should_compile(setting: str, device: torch.device, encoder: TorchEncoder) -> bool:
     """"on"/"off" as said; "auto" compiles on CUDA when the encoder asks (CPU compiles take minutes)."""
-    if setting not in COMPILE_SETTINGS:
-        raise BrainbenchError(f"compile must be one of {', '.join(COMPILE_SETTINGS)}, got {setting!r}")
+    if setting not in COMPILE_MODES:
+        raise BrainbenchError(f"compile must be one of {', '.join(COMPILE_MODES)}, got {setting!r}")
     if setting == "auto":
         return device.type == "cuda" and encoder.compile_by_default()
     return setting == "on"
