@@ -281,6 +281,9 @@ class EvalContext:
     output_dir: Path  # figures and tables written here are logged as run artifacts
     artifacts: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # caveats shown to the user and recorded with the run
+    # Metric name -> (n,) outcome in [0, 1] per row of stimulus_ids (1/0 hit, or an item's expected hit rate);
+    # the runner stores them as the per_item.json artifact so `brainbench compare` can pair encoders by item.
+    per_item: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class Task(ABC):

@@ -150,6 +150,40 @@ def n_way_accuracy(
     return accuracies
 
 
+def n_way_expected_hits(sim: np.ndarray, way: int, tie_tol: float = TIE_TOL) -> np.ndarray:
+    """Per query (row), the exact probability of a top-1 hit among its true item and ``way - 1`` others drawn
+    uniformly without replacement from the ``n - 1`` others (ties broken at random).
+
+    This is what ``n_way_accuracy`` estimates by Monte Carlo, per item and without draw noise: in both draw
+    schemes an item's distractors, given that it is a query, are a uniform ``way - 1`` subset of the others.
+    With ``g`` others scoring above the true item and ``t`` tied with it, a hit needs no "above" drawn, and
+    ``j`` tied drawn leaves a 1/(j+1) chance: sum_j C(t, j) C(n-1-g-t, way-1-j) / C(n-1, way-1) / (j + 1).
+    """
+    sim = np.asarray(sim)
+    n = sim.shape[0]
+    if sim.ndim != 2 or sim.shape[1] != n:
+        raise ValueError(f"expected a square similarity matrix, got shape {sim.shape}")
+    if not 2 <= way <= n:
+        raise ValueError(f"way must be between 2 and the number of items ({n}), got {way}")
+    true_scores = np.diag(sim)[:, None]
+    above = (sim > true_scores + tie_tol).sum(axis=1)
+    tied = (np.abs(sim - true_scores) <= tie_tol).sum(axis=1) - 1
+    others, k = n - 1, way - 1
+    log_fact = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, n + 1, dtype=np.float64)))])
+
+    def log_choose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        ok = (b >= 0) & (b <= a)
+        safe_a, safe_b = np.where(ok, a, 0), np.where(ok, b, 0)
+        return np.where(ok, log_fact[safe_a] - log_fact[safe_b] - log_fact[safe_a - safe_b], -np.inf)
+
+    lower = others - above - tied
+    total = np.zeros(n, dtype=np.float64)
+    for j in range(int(min(tied.max(initial=0), k)) + 1):
+        terms = log_choose(tied, np.full(n, j)) + log_choose(lower, k - j) - log_choose(np.array(others), k)
+        total += np.exp(terms) / (j + 1)
+    return np.clip(total, 0.0, 1.0)
+
+
 def two_way_identification(pred: np.ndarray, true: np.ndarray, per_item: bool = False) -> float | np.ndarray:
     """The papers' 2-way identification: for each prediction, the fraction of the other ground-truth items
     whose Pearson correlation with it is lower than that of its own ground truth (ties count one half)."""

@@ -236,6 +236,7 @@ def run_cell(
     )
     metrics = task.evaluate(context)
     eval_seconds = time.perf_counter() - started
+    write_per_item(context, metrics, work_dir / PER_ITEM_FILE)
     for note in context.notes:
         reporter.info(f"[yellow]note:[/yellow] {note}")
     if record is not None and context.notes:
@@ -277,7 +278,39 @@ def _record_result(record: Any, result: CellResult, fitted: Any, checkpoint: Pat
         record.log_artifact(sidecar, "checkpoint")
     for path in result.artifacts:
         record.log_artifact(path, "figures")
+    if (work_dir / PER_ITEM_FILE).exists():  # per-item outcomes, for paired comparisons across runs
+        record.log_artifact(work_dir / PER_ITEM_FILE)
+    record.set_tags({"brainbench.higher_is_better": json.dumps({m.name: m.higher_is_better for m in result.metrics})})
     (work_dir / "results.json").write_text(json.dumps(result.to_dict(), indent=2))
+
+
+#: The run artifact with each test item's outcome per metric (see EvalContext.per_item).
+PER_ITEM_FILE = "per_item.json"
+
+
+def write_per_item(context: EvalContext, metrics: list[MetricResult], path: Path) -> None:
+    """Each test item's outcome per metric, keyed by stimulus id, when the task gave any."""
+    path.unlink(missing_ok=True)
+    if not context.per_item:
+        return
+    directions = {m.name: m.higher_is_better for m in metrics}
+    outcomes = {}
+    for name, values in context.per_item.items():
+        values = np.asarray(values, dtype=np.float64).reshape(-1)
+        if len(values) != len(context.stimulus_ids):
+            raise BrainbenchError(
+                f"task gave {len(values)} per-item outcomes for {name!r}, expected one per test stimulus "
+                f"({len(context.stimulus_ids)})"
+            )
+        outcomes[name] = [round(float(v), 6) for v in values]
+    record = {
+        "subject": context.subject,
+        "seed": context.seed,
+        "stimulus_ids": [int(i) for i in np.asarray(context.stimulus_ids).reshape(-1)],
+        "higher_is_better": {name: directions.get(name, True) for name in outcomes},
+        "outcomes": outcomes,
+    }
+    path.write_text(json.dumps(record))
 
 
 def metrics_markdown(metrics: list[MetricResult]) -> str:

@@ -16,7 +16,9 @@ from brainbench.retrieval_metrics import (
     cosine_similarity_matrix,
     mean_interval,
     n_way_accuracy,
+    n_way_expected_hits,
     topk_accuracy,
+    topk_hits,
     two_way_identification,
     wilson_interval,
 )
@@ -182,7 +184,9 @@ def test_task_caps_way_at_n_with_a_note(tmp_path):
     ctx = context(true, true, tmp_path)
     results = by_name(task.evaluate(ctx))
     assert any("only 50 test items" in note for note in ctx.notes)
-    assert results["fmri_to_image_top1_300way"].chance == pytest.approx(1 / 50)
+    # Named for what ran: 50 items give a 50-way metric, never one called 300way.
+    assert set(results) == {f"{d}_top1_{w}" for d in ("fmri_to_image", "image_to_fmri") for w in ("full", "50way")}
+    assert results["fmri_to_image_top1_50way"].chance == pytest.approx(1 / 50)
     assert task.params()["draw_scheme"] == "per-query" and task.params()["draws"] == 30
     assert task.notes and "50-way" in task.notes[0]
 
@@ -201,3 +205,39 @@ def test_task_seed_changes_draws_but_repeats_exactly(tmp_path):
 def test_task_rejects_unknown_scheme():
     with pytest.raises(ValueError, match="scheme"):
         make_task(scheme="batches")
+
+
+def test_expected_n_way_hits_match_many_random_draws_and_handle_ties():
+    rng = np.random.default_rng(6)
+    true = unit_rows(90, 12, seed=5)
+    noisy = true + 0.6 * rng.standard_normal(true.shape).astype(np.float32)
+    sim = cosine_similarity_matrix(noisy, true)
+    expected = n_way_expected_hits(sim, 30)
+    assert expected.shape == (90,) and ((0 <= expected) & (expected <= 1)).all()
+    draws = n_way_accuracy(sim, 30, 3000, "per-query", np.random.default_rng(0))
+    assert expected.mean() == pytest.approx(draws.mean(), abs=0.005)  # MC error ~ 0.001
+    assert n_way_expected_hits(sim, 90) == pytest.approx(topk_hits(sim, np.arange(90), 1))  # full way
+    # All candidates tied: 1/way each; a true item with g others strictly above it never wins all-way.
+    assert n_way_expected_hits(np.zeros((20, 20)), 5) == pytest.approx(np.full(20, 0.2))
+
+
+def test_task_stores_per_item_outcomes_and_item_bootstrap_intervals(tmp_path):
+    rng = np.random.default_rng(11)
+    true = unit_rows(400, 16, seed=3)
+    noisy = true + 0.3 * rng.standard_normal(true.shape).astype(np.float32)  # about half the queries hit
+    ctx = context(noisy, true, tmp_path)
+    results = by_name(make_task().evaluate(ctx))
+    assert set(ctx.per_item) == set(results)
+    for name, result in results.items():
+        outcomes = ctx.per_item[name]
+        assert outcomes.shape == (400,) and ((0 <= outcomes) & (outcomes <= 1)).all()
+        low, high = result.interval
+        assert 0.0 <= low <= result.value <= high <= 1.0
+        assert high - low > 0.02  # 400 items: a real interval, not the draws' few-thousandths spread
+    assert ctx.per_item["fmri_to_image_top1_full"].mean() == pytest.approx(results["fmri_to_image_top1_full"].value)
+    # 300-way with 400 items is easier than 400-way (full)
+    assert results["fmri_to_image_top1_300way"].value > results["fmri_to_image_top1_full"].value
+    record = json.loads((tmp_path / "out" / "retrieval_draws.json").read_text())
+    spread = record["draws"]["fmri_to_image"]["draws_sd"]
+    low, high = results["fmri_to_image_top1_300way"].interval
+    assert 0 < spread < high - low

@@ -38,7 +38,7 @@ from brainbench.simulate.brain import (
     rng,
 )
 
-GENERATOR_VERSION = "2"  # bump when generated data change; cached folders are keyed by it
+GENERATOR_VERSION = "3"  # bump when generated data change; cached folders are keyed by it
 SUBJECTS = (1, 2, 5, 7)
 MARKER = "brainbench_synthetic.json"
 TARGETS_FILE = "clip_targets.hdf5"
@@ -75,8 +75,8 @@ SCALES: dict[str, NsdScale] = {
     # Real NSD sizes (37 released sessions of 750 trials; 3 held-back sessions explain 2770 < 3 x 982).
     "nsd": NsdScale("nsd", REAL_VOXELS, 8859, 24980, 982, 2770, 750, 80, False, 64),
     # Default: trains in seconds on a laptop CPU.
-    # 300 test images, so the 300-way protocol runs as published.
-    "small": NsdScale("small", {s: v // 8 for s, v in REAL_VOXELS.items()}, 1000, 2000, 300, 900, 300, 40, True, 32),
+    # 400 test images: the 300-way protocol runs as published and differs from full (400-way) retrieval.
+    "small": NsdScale("small", {s: v // 8 for s, v in REAL_VOXELS.items()}, 1000, 2000, 400, 1200, 300, 40, True, 32),
     # For tests only.
     "tiny": NsdScale("tiny", {s: v // 64 for s, v in REAL_VOXELS.items()}, 150, 300, 30, 90, 130, 10, True, 16),
 }

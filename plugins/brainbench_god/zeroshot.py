@@ -89,6 +89,8 @@ class GodZeroShotTask(Task):
         results = []
         for k in (1, 5):
             hits = topk_hits(scores, true_cols, min(k, len(classes)))
+            if len(stimulus_ids) == len(ctx.stimulus_ids):  # per-item outcomes, for paired comparisons
+                ctx.per_item[f"top{k}"] = hits
             results.append(
                 self.result(
                     f"top{k}",

@@ -234,6 +234,7 @@ class LaionTask(Task):
         got = np.array([int(item["category"]) for item in picked])
         truth = np.asarray(truth, dtype=np.int64)
         freq = np.bincount(truth) / len(truth)
+        ctx.per_item["category_agreement"] = (got == truth).astype(np.float64)  # for paired comparisons
         return [
             self.result("category_agreement", float(np.mean(got == truth)), chance=float(np.sum(freq**2)))
         ]
@@ -247,13 +248,16 @@ class LaionTask(Task):
         if not in_gallery:
             return []
         ids = ctx.stimulus_ids
-        top1 = np.mean([stimulus_of(item) == sid for item, sid in zip(picked, ids, strict=True)])
-        hits = np.mean(
+        top1_hits = np.array([stimulus_of(item) == sid for item, sid in zip(picked, ids, strict=True)], float)
+        recall_hits = np.array(
             [
                 any(stimulus_of(item) == sid for item in items)
                 for items, sid in zip(found.metadata, ids, strict=True)
-            ]
+            ],
+            float,
         )
+        ctx.per_item.update(gt_top1=top1_hits, gt_recall_at_k=recall_hits)  # for paired comparisons
+        top1, hits = top1_hits.mean(), recall_hits.mean()
         return [self.result("gt_top1", float(top1)), self.result("gt_recall_at_k", float(hits))]
 
     def _images(self, ctx: EvalContext, picked: list[dict]) -> list[MetricResult]:

@@ -11,10 +11,11 @@ from brainbench.interfaces import EvalContext, MetricResult, MetricSpec, Task
 from brainbench.retrieval_metrics import (
     DRAW_SCHEMES,
     cosine_similarity_matrix,
-    mean_interval,
     n_way_accuracy,
-    topk_accuracy,
+    n_way_expected_hits,
+    topk_hits,
 )
+from brainbench.stats import bootstrap_interval
 
 DIRECTIONS = ("fmri_to_image", "image_to_fmri")
 
@@ -27,14 +28,15 @@ def metric_specs(way: int) -> tuple[MetricSpec, ...]:
             MetricSpec(
                 f"{direction}_top1_full",
                 True,
-                f"{query}->{candidate} top-1 among all N test items (fraction)",
+                f"{query}->{candidate} top-1 among all N test items (fraction; 95% bootstrap over items)",
             )
         )
         specs.append(
             MetricSpec(
                 f"{direction}_top1_{way}way",
                 True,
-                f"{query}->{candidate} top-1 among {way} items, mean over draws with 95% interval (fraction)",
+                f"{query}->{candidate} top-1 among {way} items, mean over random draws (fraction; 95% "
+                "bootstrap over items of each item's exact hit rate)",
             )
         )
     return tuple(specs)
@@ -47,6 +49,12 @@ class RetrievalTask(Task):
     draw is one batch of ``way`` test items, shared by all its queries) or "per-query" (Lite-Mind: each query
     gets its true item plus ``way - 1`` distractors of its own). ``draws="shared"``/``"per-query"`` is read as
     the scheme, with the default count. Accuracies are fractions; draws are seeded by the run's seed.
+
+    A metric is named for the way count actually run: below ``way`` test items the ``300way`` metric becomes
+    e.g. ``50way`` (with a note). Intervals are bootstraps over test items; the spread of the draws (which
+    shrinks with more draws of the same test set) is stored as ``draws_sd`` in ``retrieval_draws.json``,
+    never as an interval. Per-item outcomes (full-way hits; n-way: each item's exact expected hit rate) go to
+    ``ctx.per_item`` for paired comparisons.
     """
 
     name: ClassVar[str] = "retrieval"
@@ -90,24 +98,41 @@ class RetrievalTask(Task):
         way = min(self.way, n)
         self.notes = []
         if way < self.way:
-            note = f"only {n} test items: {self.way}-way retrieval was run as {way}-way (chance 1/{way})"
+            note = (
+                f"only {n} test items: {self.way}-way retrieval was run as {way}-way "
+                f"(metric *_top1_{way}way, chance 1/{way})"
+            )
             self.notes.append(note)
             ctx.notes.append(note)
+        self.metrics = metric_specs(way)  # type: ignore[misc]  # named for the way count actually run
 
         results: list[MetricResult] = []
-        draws: dict[str, list[float]] = {}
+        draws: dict[str, dict[str, Any]] = {}
+        bootstrap_rng = np.random.default_rng([ctx.seed, 7])
         for direction, matrix in zip(DIRECTIONS, (sim, sim.T), strict=True):
-            results.append(self.result(f"{direction}_top1_full", topk_accuracy(matrix, 1), chance=1.0 / n))
+            full_name, way_name = f"{direction}_top1_full", f"{direction}_top1_{way}way"
+            hits = topk_hits(matrix, np.arange(n), 1)
+            interval = bootstrap_interval(hits, seed=bootstrap_rng)
+            results.append(self.result(full_name, float(hits.mean()), interval.as_tuple(), chance=1.0 / n))
             # The same seed for both directions: shared draws use identical batches, as MindEye does.
             per_draw = n_way_accuracy(matrix, way, self.draws, self.scheme, np.random.default_rng(ctx.seed))
-            mean, interval = mean_interval(per_draw)
-            results.append(self.result(f"{direction}_top1_{self.way}way", mean, interval, chance=1.0 / way))
-            draws[direction] = per_draw.tolist()
+            expected = n_way_expected_hits(matrix, way)
+            interval = bootstrap_interval(expected, seed=bootstrap_rng)
+            # The value is the published protocol's mean over draws; the interval is over test items.
+            results.append(self.result(way_name, float(per_draw.mean()), interval.as_tuple(), chance=1.0 / way))
+            ctx.per_item[full_name] = hits
+            ctx.per_item[way_name] = expected
+            draws[direction] = {
+                "accuracy_per_draw": per_draw.tolist(),
+                "draws_mean": float(per_draw.mean()),
+                "draws_sd": float(per_draw.std(ddof=1)) if len(per_draw) > 1 else 0.0,
+                "expected_accuracy": float(expected.mean()),
+            }
         self._write_draws(ctx, way, draws)
         return results
 
-    def _write_draws(self, ctx: EvalContext, way: int, draws: dict[str, list[float]]) -> None:
-        """Per-draw accuracies as a run artifact, so intervals can be recomputed or compared later."""
+    def _write_draws(self, ctx: EvalContext, way: int, draws: dict[str, dict[str, Any]]) -> None:
+        """Per-draw accuracies as a run artifact: the draws' spread is Monte-Carlo noise, not a 95% interval."""
         ctx.output_dir.mkdir(parents=True, exist_ok=True)
         path = ctx.output_dir / "retrieval_draws.json"
         record = {
@@ -117,7 +142,10 @@ class RetrievalTask(Task):
             "seed": ctx.seed,
             "n_items": len(ctx.predictions),
             "notes": self.notes,
-            "accuracy_per_draw": draws,
+            "draws_sd_meaning": "standard deviation of the accuracy over the random draws of one fixed test set "
+            "(Monte-Carlo noise of the protocol; not an interval of the model's accuracy)",
+            "accuracy_per_draw": {d: v["accuracy_per_draw"] for d, v in draws.items()},
+            "draws": draws,
         }
         path.write_text(json.dumps(record, indent=1))
         ctx.artifacts.append(path)
