@@ -42,6 +42,10 @@ class RowIndexed:
             return self.values[self.index[key[0]]][(slice(None), *key[1:])]
         return self.values[self.index[key]]
 
+    def row_range(self, start: int, stop: int) -> RowIndexed:
+        """Rows [start, stop) as another view over the same distinct values (nothing expanded)."""
+        return RowIndexed(self.values, self.index[start:stop])
+
     def astype(self, dtype: Any) -> np.ndarray:
         """The expanded array, as ``ndarray.astype`` would give it."""
         return self.values[self.index].astype(dtype)

@@ -12,7 +12,7 @@ BUDGETS = ("auto", "quick", "reference")
 COMPILE_MODES = ("auto", "on", "off")
 #: Settings added after cell keys were first recorded: left out of the key while at these defaults, so
 #: cells logged by earlier versions keep their keys (and ``--resume`` still finds them).
-KEY_OMITTED_DEFAULTS = {"compile": "auto"}
+KEY_OMITTED_DEFAULTS: dict[str, Any] = {"compile": "auto", "checkpoint_every": None}
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,8 @@ class RunConfig:
     compile: str = "auto"  # auto | on | off: torch.compile of the model in training
     repeats: str = "average-voxels"
     val_fraction: float = 0.1
-    early_stopping: int | None = None
+    early_stopping: int | None = None  # patience in epochs: chooses the epoch count, then refits on all rows
+    checkpoint_every: int | None = None  # epochs between checkpoints; None: the encoder's own interval
     budget: str = "auto"  # auto: the encoder's quick recipe on demo-scale simulated data, else its reference
     encoder_options: dict[str, Any] = field(default_factory=dict)
     task_options: dict[str, Any] = field(default_factory=dict)
@@ -48,6 +49,10 @@ class RunConfig:
             raise ValueError(f"budget must be one of {', '.join(BUDGETS)}, got {self.budget!r}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.early_stopping is not None and self.early_stopping < 1:
+            raise ValueError(f"early_stopping (patience in epochs) must be >= 1, got {self.early_stopping}")
+        if self.checkpoint_every is not None and self.checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be >= 1 epoch, got {self.checkpoint_every}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -6,9 +6,10 @@ Arrays crossing these interfaces are numpy, float32, samples first. Torch stays 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
@@ -78,6 +79,16 @@ class Dataset(ABC):
     """Voxel responses of one or more subjects to identified stimuli."""
 
     name: str = "dataset"
+    #: The options this dataset accepts (a :class:`brainbench.options.Options`); None: undeclared, unchecked.
+    declared_options: ClassVar[Any] = None
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any], where: str = "option ") -> dict[str, Any]:
+        """``options`` coerced to the declared types, or an OptionError naming option, value and closest name."""
+        from brainbench.options import check_declared
+
+        return check_declared(cls, options, f"dataset {getattr(cls, 'name', cls.__name__)!r}", where)
+
     #: True for data written by the built-in simulator; runs on it are labelled synthetic.
     synthetic: bool = False
     #: Target used when neither the run nor the task names one.
@@ -130,6 +141,16 @@ class Target(ABC):
 
     name: str = "target"
     shape: Shape = (768,)
+    #: The options this target accepts (a :class:`brainbench.options.Options`); None: undeclared, unchecked.
+    declared_options: ClassVar[Any] = None
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any], where: str = "option ") -> dict[str, Any]:
+        """``options`` coerced to the declared types, or an OptionError naming option, value and closest name."""
+        from brainbench.options import check_declared
+
+        return check_declared(cls, options, f"target {getattr(cls, 'name', cls.__name__)!r}", where)
+
 
     @abstractmethod
     def embed(self, dataset: Dataset, stimulus_ids: np.ndarray) -> np.ndarray:
@@ -158,31 +179,94 @@ class TrainSettings:
     precision: str = "auto"  # auto | fp32 | bf16 | bf16-master (bf16 weights, fp32 masters in the optimizer)
     compile: str = "auto"  # auto (on a GPU when the encoder's fast path asks for it) | on | off
     checkpoint_dir: Path | None = None
-    checkpoint_every: int = 1  # epochs between checkpoints (the last epoch is always written)
+    checkpoint_every: int | None = None  # epochs between checkpoints; None: the encoder's (the last always)
     resume: bool = True
-    early_stopping: int | None = None  # patience in epochs on the validation loss
+    early_stopping: int | None = None  # patience in epochs; selects the epoch count, then refits on all rows
     val_every: int = 1
+
+
+def _row_range(array: ArrayLike, start: int, stop: int) -> ArrayLike:
+    """Rows [start, stop) as a view: numpy slices are views; a row-indexed view slices its index only."""
+    take = getattr(array, "row_range", None)
+    return take(start, stop) if take is not None else array[start:stop]
 
 
 @dataclass
 class FitData:
-    """Training and validation pairs; validation is carved from the TRAINING split, never the test set."""
+    """An encoder's training data: every training trial, the last ``n_validation`` rows marked as validation.
 
-    train_voxels: np.ndarray  # (n, V) float32
+    The one rule for every encoder: the model ``fit`` returns is fitted on ALL rows (``voxels``,
+    ``targets``). The validation rows (whole images, carved from the TRAINING split, never the test set)
+    may only be used to choose something (ridge: its penalty; a neural encoder with early stopping: the
+    number of epochs); after choosing on them, the encoder refits on all rows with what it chose.
+    ``fit_*`` and ``val_*`` are views of the same arrays (no copies).
+    """
+
+    voxels: np.ndarray  # (n, V) float32
     # (n, *target_shape) float32. When the expanded array would exceed 1 GiB (e.g. 257x768 tokens at NSD
     # scale) the runner passes a row-indexed view (brainbench.arrays.RowIndexed) that repeats each stimulus'
     # embedding per trial without copying it: index its rows, or np.asarray() it for the whole array.
-    train_targets: ArrayLike
-    val_voxels: np.ndarray
-    val_targets: ArrayLike
+    targets: ArrayLike
+    n_validation: int = 0
+
+    def __post_init__(self) -> None:
+        n = int(self.voxels.shape[0])
+        if int(self.targets.shape[0]) != n:
+            raise ValueError(f"FitData: {n} voxel rows but {self.targets.shape[0]} target rows")
+        if not 0 <= self.n_validation <= n:
+            raise ValueError(f"FitData: n_validation={self.n_validation} outside [0, {n}]")
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.voxels.shape[0])
+
+    @property
+    def n_fit(self) -> int:
+        """Rows a choice is fitted on before it is scored on the validation rows."""
+        return self.n_rows - self.n_validation
+
+    @property
+    def fit_voxels(self) -> np.ndarray:
+        return self.voxels[: self.n_fit]
+
+    @property
+    def fit_targets(self) -> ArrayLike:
+        return _row_range(self.targets, 0, self.n_fit)
+
+    @property
+    def val_voxels(self) -> np.ndarray:
+        return self.voxels[self.n_fit :]
+
+    @property
+    def val_targets(self) -> ArrayLike:
+        return _row_range(self.targets, self.n_fit, self.n_rows)
 
     @property
     def n_voxels(self) -> int:
-        return int(self.train_voxels.shape[1])
+        return int(self.voxels.shape[1])
 
     @property
     def target_shape(self) -> Shape:
-        return tuple(int(s) for s in self.train_targets.shape[1:])
+        return tuple(int(s) for s in self.targets.shape[1:])
+
+    @classmethod
+    def from_splits(
+        cls, fit_voxels: Any, fit_targets: Any, val_voxels: Any = None, val_targets: Any = None
+    ) -> FitData:
+        """One FitData from separate fit and validation arrays (copied into one; validation rows last)."""
+        if val_voxels is None or len(val_voxels) == 0:
+            return cls(np.asarray(fit_voxels, dtype=np.float32), fit_targets, 0)
+        voxels = np.concatenate([np.asarray(fit_voxels, dtype=np.float32), np.asarray(val_voxels, dtype=np.float32)])
+        values = getattr(fit_targets, "values", None)
+        if values is not None and getattr(val_targets, "values", None) is values:  # two views of one store
+            targets: Any = type(fit_targets)(values, np.concatenate([fit_targets.index, val_targets.index]))
+        else:
+            targets = np.concatenate([np.asarray(fit_targets), np.asarray(val_targets)])
+        return cls(voxels, targets, len(val_voxels))
+
+    def without_validation(self) -> FitData:
+        """The same rows with none marked as validation (what a refit trains on)."""
+        return FitData(self.voxels, self.targets, 0)
 
 
 class Reporter(Protocol):
@@ -202,6 +286,9 @@ class FittedEncoder(ABC):
 
     n_parameters: int = 0
     history: list[dict[str, float]]
+    #: What the fit actually used (epochs, lr schedule, ridge's chosen penalty, ...); the run logs it as
+    #: params ``recipe.<key>``.
+    recipe: Mapping[str, Any] = MappingProxyType({})  # an encoder sets its own dict per fitted model
 
     @abstractmethod
     def predict(self, voxels: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -228,6 +315,16 @@ class Encoder(ABC):
     """Voxels -> embedding prediction: builds, trains and returns a :class:`FittedEncoder`."""
 
     name: ClassVar[str] = "encoder"
+    #: The options this encoder accepts (a :class:`brainbench.options.Options`); None: undeclared, unchecked.
+    declared_options: ClassVar[Any] = None
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any], where: str = "option ") -> dict[str, Any]:
+        """``options`` coerced to the declared types, or an OptionError naming option, value and closest name."""
+        from brainbench.options import check_declared
+
+        return check_declared(cls, options, f"encoder {getattr(cls, 'name', cls.__name__)!r}", where)
+
 
     def __init__(self, **options: Any) -> None:
         self.options = dict(options)
@@ -291,6 +388,16 @@ class Task(ABC):
 
     name: ClassVar[str] = "task"
     metrics: ClassVar[tuple[MetricSpec, ...]] = ()
+    #: The options this task accepts (a :class:`brainbench.options.Options`); None: undeclared, unchecked.
+    declared_options: ClassVar[Any] = None
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any], where: str = "option ") -> dict[str, Any]:
+        """``options`` coerced to the declared types, or an OptionError naming option, value and closest name."""
+        from brainbench.options import check_declared
+
+        return check_declared(cls, options, f"task {getattr(cls, 'name', cls.__name__)!r}", where)
+
     #: Dataset and target used when the run names none.
     default_dataset: ClassVar[str] = "synthetic-nsd"
     default_target: ClassVar[str | None] = None

@@ -110,6 +110,28 @@ def split_train_validation(
 ROW_VIEW_MIN_BYTES = 1 << 30
 
 
+#: Source rows read at once when gathering training rows (bounds the transient block, ~60 MB at NSD scale).
+GATHER_BLOCK_ROWS = 1024
+
+
+def gather_rows(voxels: Any, order: np.ndarray) -> np.ndarray:
+    """``voxels[order]`` as one float32 array, read in contiguous source blocks (HDF5-friendly): memory is
+    the result plus one block, never a second full copy."""
+    n = len(order)
+    out = np.empty((n, int(voxels.shape[1])), dtype=np.float32)
+    destination = np.empty(int(voxels.shape[0]), dtype=np.int64)
+    destination.fill(-1)
+    destination[order] = np.arange(n)
+    for start in range(0, int(voxels.shape[0]), GATHER_BLOCK_ROWS):
+        stop = min(start + GATHER_BLOCK_ROWS, int(voxels.shape[0]))
+        wanted = destination[start:stop]
+        keep = wanted >= 0
+        if keep.any():
+            block = np.asarray(voxels[start:stop], dtype=np.float32)
+            out[wanted[keep]] = block[keep]
+    return out
+
+
 def embed_rows(target: Target, dataset: Dataset, stimulus_ids: np.ndarray) -> np.ndarray | RowIndexed:
     """Target embeddings for each row's stimulus, each distinct stimulus embedded once."""
     unique, inverse = np.unique(stimulus_ids, return_inverse=True)
@@ -195,15 +217,14 @@ def run_cell(
         f"target {cell.target_name} {'x'.join(map(str, target.shape))}"
     )
 
+    # One rule for every encoder (see FitData): all training rows, the validation images' rows last.
     fit_mask, val_mask = split_train_validation(train.stimulus_ids, config.val_fraction, config.seed)
-    voxels = train.load()
+    order = np.concatenate([np.flatnonzero(fit_mask), np.flatnonzero(val_mask)])
     fit_data = FitData(
-        train_voxels=voxels[fit_mask],
-        train_targets=embed_rows(target, dataset, train.stimulus_ids[fit_mask]),
-        val_voxels=voxels[val_mask],
-        val_targets=embed_rows(target, dataset, train.stimulus_ids[val_mask]),
+        voxels=gather_rows(train.voxels, order),
+        targets=embed_rows(target, dataset, train.stimulus_ids[order]),
+        n_validation=int(val_mask.sum()),
     )
-    del voxels
     settings = TrainSettings(
         **training_overrides(cell),
         device=config.device,
@@ -211,11 +232,16 @@ def run_cell(
         precision=config.precision,
         compile=config.compile,
         checkpoint_dir=work_dir / "checkpoints",
+        checkpoint_every=config.checkpoint_every,
         early_stopping=config.early_stopping,
     )
     started = time.perf_counter()
     fitted = cell.encoder.fit(fit_data, settings, reporter)
     train_seconds = time.perf_counter() - started
+    del fit_data
+    recipe = resolved_recipe(cell, fitted)
+    if record is not None:
+        record.log_params({f"recipe.{k}": v for k, v in recipe.items()})
 
     started = time.perf_counter()
     test_voxels = test.load()
@@ -245,7 +271,7 @@ def run_cell(
     result = CellResult(
         config=config,
         metrics=metrics,
-        params=params,
+        params={**params, **{f"recipe.{k}": v for k, v in recipe.items()}},
         n_parameters=int(getattr(fitted, "n_parameters", 0)),
         train_seconds=train_seconds,
         eval_seconds=eval_seconds,
@@ -254,9 +280,37 @@ def run_cell(
         artifacts=list(context.artifacts),
     )
     checkpoint = fitted.save(work_dir / "model")
+    (work_dir / "config.json").write_text(json.dumps(resolved_config(cell, recipe), indent=2, default=str))
     if record is not None:
         _record_result(record, result, fitted, checkpoint, work_dir)
     return result
+
+
+def resolved_recipe(cell: ResolvedCell, fitted: Any) -> dict[str, Any]:
+    """What the fit actually used: the encoder's own record (epochs, lr schedule, ridge's penalty, ...)
+    plus the budget it ran under."""
+    recipe = {"budget": "quick" if cell.quick is not None else "reference"}
+    recipe.update(dict(getattr(fitted, "recipe", {}) or {}))
+    return recipe
+
+
+def resolved_config(cell: ResolvedCell, recipe: dict[str, Any]) -> dict[str, Any]:
+    """The run as it ran: defaults filled in (dataset, target, budget, quick-recipe options and settings,
+    epochs, batch, lr), so ``RunConfig.from_dict(config["config"])`` repeats it exactly."""
+    config = cell.config
+    quick_options = cell.quick.options if cell.quick is not None else {}
+    resolved = config.with_changes(
+        dataset=cell.dataset_name,
+        target=cell.target_name,
+        budget=recipe["budget"],
+        # after early stopping the recipe's epochs are the chosen count: keep the requested budget
+        epochs=config.epochs if "selected_epochs" in recipe else recipe.get("epochs", config.epochs),
+        batch_size=recipe.get("batch_size", config.batch_size),
+        lr=recipe.get("base_lr", config.lr),
+        encoder_options={**quick_options, **config.encoder_options},
+    )
+    return {"config": resolved.to_dict(), "requested": config.to_dict(), "cell_key": config.key,
+            "recipe": recipe}
 
 
 def _record_result(record: Any, result: CellResult, fitted: Any, checkpoint: Path, work_dir: Path) -> None:
@@ -269,7 +323,7 @@ def _record_result(record: Any, result: CellResult, fitted: Any, checkpoint: Pat
          "eval_seconds": result.eval_seconds}
     )
     record.log_metrics(final)
-    record.log_dict(result.config.to_dict(), "config.json")
+    record.log_artifact(work_dir / "config.json")
     record.log_dict(result.to_dict(), "results.json")
     record.log_text(metrics_markdown(result.metrics), "metrics.md")
     record.log_artifact(checkpoint, "checkpoint")

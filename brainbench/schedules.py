@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from brainbench.errors import BrainbenchError
 from brainbench.torch_encoder import TrainingDefaults
 
-SCHEDULES = ("cosine", "onecycle", "constant")
+SCHEDULES = ("cosine", "timm-cosine", "onecycle", "constant")
 
 #: One-cycle starts at max_lr / this (torch's OneCycleLR default).
 ONECYCLE_DIV_FACTOR = 25.0
@@ -19,12 +19,30 @@ ONECYCLE_DIV_FACTOR = 25.0
 ONECYCLE_FINAL_DIV_FACTOR = 1e4
 #: Fraction of steps spent rising when the encoder sets no warm-up epochs.
 ONECYCLE_DEFAULT_PCT_START = 0.3
+#: torch's OneCycleLR (cycle_momentum=True) swings Adam's beta1 between these: max at the ends, base at the peak.
+ONECYCLE_BASE_MOMENTUM = 0.85
+ONECYCLE_MAX_MOMENTUM = 0.95
 
 
 def _cosine_between(start: float, end: float, fraction: float) -> float:
     """Half a cosine from ``start`` (fraction 0) to ``end`` (fraction 1)."""
     fraction = min(max(fraction, 0.0), 1.0)
     return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * fraction))
+
+
+@dataclass(frozen=True)
+class OneCycleDefaults(TrainingDefaults):
+    """An encoder's recipe when its reference trains with torch's OneCycleLR (MindEye): that scheduler's knobs.
+
+    ``warmup_epochs`` > 0 sets pct_start = warmup_epochs / epochs (MindEye: 2 / epochs); 0 keeps torch's 0.3.
+    ``min_lr`` > 0 overrides the floor max_lr / div_factor / final_div_factor.
+    """
+
+    div_factor: float = ONECYCLE_DIV_FACTOR
+    final_div_factor: float = ONECYCLE_FINAL_DIV_FACTOR
+    cycle_momentum: bool = True  # Adam's beta1 follows the cycle, as torch's default does
+    base_momentum: float = ONECYCLE_BASE_MOMENTUM
+    max_momentum: float = ONECYCLE_MAX_MOMENTUM
 
 
 @dataclass(frozen=True)
@@ -35,6 +53,12 @@ class LearningRateSchedule:
     warmup_steps: int = 0
     warmup_start_lr: float = 0.0
     min_lr: float = 0.0
+    steps_per_epoch: int = 1  # timm-cosine: the rate changes once per epoch
+    #: onecycle: torch's pct_start; the rise then ends at step pct_start * total_steps - 1 exactly as torch
+    #: computes it (None: at warmup_steps - 1)
+    rise_fraction: float | None = None
+    #: onecycle with cycled momentum: (base, max) of Adam's beta1; None leaves the optimizer's betas alone
+    momentum_range: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in SCHEDULES:
@@ -45,6 +69,8 @@ class LearningRateSchedule:
             return self.lr
         if self.kind == "cosine":
             return self._cosine(step)
+        if self.kind == "timm-cosine":
+            return self.epoch_lr(step // max(1, self.steps_per_epoch))
         return self._onecycle(step)
 
     def _cosine(self, step: int) -> float:
@@ -54,16 +80,52 @@ class LearningRateSchedule:
         decay_steps = max(1, self.total_steps - self.warmup_steps)
         return _cosine_between(self.lr, self.min_lr, (step - self.warmup_steps) / decay_steps)
 
-    def _onecycle(self, step: int) -> float:
-        """Cosine rise from ``warmup_start_lr`` to ``lr`` over the warm-up, cosine fall to ``min_lr``.
+    def epoch_lr(self, epoch: int) -> float:
+        """The rate epoch ``epoch`` (0-based) trains at, as timm's CosineLRScheduler gives it when it is
+        stepped once at each epoch's end (``scheduler.step(epoch)``), as the Lite-Mind reference does.
 
-        Phase ends follow torch's OneCycleLR (last step of each phase hits its end rate exactly).
+        The scheduler starts at ``warmup_start_lr`` and the step at the end of epoch e sets the rate of
+        epoch e + 1 to t(e), so epochs 0 and 1 both run at ``warmup_start_lr``. t(e) rises linearly over
+        the warm-up epochs, then follows one cosine over ALL epochs (the warm-up is inside its length, timm's
+        ``warmup_prefix=False``) from ``lr`` to ``min_lr``.
         """
-        rise_end = max(1.0, float(self.warmup_steps) - 1.0)
+        epochs = max(1, self.total_steps // max(1, self.steps_per_epoch))
+        warmup_epochs = self.warmup_steps // max(1, self.steps_per_epoch)
+        t = max(epoch - 1, 0)
+        if t < warmup_epochs:
+            return self.warmup_start_lr + t * (self.lr - self.warmup_start_lr) / warmup_epochs
+        if t >= epochs:  # timm's cycle limit: past the length the rate stays at the floor
+            return self.min_lr
+        return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1.0 + math.cos(math.pi * t / epochs))
+
+    def _onecycle_phase(self, step: int) -> tuple[bool, float]:
+        """(rising?, fraction of the phase done) with torch OneCycleLR's phase ends: the rise ends at step
+        pct_start * total_steps - 1, the fall at total_steps - 1 (each phase's last step hits its end value)."""
+        rise = self.rise_fraction * self.total_steps if self.rise_fraction is not None else self.warmup_steps
+        rise_end = max(1.0, float(rise) - 1.0)
         fall_end = max(rise_end + 1.0, float(self.total_steps) - 1.0)
         if step <= rise_end:
-            return _cosine_between(self.warmup_start_lr, self.lr, step / rise_end)
-        return _cosine_between(self.lr, self.min_lr, (step - rise_end) / (fall_end - rise_end))
+            return True, step / rise_end
+        return False, (step - rise_end) / (fall_end - rise_end)
+
+    def _onecycle(self, step: int) -> float:
+        """Cosine rise from ``warmup_start_lr`` to ``lr`` over the warm-up, cosine fall to ``min_lr``."""
+        rising, fraction = self._onecycle_phase(step)
+        if rising:
+            return _cosine_between(self.warmup_start_lr, self.lr, fraction)
+        return _cosine_between(self.lr, self.min_lr, fraction)
+
+    def momentum(self, step: int) -> float | None:
+        """Adam's beta1 for ``step``, or None when this schedule leaves it alone.
+
+        One-cycle with cycled momentum (torch's OneCycleLR default): a half cosine from max down to base
+        while the rate rises, and back up to max while it falls.
+        """
+        if self.kind != "onecycle" or self.momentum_range is None:
+            return None
+        base, top = self.momentum_range
+        rising, fraction = self._onecycle_phase(step)
+        return _cosine_between(top, base, fraction) if rising else _cosine_between(base, top, fraction)
 
 
 def scaled_lr(lr: float, batch_size: int, reference_batch: int | None) -> float:
@@ -82,11 +144,33 @@ def build_schedule(
     total_steps = max(1, epochs * steps_per_epoch)
     warmup_steps = min(defaults.warmup_epochs * steps_per_epoch, total_steps)
     if defaults.schedule == "onecycle":
-        if warmup_steps == 0:
-            warmup_steps = max(1, round(ONECYCLE_DEFAULT_PCT_START * total_steps))
-        start = lr / ONECYCLE_DIV_FACTOR
-        floor = defaults.min_lr if defaults.min_lr > 0 else start / ONECYCLE_FINAL_DIV_FACTOR
-        return LearningRateSchedule("onecycle", lr, total_steps, warmup_steps, start, floor)
+        return _onecycle_schedule(defaults, lr, epochs, total_steps, warmup_steps)
     return LearningRateSchedule(
-        defaults.schedule, lr, total_steps, warmup_steps, defaults.warmup_start_lr, defaults.min_lr
+        defaults.schedule, lr, total_steps, warmup_steps, defaults.warmup_start_lr, defaults.min_lr,
+        steps_per_epoch=max(1, steps_per_epoch),
+    )
+
+
+def _onecycle_schedule(
+    defaults: TrainingDefaults, lr: float, epochs: int, total_steps: int, warmup_steps: int
+) -> LearningRateSchedule:
+    """torch's OneCycleLR(max_lr=lr, total_steps, pct_start, div_factor, final_div_factor) as a function.
+
+    Plain TrainingDefaults get torch's default factors and no momentum cycling; OneCycleDefaults say
+    pct_start (warmup_epochs / epochs), the factors and whether beta1 cycles.
+    """
+    one_cycle = defaults if isinstance(defaults, OneCycleDefaults) else None
+    div = one_cycle.div_factor if one_cycle else ONECYCLE_DIV_FACTOR
+    final_div = one_cycle.final_div_factor if one_cycle else ONECYCLE_FINAL_DIV_FACTOR
+    rise_fraction = None
+    if warmup_steps == 0:
+        warmup_steps = max(1, round(ONECYCLE_DEFAULT_PCT_START * total_steps))
+    elif one_cycle:
+        rise_fraction = min(1.0, defaults.warmup_epochs / max(1, epochs))
+    start = lr / div
+    floor = defaults.min_lr if defaults.min_lr > 0 else start / final_div
+    momentum = (one_cycle.base_momentum, one_cycle.max_momentum) if one_cycle and one_cycle.cycle_momentum else None
+    return LearningRateSchedule(
+        "onecycle", lr, total_steps, warmup_steps, start, floor, rise_fraction=rise_fraction,
+        momentum_range=momentum,
     )

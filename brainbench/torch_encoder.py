@@ -24,12 +24,14 @@ class TrainingDefaults:
     batch_size: int
     lr: float
     weight_decay: float
-    schedule: str = "cosine"  # cosine (with warm-up) | onecycle | constant
+    schedule: str = "cosine"  # cosine (step-wise, with warm-up) | timm-cosine (per epoch) | onecycle | constant
     warmup_epochs: int = 0
     warmup_start_lr: float = 1e-6
     min_lr: float = 0.0
     grad_clip: float | None = 1.0
-    lr_reference_batch: int | None = None  # lr is scaled by batch_size / this (Lite-Mind: 512)
+    lr_reference_batch: int | None = None  # lr is scaled by batch_size / this (None: not scaled)
+    drop_last: bool = True  # drop the last partial batch of each epoch
+    checkpoint_every: int = 1  # epochs between checkpoints (the last epoch is always written)
 
     def as_params(self) -> dict[str, Any]:
         return {f"train.{k}": v for k, v in asdict(self).items()}
@@ -71,6 +73,10 @@ class TorchEncoder(Encoder):
     @abstractmethod
     def objective(self, target_shape: Shape) -> Objective:
         """The loss this encoder trains with by default (chosen by its options)."""
+
+    def training_defaults(self) -> TrainingDefaults:
+        """The recipe in force for this encoder's options (override when an option changes it)."""
+        return self.defaults
 
     def embed(self, model: torch.nn.Module, voxels: torch.Tensor) -> torch.Tensor:
         """Prediction used for evaluation; override when forward returns more than the embedding."""

@@ -1,8 +1,13 @@
 """The one training loop every torch encoder uses.
 
-AdamW with per-parameter weight decay, a step-wise learning-rate schedule, bf16 autocast on GPUs, gradient
-clipping, validation on a split carved from the training data, early stopping, and checkpoints each epoch
-that let a killed run resume and finish with exactly the weights of an uninterrupted one (on the CPU).
+AdamW with per-parameter weight decay, the encoder's learning-rate schedule, bf16 autocast on GPUs, gradient
+clipping, checkpoints that let a killed run resume and finish with exactly the weights of an uninterrupted
+one (on the CPU), and opt-in early stopping.
+
+The data rule (see :class:`brainbench.interfaces.FitData`): the returned model is trained on ALL training
+rows. Only early stopping uses the validation rows: a selection run trains on the other rows and scores a
+fixed criterion on the validation rows each epoch to choose the number of epochs, then the model is trained
+again on all rows for that many epochs.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +45,11 @@ from brainbench.torch_encoder import Objective, TorchEncoder
 
 #: Rows of the validation similarity matrix computed at once (bounds memory for 257x768 targets).
 SIMILARITY_CHUNK = 1024
+#: Early stopping compares this criterion: InfoNCE (fMRI -> image) over the whole validation set at a FIXED
+#: temperature, so it means the same every epoch whatever the objective does (MindEye switches from
+#: BiMixCo to SoftCLIP and anneals its temperature; a batch loss also depends on the batch's composition).
+SELECTION_METRIC = "val_nce"
+SELECTION_TEMPERATURE = 0.05
 DATA_PATHS = {"device": "data staged in device memory", "stream": "data streamed by a prefetch thread"}
 
 
@@ -63,20 +73,27 @@ class Recipe:
     seed: int
     early_stopping: int | None
     val_every: int
+    drop_last: bool = True
+    checkpoint_every: int = 1
+    lr_reference_batch: int | None = None
 
     def as_params(self) -> dict[str, Any]:
         return {f"train.{key}": value for key, value in asdict(self).items()}
 
 
 def resolve_recipe(encoder: TorchEncoder, settings: TrainSettings) -> Recipe:
-    defaults = encoder.defaults
+    defaults = encoder.training_defaults()
     epochs = settings.epochs if settings.epochs is not None else defaults.epochs
     batch_size = settings.batch_size if settings.batch_size is not None else defaults.batch_size
     base_lr = settings.lr if settings.lr is not None else defaults.lr
-    if epochs < 1 or batch_size < 1 or base_lr <= 0:
+    if epochs < 1 or batch_size < 1 or not (math.isfinite(base_lr) and base_lr > 0):
         raise BrainbenchError(
-            f"training needs epochs >= 1, batch size >= 1 and lr > 0; got {epochs}, {batch_size}, {base_lr}"
+            f"training needs epochs >= 1, batch size >= 1 and a finite lr > 0; got {epochs}, {batch_size}, "
+            f"{base_lr}"
         )
+    checkpoint_every = settings.checkpoint_every if settings.checkpoint_every is not None else defaults.checkpoint_every
+    if checkpoint_every < 1:
+        raise BrainbenchError(f"checkpoint_every must be >= 1 epoch, got {checkpoint_every}")
     return Recipe(
         epochs=epochs,
         batch_size=batch_size,
@@ -91,6 +108,9 @@ def resolve_recipe(encoder: TorchEncoder, settings: TrainSettings) -> Recipe:
         seed=settings.seed,
         early_stopping=settings.early_stopping,
         val_every=max(1, settings.val_every),
+        drop_last=defaults.drop_last,
+        checkpoint_every=checkpoint_every,
+        lr_reference_batch=defaults.lr_reference_batch,
     )
 
 
@@ -169,6 +189,7 @@ class TorchFittedEncoder(FittedEncoder):
         self.device = device
         self.amp_dtype = amp_dtype
         self.history = list(history or [])
+        self.recipe: dict[str, Any] = {}
         self.n_parameters = sum(p.numel() for p in model.parameters())
 
     def predict(self, voxels: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -264,12 +285,17 @@ def validate(
             predictions.append(F.normalize(encoder.embed(model, voxels).float().flatten(1), dim=1))
             targets.append(F.normalize(target.float().flatten(1), dim=1))
     predicted, truth = torch.cat(predictions), torch.cat(targets)
-    hits = 0
+    hits, nce_sum = 0, 0.0
     for start in range(0, len(predicted), SIMILARITY_CHUNK):
         scores = predicted[start : start + SIMILARITY_CHUNK] @ truth.T
         own = scores.diagonal(offset=start)
         hits += int((own >= scores.max(dim=1).values).sum())
-    return {"val_loss": float(loss_sum) / source.n_samples, "val_top1": hits / source.n_samples}
+        nce_sum += float((torch.logsumexp(scores / SELECTION_TEMPERATURE, dim=1) - own / SELECTION_TEMPERATURE).sum())
+    return {
+        "val_loss": float(loss_sum) / source.n_samples,
+        "val_top1": hits / source.n_samples,
+        SELECTION_METRIC: nce_sum / source.n_samples,
+    }
 
 
 # ------------------------------------------------------------------------------------- training run
@@ -277,39 +303,20 @@ def validate(
 
 @dataclass
 class BestState:
-    """The best validation so far; its weights are kept only when early stopping may need them."""
+    """The best epoch so far by the selection criterion (lower is better)."""
 
     epoch: int = 0
-    val_loss: float = math.inf
-    weights: dict[str, dict[str, torch.Tensor]] | None = None
+    score: float = math.inf
 
     def as_payload(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "val_loss": self.val_loss, "weights": self.weights}
-
-
-def _cpu_copy(modules: dict[str, torch.nn.Module]) -> dict[str, dict[str, torch.Tensor]]:
-    return {
-        name: {key: value.detach().to("cpu", copy=True) for key, value in module.state_dict().items()}
-        for name, module in modules.items()
-    }
+        return {"epoch": self.epoch, "score": self.score}
 
 
 def _check_fit_data(data: FitData) -> None:
-    if data.train_voxels.ndim != 2 or data.train_voxels.shape[0] == 0:
+    if data.voxels.ndim != 2 or data.n_fit == 0:
         raise DataError(
-            f"FitData.train_voxels has shape {tuple(data.train_voxels.shape)}; expected (n_trials > 0, n_voxels)"
-        )
-    n, n_voxels = data.train_voxels.shape
-    if data.train_targets.shape[0] != n:
-        raise DataError(f"FitData.train_targets has {data.train_targets.shape[0]} rows; expected {n}")
-    if len(data.val_voxels) and tuple(data.val_voxels.shape[1:]) != (n_voxels,):
-        raise DataError(
-            f"FitData.val_voxels has shape {tuple(data.val_voxels.shape)}; expected (n, {n_voxels})"
-        )
-    if len(data.val_voxels) and tuple(data.val_targets.shape) != (len(data.val_voxels), *data.target_shape):
-        raise DataError(
-            f"FitData.val_targets has shape {tuple(data.val_targets.shape)}; "
-            f"expected ({len(data.val_voxels)}, {', '.join(map(str, data.target_shape))})"
+            f"FitData.voxels has shape {tuple(data.voxels.shape)} with {data.n_validation} validation rows; "
+            "expected (n_trials, n_voxels) with at least one training row"
         )
 
 
@@ -332,6 +339,8 @@ class _Run:
         if self.compiled:  # in place: state dicts, checkpoints and the saved model keep their keys
             encoder.compile_model(self.model)
         self.objective = encoder.objective(self.target_shape)
+        if hasattr(self.objective, "set_epochs"):  # epoch-indexed objectives (MindEye: BiMixCo, then SoftCLIP)
+            self.objective.set_epochs(self.recipe.epochs)
         self.modules = trainable_modules(self.model, self.objective)
         for module in self.modules.values():
             module.to(self.device)
@@ -343,22 +352,21 @@ class _Run:
         # targets are stored in the compute dtype under bf16: half the memory, and matmuls cast them anyway
         target_dtype = self.amp_dtype or torch.float32
         self.train_source = make_batch_source(
-            data.train_voxels, data.train_targets, self.recipe.batch_size, self.device, settings.seed,
-            target_dtype=target_dtype,
+            data.fit_voxels, data.fit_targets, self.recipe.batch_size, self.device, settings.seed,
+            drop_last=self.recipe.drop_last, target_dtype=target_dtype,
         )
         self.val_source = (
             make_batch_source(
                 data.val_voxels, data.val_targets, self.recipe.batch_size, self.device, settings.seed,
                 shuffle=False, drop_last=False, target_dtype=target_dtype,
             )
-            if len(data.val_voxels)
+            if data.n_validation
             else None
         )
         self.steps_per_epoch = self.train_source.steps_per_epoch
         self.total_steps = self.recipe.epochs * self.steps_per_epoch
-        defaults = encoder.defaults
         self.schedule: LearningRateSchedule = build_schedule(
-            defaults, self.recipe.lr, self.recipe.epochs, self.steps_per_epoch
+            encoder.training_defaults(), self.recipe.lr, self.recipe.epochs, self.steps_per_epoch
         )
         self.metadata = model_metadata(encoder.name, encoder.params(), self.n_voxels, self.target_shape)
 
@@ -407,7 +415,7 @@ class _Run:
         self.finished = bool(payload["finished"])
         self.history = [dict(entry) for entry in payload["history"]]
         best = payload["best"]
-        self.best = BestState(int(best["epoch"]), float(best["val_loss"]), best["weights"])
+        self.best = BestState(int(best["epoch"]), float(best["score"]))
         restore_rng_states(payload["rng"])
         self.reporter.info(f"resumed from {path} after epoch {self.epoch} of {self.recipe.epochs}")
 
@@ -445,9 +453,11 @@ class _Run:
         loss_sum = torch.zeros((), device=self.device)  # summed on device: no host sync per step
         lr = self.schedule(self.step)
         for voxels, targets in self.train_source.batches(self.epoch):
-            lr = self.schedule(self.step)
+            lr, beta1 = self.schedule(self.step), self.schedule.momentum(self.step)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
+                if beta1 is not None:  # one-cycle's cycled momentum (torch's OneCycleLR sets beta1 so)
+                    group["betas"] = (beta1, group["betas"][1])
             with autocast(self.device, self.amp_dtype):
                 loss = self.objective(self.model, voxels, targets, self.step / self.total_steps)
             loss.backward()
@@ -472,34 +482,54 @@ class _Run:
         return self.epoch % self.recipe.val_every == 0 or self.epoch == self.recipe.epochs
 
     def update_best(self, metrics: dict[str, float]) -> None:
-        """Track the best validation loss; stop once ``early_stopping`` epochs pass without a better one."""
-        if "val_loss" not in metrics:
+        """Track the best epoch by the fixed criterion; stop once ``early_stopping`` epochs bring no better one."""
+        if SELECTION_METRIC not in metrics:
             return
-        if metrics["val_loss"] < self.best.val_loss:
-            weights = _cpu_copy(self.modules) if self.recipe.early_stopping else None
-            self.best = BestState(self.epoch, metrics["val_loss"], weights)
+        if metrics[SELECTION_METRIC] < self.best.score:
+            self.best = BestState(self.epoch, metrics[SELECTION_METRIC])
         elif self.recipe.early_stopping and self.epoch - self.best.epoch >= self.recipe.early_stopping:
             self.finished = True
             self.reporter.info(
-                f"early stopping after epoch {self.epoch}: no better validation loss since epoch "
+                f"early stopping after epoch {self.epoch}: no better {SELECTION_METRIC} since epoch "
                 f"{self.best.epoch}"
             )
-
-    def restore_best(self) -> None:
-        if self.recipe.early_stopping and self.best.weights is not None:
-            for name, module in self.modules.items():
-                module.load_state_dict(self.best.weights[name])
-            self.reporter.info(f"restored the weights of epoch {self.best.epoch} (best validation loss)")
 
     def precision_label(self) -> str:
         if self.master_weights:
             return "bf16 weights with fp32 master weights"
         return "bf16 autocast" if self.amp_dtype else "fp32"
 
+    def resolved(self) -> dict[str, Any]:
+        """The recipe actually used, for the run's records (params ``recipe.<key>``)."""
+        return {
+            "epochs": self.recipe.epochs,
+            "epochs_trained": self.epoch,
+            "batch_size": self.recipe.batch_size,
+            "steps_per_epoch": self.steps_per_epoch,
+            "drop_last": self.recipe.drop_last,
+            "base_lr": self.recipe.base_lr,
+            "lr": self.recipe.lr,
+            "lr_batch_scaling": (
+                f"linear, x batch / {self.recipe.lr_reference_batch}" if self.recipe.lr_reference_batch else "none"
+            ),
+            "schedule": self.recipe.schedule,
+            "schedule_stepped": "per epoch" if self.recipe.schedule == "timm-cosine" else "per step",
+            "warmup_epochs": self.recipe.warmup_epochs,
+            "warmup_start_lr": self.recipe.warmup_start_lr,
+            "min_lr": self.recipe.min_lr,
+            "weight_decay": self.recipe.weight_decay,
+            "grad_clip": self.recipe.grad_clip,
+            "optimizer": "AdamW (fp32 master weights)" if self.master_weights else "AdamW",
+            "precision": self.precision_label(),
+            "device": str(self.device),
+            "compiled": self.compiled,
+            "checkpoint_every": self.recipe.checkpoint_every,
+            "train_rows": self.train_source.n_samples,
+            "seed": self.recipe.seed,
+        }
+
     def run(self) -> TorchFittedEncoder:
         self.resume()
-        if self.recipe.early_stopping and self.val_source is None:
-            self.reporter.info("early stopping needs validation data; none was given, so it is off")
         self.reporter.info(
             f"training {self.encoder.name} on {self.device} "
             f"({self.precision_label()}{', torch.compile' if self.compiled else ''}), "
@@ -522,29 +552,83 @@ class _Run:
                 self.history.append({"epoch": float(self.epoch), **metrics})
                 self.update_best(metrics)
                 self.finished = self.finished or self.epoch == self.recipe.epochs
-                # Big models (MindEye: ~11 GB of state) may checkpoint less often; the last epoch always.
-                if self.finished or self.epoch % max(1, self.settings.checkpoint_every) == 0:
+                # Big models (MindEye: ~11 GB of state) checkpoint less often; the last epoch always.
+                if self.finished or self.epoch % self.recipe.checkpoint_every == 0:
                     self.save_checkpoint()
                 self.reporter.epoch_end(self.epoch, metrics)
-        self.restore_best()
         fitted = TorchFittedEncoder(
             self.encoder, self.model, self.n_voxels, self.target_shape, self.device, self.amp_dtype,
             self.history,
         )
+        fitted.recipe = self.resolved()
         if self.settings.checkpoint_dir:
             fitted.save(Path(self.settings.checkpoint_dir) / MODEL_NAME)
         return fitted
 
 
+#: Sub-folder of the checkpoint folder for the early-stopping selection run.
+SELECTION_DIR = "selection"
+
+
+class _PrefixedReporter:
+    """The selection run's epoch metrics under their own names, apart from the final run's."""
+
+    def __init__(self, reporter: Reporter, prefix: str) -> None:
+        self.reporter, self.prefix = reporter, prefix
+
+    def epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        self.reporter.epoch_end(epoch, {f"{self.prefix}{k}": v for k, v in metrics.items()})
+
+    def progress(self, description: str, total: int | None) -> Any:
+        return self.reporter.progress(f"{description} (selection)", total)
+
+    def info(self, message: str) -> None:
+        self.reporter.info(message)
+
+
 def train_torch_encoder(
     encoder: TorchEncoder, data: FitData, settings: TrainSettings, reporter: Reporter
 ) -> TorchFittedEncoder:
-    """Train ``encoder`` on ``data`` (validating on ``data.val_*`` only) and return the fitted model.
+    """Train ``encoder`` on ALL rows of ``data`` and return the fitted model.
 
-    With ``settings.checkpoint_dir`` set, ``last.pt`` is written there after every epoch and
-    ``model.safetensors`` at the end; with ``settings.resume`` a run continues from ``last.pt``.
+    With ``settings.early_stopping`` and validation rows, a selection run first trains on the other rows
+    and picks the epoch count by :data:`SELECTION_METRIC` on the validation rows; the model returned is then
+    trained on all rows for that many epochs. With ``settings.checkpoint_dir`` set, ``last.pt`` is written
+    there every ``checkpoint_every`` epochs and ``model.safetensors`` at the end; with ``settings.resume``
+    a run continues from ``last.pt``.
     """
-    return _Run(encoder, data, settings, reporter).run()
+    _check_fit_data(data)
+    if not settings.early_stopping:
+        return _Run(encoder, data.without_validation(), settings, reporter).run()
+    if not data.n_validation:
+        raise BrainbenchError("early stopping needs validation images; set a validation fraction above 0")
+    folder = settings.checkpoint_dir
+    selection = _Run(
+        encoder, data, replace(settings, checkpoint_dir=Path(folder) / SELECTION_DIR if folder else None),
+        _PrefixedReporter(reporter, "selection_"),
+    )
+    selection.run()
+    chosen = max(1, selection.best.epoch)
+    reporter.info(
+        f"early stopping chose {chosen} epoch(s) by {SELECTION_METRIC} on {data.n_validation} validation rows "
+        f"(best {selection.best.score:.4f}); training again on all {data.n_rows} rows for {chosen} epoch(s)"
+    )
+    fitted = _Run(encoder, data.without_validation(), replace(settings, epochs=chosen, early_stopping=None),
+                  reporter).run()
+    fitted.recipe.update(
+        {
+            "early_stopping_patience": settings.early_stopping,
+            "selection_metric": f"{SELECTION_METRIC} (InfoNCE at temperature {SELECTION_TEMPERATURE})",
+            "selection_epochs_run": selection.epoch,
+            "selected_epochs": chosen,
+            "selection_rows": data.n_fit,
+            "validation_rows": data.n_validation,
+        }
+    )
+    fitted.history = [{**h, "phase": 0.0} for h in selection.history] + [
+        {**h, "phase": 1.0} for h in fitted.history
+    ]
+    return fitted
 
 
 def recipe_params(encoder: TorchEncoder, settings: TrainSettings) -> dict[str, Any]:

@@ -31,9 +31,9 @@ def test_training_on_a_view_equals_training_on_the_expanded_array(staging, monke
     unique = rng.normal(size=(30, 3, 4)).astype(np.float32)
     train_index, val_index = rng.integers(0, 30, 90), rng.integers(0, 30, 20)
     voxels = (unique.reshape(30, -1) @ rng.normal(size=(12, 20))).astype(np.float32)
-    view = FitData(voxels[train_index], RowIndexed(unique, train_index), voxels[val_index],
+    view = FitData.from_splits(voxels[train_index], RowIndexed(unique, train_index), voxels[val_index],
                    RowIndexed(unique, val_index))
-    full = FitData(voxels[train_index], unique[train_index], voxels[val_index], unique[val_index])
+    full = FitData.from_splits(voxels[train_index], unique[train_index], voxels[val_index], unique[val_index])
     settings = TrainSettings(epochs=2, seed=1, device="cpu")
     a = train_torch_encoder(TinyEncoder(), view, settings, RecordingReporter())
     b = train_torch_encoder(TinyEncoder(), full, settings, RecordingReporter())

@@ -23,8 +23,8 @@ from brainbench.checkpoint import (
     load_model_file,
     restore_rng_states,
 )
-from brainbench.errors import CheckpointMismatchError
-from brainbench.interfaces import FitData, TrainSettings
+from brainbench.errors import BrainbenchError, CheckpointMismatchError
+from brainbench.interfaces import TrainSettings
 from brainbench.training import load_fitted_encoder, train_torch_encoder
 from tests.test_training import RecordingReporter, TinyEncoder, assert_same_weights, make_fit_data, weights_of
 
@@ -58,7 +58,7 @@ def test_checkpoint_is_weights_only_and_refuses_other_shapes(tmp_path: Path):
     assert payload["metadata"]["n_voxels"] == 20 and payload["metadata"]["target_shape"] == [3, 4]
     assert payload["metadata"]["encoder"] == "tiny"
     assert set(payload["rng"]) >= {"torch", "numpy_keys", "python_state"}
-    assert "state" in payload["optimizer"] and payload["scheduler"]["step"] == 12
+    assert "state" in payload["optimizer"] and payload["scheduler"]["step"] == 16  # 2 epochs x 128 rows / 16
 
     with pytest.raises(CheckpointMismatchError, match="trained on 20 voxels but the data has 21 voxels"):
         load_checkpoint(tmp_path / "last.pt", n_voxels=21)
@@ -167,7 +167,7 @@ def test_run_killed_mid_epoch_resumes_to_the_same_final_weights(tmp_path: Path):
     """The run is SIGKILLed in a subprocess mid-epoch 3, then resumed here from what it left on disk."""
     script = tmp_path / "run.py"
     script.write_text(RUN_SCRIPT.format(repo=str(REPO)))
-    steps_per_epoch = 96 // 16
+    steps_per_epoch = 128 // 16  # every training row, the validation images' included
 
     killed = _run(script, tmp_path / "parts", tmp_path / "parts.safetensors", kill_at_step=2 * steps_per_epoch + 3)
     assert killed.returncode == -9, killed.stderr  # no clean-up ran
@@ -192,10 +192,11 @@ def test_run_killed_mid_epoch_resumes_to_the_same_final_weights(tmp_path: Path):
     assert_same_weights(weights_of(uninterrupted), file_state)
 
 
-def test_empty_validation_split_trains_without_validation():
+def test_early_stopping_without_validation_rows_is_refused():
     data = make_fit_data()
-    no_val = FitData(data.train_voxels, data.train_targets, data.val_voxels[:0], data.val_targets[:0])
+    no_val = data.without_validation()
+    with pytest.raises(BrainbenchError, match="early stopping needs validation images"):
+        train_torch_encoder(TinyEncoder(), no_val, TrainSettings(epochs=1, early_stopping=2), RecordingReporter())
     reporter = RecordingReporter()
-    train_torch_encoder(TinyEncoder(), no_val, TrainSettings(epochs=1, early_stopping=2), reporter)
+    train_torch_encoder(TinyEncoder(), no_val, TrainSettings(epochs=1), reporter)
     assert set(reporter.epochs[0][1]) == {"train_loss", "lr"}
-    assert any("early stopping needs validation data" in m for m in reporter.messages)

@@ -39,7 +39,7 @@ def toy_fit_data(n_voxels: int = 900, shape: tuple[int, ...] = (768,), seed: int
     voxels = latent @ rng.standard_normal((16, n_voxels)).astype(np.float32)
     voxels += 0.5 * rng.standard_normal(voxels.shape).astype(np.float32)
     targets = (latent @ rng.standard_normal((16, int(np.prod(shape)))).astype(np.float32)).reshape(80, *shape)
-    return FitData(voxels[:64], targets[:64], voxels[64:], targets[64:])
+    return FitData.from_splits(voxels[:64], targets[:64], voxels[64:], targets[64:])
 
 
 @pytest.mark.parametrize("name", PLUGINS.encoders.names())

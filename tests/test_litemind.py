@@ -49,12 +49,18 @@ def test_drop_path_rises_linearly_to_the_top_rate():
 
 
 @pytest.mark.parametrize("tokens", [31, 5])
-def test_odd_token_counts_survive_every_fft_round_trip(tokens):
+def test_odd_token_counts_follow_the_reference_or_keep_n(tokens):
     x = torch.randn(2, tokens, 8)
+    # the reference's filter (irfft with no length) returns N-1 tokens; FreMLP (n=N) restores N
+    assert SpectrumFilter(tokens, 8, tokens - 1)(x).shape == (2, tokens - 1, 8)
+    assert FreMLP(tokens, 8, "diagonal", tokens - 1)(x[:, :-1]).shape == x.shape
     assert SpectrumFilter(tokens, 8)(x).shape == x.shape
-    assert FreMLP(tokens, 8, "diagonal")(x).shape == x.shape
-    model = build_litemind(tokens * 10 + 7, (6, 12), **SMALL).eval()
-    assert model(torch.randn(3, tokens * 10 + 7)).shape == (3, 6, 12)
+    for mode in ("reference", "keep"):
+        model = build_litemind(tokens * 10 + 7, (6, 12), odd_tokens=mode, **SMALL).eval()
+        assert model.cfg.filtered_tokens == (tokens - 1 if mode == "reference" else tokens)
+        assert model(torch.randn(3, tokens * 10 + 7)).shape == (3, 6, 12)
+    with pytest.raises(ValueError, match="odd_tokens"):
+        build_litemind(400, (6, 12), odd_tokens="pad", **SMALL)
 
 
 def test_cls_only_variant_follows_a_pooled_target():
@@ -150,29 +156,36 @@ MODEL_STRENGTH = {torch.float64: STRENGTH, torch.float32: {}}
 def test_fast_spectral_modules_equal_faithful_ones(tokens, mode, dtype):
     dim = 16
     x = torch.randn(3, tokens, dim, dtype=dtype)
-    filters = _twins(
-        lambda impl: (FastSpectrumFilter if impl == "fast" else SpectrumFilter)(tokens, dim), STRENGTH, dtype
-    )
-    _assert_same(*(_forward_and_grads(m, x) for m in filters), *TOLERANCES[dtype])
-    fremlps = _twins(lambda impl: (FastFreMLP if impl == "fast" else FreMLP)(tokens, dim, mode), STRENGTH, dtype)
-    _assert_same(*(_forward_and_grads(m, x) for m in fremlps), *TOLERANCES[dtype])
+    for filtered in {tokens, 2 * (tokens // 2)}:  # kept length, and the reference's N-1 for an odd N
+        filters = _twins(
+            lambda impl, f=filtered: (FastSpectrumFilter if impl == "fast" else SpectrumFilter)(tokens, dim, f),
+            STRENGTH, dtype,
+        )
+        _assert_same(*(_forward_and_grads(m, x) for m in filters), *TOLERANCES[dtype])
+        fremlps = _twins(
+            lambda impl, f=filtered: (FastFreMLP if impl == "fast" else FreMLP)(tokens, dim, mode, f),
+            STRENGTH, dtype,
+        )
+        _assert_same(*(_forward_and_grads(m, x[:, :filtered]) for m in fremlps), *TOLERANCES[dtype])
 
 
 MODEL_CASES = [
-    (tokens, pad, fremlp, torch.float32)
+    (tokens, pad, fremlp, torch.float32, "reference")
     for tokens in (34, 31, 28)
     for pad, fremlp in (("drop", "diagonal"), ("zero", "dense"), ("drop", "dense"), ("zero", "diagonal"))
 ] + [
-    (31, "drop", "diagonal", torch.float64),
-    (34, "zero", "dense", torch.float64),
-    (28, "zero", "diagonal", torch.float64),
+    (31, "drop", "diagonal", torch.float32, "keep"),
+    (31, "drop", "diagonal", torch.float64, "reference"),
+    (31, "drop", "diagonal", torch.float64, "keep"),
+    (34, "zero", "dense", torch.float64, "reference"),
+    (28, "zero", "diagonal", torch.float64, "reference"),
 ]
 
 
-@pytest.mark.parametrize(("tokens", "pad", "fremlp", "dtype"), MODEL_CASES)
-def test_fast_model_equals_faithful_model(tokens, pad, fremlp, dtype):
+@pytest.mark.parametrize(("tokens", "pad", "fremlp", "dtype", "odd_tokens"), MODEL_CASES)
+def test_fast_model_equals_faithful_model(tokens, pad, fremlp, dtype, odd_tokens):
     n_voxels = tokens * 10 + 3
-    options = {**SMALL, "pad": pad, "fremlp": fremlp}
+    options = {**SMALL, "pad": pad, "fremlp": fremlp, "odd_tokens": odd_tokens}
     models = _twins(
         lambda impl: build_litemind(n_voxels, (6, 12), impl=impl, **options).eval(), MODEL_STRENGTH[dtype], dtype
     )
@@ -202,9 +215,17 @@ def test_defaults_and_params_are_the_reference_recipe():
     params = encoder.params()
     assert params["pad"] == "drop" and params["fremlp"] == "diagonal" and params["impl"] == "faithful"
     assert params["direction"] == "image_to_fmri" and params["log_logit_scale"] == 8.0
-    d = encoder.defaults
-    assert (d.epochs, d.batch_size, d.lr, d.weight_decay, d.lr_reference_batch) == (1500, 1000, 1e-4, 0.1, 512)
-    assert (d.warmup_epochs, d.warmup_start_lr, d.min_lr, d.schedule) == (5, 1e-6, 1e-5, "cosine")
+    assert params["odd_tokens"] == "reference" and params["lr_scaling"] == "none"
+    d = encoder.training_defaults()
+    # models.md: lr 1e-4 x 600/512 whatever the batch, the last partial batch kept, timm cosine per epoch
+    assert (d.epochs, d.batch_size, d.lr, d.weight_decay, d.lr_reference_batch) == (1500, 1000, 1e-4 * 600 / 512,
+                                                                                   0.1, None)
+    assert (d.warmup_epochs, d.warmup_start_lr, d.min_lr, d.schedule) == (5, 1e-6, 1e-5, "timm-cosine")
+    assert d.drop_last is False and d.grad_clip is None
+    scaled = LiteMindEncoder(lr_scaling="linear").training_defaults()
+    assert (scaled.lr, scaled.lr_reference_batch) == (1e-4, 512)
+    with pytest.raises(ValueError, match="lr_scaling"):
+        LiteMindEncoder(lr_scaling="sqrt")
 
 
 def test_bad_options_are_refused_early():

@@ -95,7 +95,7 @@ class TinyRidge(Encoder):
         if self.options["fail"]:
             raise RuntimeError("tiny encoder was told to fail")
         time.sleep(float(self.options["sleep"]))
-        x, y = data.train_voxels.astype(np.float64), data.train_targets.astype(np.float64)
+        x, y = data.fit_voxels.astype(np.float64), data.fit_targets.astype(np.float64)
         weights = np.linalg.solve(x.T @ x + float(self.options["alpha"]) * np.eye(x.shape[1]), x.T @ y)
         reporter.epoch_end(1, {"train_mse": float(np.mean((x @ weights - y) ** 2))})
         return Fitted(weights)

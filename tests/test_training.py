@@ -79,7 +79,7 @@ def make_fit_data(n_train: int = 96, n_val: int = 32, n_voxels: int = 20, seed: 
     targets = rng.normal(size=(n, 8)) if noise_targets else latent
     targets = (targets @ rng.normal(size=(8, int(np.prod(target_shape))))).reshape(n, *target_shape)
     voxels, targets = voxels.astype(np.float32), targets.astype(np.float32)
-    return FitData(voxels[:n_train], targets[:n_train], voxels[n_train:], targets[n_train:])
+    return FitData.from_splits(voxels[:n_train], targets[:n_train], voxels[n_train:], targets[n_train:])
 
 
 class RecordingBar:
@@ -127,26 +127,67 @@ def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
 # ------------------------------------------------------------------------------------------ trainer
 
 
-def test_training_learns_validates_and_reports():
+def test_training_learns_and_reports():
     data = make_fit_data()
     reporter = RecordingReporter()
     fitted = train_torch_encoder(TinyEncoder(), data, TrainSettings(epochs=6, seed=1), reporter)
 
     assert [epoch for epoch, _ in reporter.epochs] == [1, 2, 3, 4, 5, 6]
-    for _, metrics in reporter.epochs:
-        assert set(metrics) == {"train_loss", "val_loss", "val_top1", "lr"}
-    first, last = reporter.epochs[0][1], reporter.epochs[-1][1]
-    assert last["train_loss"] < first["train_loss"]
-    assert last["val_loss"] < first["val_loss"]
-    assert last["val_top1"] >= 8 / len(data.val_voxels)  # chance is 1/32
-    assert reporter.total == reporter.advanced == 6 * (96 // 16)
+    for _, metrics in reporter.epochs:  # no early stopping: nothing is validated (all rows are trained on)
+        assert set(metrics) == {"train_loss", "lr"}
+    assert reporter.epochs[-1][1]["train_loss"] < reporter.epochs[0][1]["train_loss"]
+    assert reporter.total == reporter.advanced == 6 * (128 // 16)
     assert [entry["epoch"] for entry in fitted.history] == [1, 2, 3, 4, 5, 6]
+    assert fitted.recipe["train_rows"] == 128 and fitted.recipe["epochs_trained"] == 6
 
     predictions = fitted.predict(data.val_voxels, batch_size=5)
     assert predictions.shape == (32, 3, 4) and predictions.dtype == np.float32
     assert fitted.n_parameters == sum(p.numel() for p in fitted.model.parameters())
     with pytest.raises(DataError, match=r"expected \(n, 20\)"):
         fitted.predict(np.zeros((2, 19), dtype=np.float32))
+
+
+class RowRecordingObjective:
+    """MSE, remembering which training rows (by their first voxel) each step saw."""
+
+    def __init__(self) -> None:
+        self.seen: set[float] = set()
+
+    def __call__(self, model, voxels, targets, progress):
+        self.seen.update(voxels[:, 0].tolist())
+        return F.mse_loss(model(voxels), targets)
+
+
+class RowRecordingEncoder(TinyEncoder):
+    def objective(self, target_shape):
+        self.last_objective = RowRecordingObjective()
+        return self.last_objective
+
+
+def test_every_training_row_is_trained_on_validation_rows_included():
+    """The one data rule: without early stopping the model sees all rows, the validation images' too."""
+    data = make_fit_data()
+    encoder = RowRecordingEncoder()
+    train_torch_encoder(encoder, data, TrainSettings(epochs=2, batch_size=16), RecordingReporter())
+    assert encoder.last_objective.seen == set(data.voxels[:, 0].tolist())
+    assert set(data.val_voxels[:, 0].tolist()) <= encoder.last_objective.seen
+
+
+def test_recipe_records_what_training_used():
+    encoder = TinyEncoder()
+    fitted = train_torch_encoder(encoder, make_fit_data(), TrainSettings(epochs=2, batch_size=20), RecordingReporter())
+    recipe = fitted.recipe
+    assert (recipe["epochs"], recipe["batch_size"], recipe["lr"], recipe["schedule"]) == (2, 20, 3e-3, "cosine")
+    assert (recipe["warmup_epochs"], recipe["weight_decay"], recipe["drop_last"]) == (1, 0.05, True)
+    assert recipe["steps_per_epoch"] == 128 // 20 and recipe["device"] == "cpu" and recipe["precision"] == "fp32"
+    kept = train_torch_encoder(
+        KeepLastBatchEncoder(), make_fit_data(), TrainSettings(epochs=1, batch_size=20), RecordingReporter()
+    )
+    assert kept.recipe["drop_last"] is False and kept.recipe["steps_per_epoch"] == 7  # 128 = 6 x 20 + 8
+
+
+class KeepLastBatchEncoder(TinyEncoder):
+    defaults = replace(TinyEncoder.defaults, drop_last=False, checkpoint_every=3)
 
 
 def test_same_seed_same_weights_other_seed_differs():
@@ -161,13 +202,15 @@ def test_same_seed_same_weights_other_seed_differs():
 
 
 def test_validation_does_not_change_the_training_trajectory():
+    from brainbench.training import _Run
+
     data = make_fit_data()
-    every_epoch = train_torch_encoder(TinyEncoder(), data, TrainSettings(epochs=3, val_every=1), RecordingReporter())
+    every_epoch = _Run(TinyEncoder(), data, TrainSettings(epochs=3, val_every=1), RecordingReporter()).run()
     reporter = RecordingReporter()
-    last_only = train_torch_encoder(TinyEncoder(), data, TrainSettings(epochs=3, val_every=5), reporter)
+    last_only = _Run(TinyEncoder(), data, TrainSettings(epochs=3, val_every=5), reporter).run()
     assert_same_weights(weights_of(every_epoch), weights_of(last_only))
     # without a validation epoch in between, only the last epoch reports validation metrics
-    assert ["val_loss" in metrics for _, metrics in reporter.epochs] == [False, False, True]
+    assert ["val_nce" in metrics for _, metrics in reporter.epochs] == [False, False, True]
 
 
 def test_weight_decay_groups_and_objective_parameters_are_trained():
@@ -192,37 +235,56 @@ def test_mse_objective_and_plain_function_objectives_train():
     data = make_fit_data(target_shape=(5,))
     reporter = RecordingReporter()
     train_torch_encoder(TinyEncoder(loss="mse"), data, TrainSettings(epochs=4), reporter)
-    assert reporter.epochs[-1][1]["val_loss"] < reporter.epochs[0][1]["val_loss"]
+    assert reporter.epochs[-1][1]["train_loss"] < reporter.epochs[0][1]["train_loss"]
 
 
-def test_early_stopping_restores_the_best_validation_weights():
-    # noise targets can only be memorised, so validation loss soon rises while training loss falls
+def test_early_stopping_chooses_the_epochs_then_refits_on_all_rows():
+    # noise targets can only be memorised, so the validation criterion soon worsens while training loss falls
     data = make_fit_data(noise_targets=True)
-    encoder = TinyEncoder(hidden=128)
     reporter = RecordingReporter()
     settings = TrainSettings(epochs=40, lr=3e-2, early_stopping=2)
-    fitted = train_torch_encoder(encoder, data, settings, reporter)
+    fitted = train_torch_encoder(TinyEncoder(hidden=128), data, settings, reporter)
 
-    val_losses = [entry["val_loss"] for entry in fitted.history]
-    best_epoch = int(np.argmin(val_losses)) + 1
-    assert len(fitted.history) == best_epoch + 2 < 40
-    assert any("early stopping" in message for message in reporter.messages)
-    source = make_batch_source(data.val_voxels, data.val_targets, 16, torch.device("cpu"),
-                               shuffle=False, drop_last=False)
-    # model and learned temperature are both restored: the returned pair scores the best validation loss
-    returned = validate(encoder, fitted.model, encoder.last_objective, source, None, 0.0)
-    assert returned["val_loss"] == pytest.approx(min(val_losses), rel=1e-6)
-    assert returned["val_top1"] == pytest.approx(fitted.history[best_epoch - 1]["val_top1"])
+    selection = [entry for entry in fitted.history if entry["phase"] == 0.0]
+    final = [entry for entry in fitted.history if entry["phase"] == 1.0]
+    scores = [entry["val_nce"] for entry in selection]
+    chosen = int(np.argmin(scores)) + 1
+    assert len(selection) == chosen + 2 < 40
+    assert fitted.recipe["selected_epochs"] == chosen == len(final) == fitted.recipe["epochs"]
+    assert fitted.recipe["train_rows"] == data.n_rows and fitted.recipe["selection_rows"] == data.n_fit
+    assert any("early stopping chose" in message for message in reporter.messages)
+    assert {name for _, metrics in reporter.epochs for name in metrics} >= {"selection_val_nce", "train_loss"}
+    # the returned model is exactly a plain run of the chosen length on all rows
+    plain = train_torch_encoder(TinyEncoder(hidden=128), data, TrainSettings(epochs=chosen, lr=3e-2),
+                                RecordingReporter())
+    assert_same_weights(weights_of(fitted), weights_of(plain))
+
+
+def test_early_stopping_criterion_is_fixed_whatever_the_objective():
+    """val_nce is InfoNCE at a fixed temperature over the whole validation set: the same weights score the
+    same whatever the objective's own temperature or progress."""
+    data = make_fit_data()
+    encoder = TinyEncoder()
+    model = encoder.build(20, (3, 4)).eval()
+    source = make_batch_source(data.val_voxels, data.val_targets, 8, torch.device("cpu"), shuffle=False,
+                               drop_last=False)
+    first = validate(encoder, model, LearnedTemperatureInfoNCE(), source, None, 0.0)
+    hotter = LearnedTemperatureInfoNCE()
+    with torch.no_grad():
+        hotter.log_scale.fill_(5.0)
+    second = validate(encoder, model, hotter, source, None, 0.9)
+    assert first["val_nce"] == pytest.approx(second["val_nce"]) and first["val_loss"] != second["val_loss"]
 
 
 def test_fit_data_with_mismatched_shapes_is_refused():
     data = make_fit_data()
-    bad = FitData(data.train_voxels, data.train_targets[:-1], data.val_voxels, data.val_targets)
-    with pytest.raises(DataError, match="train_targets"):
-        train_torch_encoder(TinyEncoder(), bad, TrainSettings(epochs=1), RecordingReporter())
-    bad = FitData(data.train_voxels, data.train_targets, data.val_voxels[:, :5], data.val_targets)
-    with pytest.raises(DataError, match=r"val_voxels has shape \(32, 5\); expected \(n, 20\)"):
-        train_torch_encoder(TinyEncoder(), bad, TrainSettings(epochs=1), RecordingReporter())
+    with pytest.raises(ValueError, match="128 voxel rows but 127 target rows"):
+        FitData(data.voxels, data.targets[:-1])
+    with pytest.raises(ValueError, match="n_validation"):
+        FitData(data.voxels, data.targets, 200)
+    with pytest.raises(DataError, match="at least one training row"):
+        train_torch_encoder(TinyEncoder(), FitData(data.voxels, data.targets, 128), TrainSettings(epochs=1),
+                            RecordingReporter())
 
 
 # ----------------------------------------------------------------------------------------- schedules
@@ -268,8 +330,29 @@ def test_constant_schedule_and_lr_scaling_by_reference_batch():
 def test_reported_lr_follows_the_schedule():
     reporter = RecordingReporter()
     train_torch_encoder(TinyEncoder(), make_fit_data(), TrainSettings(epochs=3), reporter)
-    schedule = build_schedule(TinyEncoder.defaults, 3e-3, epochs=3, steps_per_epoch=6)
-    assert [m["lr"] for _, m in reporter.epochs] == pytest.approx([schedule(5), schedule(11), schedule(17)])
+    schedule = build_schedule(TinyEncoder.defaults, 3e-3, epochs=3, steps_per_epoch=8)
+    assert [m["lr"] for _, m in reporter.epochs] == pytest.approx([schedule(7), schedule(15), schedule(23)])
+
+
+def test_litemind_schedule_is_timms_cosine_stepped_at_each_epoch_end():
+    """The reference: timm's CosineLRScheduler(t_initial=epochs, lr_min=1e-5, warmup_t=5, warmup_lr_init=1e-6),
+    ``scheduler.step(epoch)`` after each epoch; our schedule gives every step the rate timm's optimizer holds."""
+    timm_scheduler = pytest.importorskip("timm.scheduler")
+    from brainbench_litemind.encoder import LiteMindEncoder
+
+    defaults = LiteMindEncoder().training_defaults()
+    epochs, steps = defaults.epochs, 25  # 24,980 trials in batches of 1000, the last partial batch kept
+    schedule = build_schedule(defaults, defaults.lr, epochs=epochs, steps_per_epoch=steps)
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=defaults.lr)
+    reference = timm_scheduler.CosineLRScheduler(
+        optimizer, t_initial=epochs, lr_min=1e-5, warmup_t=5, warmup_lr_init=1e-6
+    )
+    for epoch in range(epochs):
+        held = optimizer.param_groups[0]["lr"]
+        for step in (epoch * steps, epoch * steps + steps - 1):
+            assert schedule(step) == pytest.approx(held, rel=1e-12, abs=1e-15), (epoch, step)
+        reference.step(epoch)
+    assert schedule(0) == schedule(steps) == pytest.approx(1e-6)  # epochs 0 and 1 both at the warm-up start
 
 
 # ---------------------------------------------------------------------------------------- figures

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from torch import nn
 
 from brainbench.interfaces import QuickRecipe, Shape
 from brainbench.losses import DIRECTIONS, InfoNCELoss, PredictionObjective
+from brainbench.options import Option, Options
 from brainbench.torch_encoder import Objective, TorchEncoder, TrainingDefaults, allow_recompiles
 from brainbench_litemind.fused_loss import HeadFusedObjective
 from brainbench_litemind.model import Block, LiteMind, LiteMindConfig
@@ -17,6 +19,8 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "pad": "drop",  # reference drops trailing voxels; the paper zero-pads
     "fremlp": "diagonal",  # reference uses only the diagonal; the paper draws a dense complex matrix
     "impl": "faithful",  # faithful: complex torch.fft | fast: real DFT matmuls + head folded into the loss
+    "odd_tokens": "reference",  # reference: N-1 tokens after the filter for odd N (as published) | keep
+    "lr_scaling": "none",  # none: lr 1e-4 x 600/512 whatever the batch (reference) | linear: x batch / 512
     "patch_size": 450,
     "widths": None,  # None: reference widths (full: 512,256,128 + target tokens; CLS-only: 512,256,128,50)
     "depths": None,  # None: reference depths (full: 2,10,2,4; CLS-only: 2,2,2,2)
@@ -37,19 +41,50 @@ def _as_ints(value: Any) -> tuple[int, ...] | None:
     return tuple(int(v) for v in value)
 
 
+#: The reference's rate: 1e-4 x 600 / 512, whatever the batch (its batch-scaling line is commented out).
+REFERENCE_LR = 1e-4 * 600 / 512
+LR_SCALINGS = ("none", "linear")
+
+
 class LiteMindEncoder(TorchEncoder):
     name: ClassVar[str] = "litemind"
+    # Names and defaults come from DEFAULT_OPTIONS; these add what each accepts.
+    declared_options: ClassVar[Options] = Options.from_defaults(
+        DEFAULT_OPTIONS,
+        Option("pad", str, help="voxels past the last whole patch: dropped (reference) or zero-padded (paper)",
+               choices=("drop", "zero")),
+        Option("fremlp", str, help="frequency MLP: the reference's diagonal or the paper's dense matrix",
+               choices=("diagonal", "dense")),
+        Option("impl", str, help="faithful (complex torch.fft) | fast (real DFT matmuls, head in the loss)",
+               choices=("faithful", "fast")),
+        Option("odd_tokens", str, help="odd token counts: N-1 after the filter (reference) | keep",
+               choices=("reference", "keep")),
+        Option("lr_scaling", str, help="none: the reference rate whatever the batch | linear: x batch / 512",
+               choices=("none", "linear")),
+        Option("patch_size", int, help="voxels per patch", minimum=1),
+        Option("widths", list, help="stage widths, e.g. 128,64,32 (default: the reference's)", item=int, minimum=1,
+               nullable=True),
+        Option("depths", list, help="blocks per stage (default: the reference's)", item=int, minimum=1,
+               nullable=True),
+        Option("dropout", float, help="dropout inside the blocks", minimum=0, maximum=0.99),
+        Option("drop_path", float, help="stochastic depth rate", minimum=0, maximum=0.99),
+        Option("direction", str, help="InfoNCE direction(s) trained",
+               choices=("symmetric", "image_to_fmri", "fmri_to_image")),
+        Option("log_logit_scale", float, help="log of the InfoNCE logit scale (8: e^8, the reference's)"),
+        Option("learn_temperature", bool, help="learn the logit scale instead of fixing it"),
+        Option("mse_weight", float, help="weight of an added MSE term (the paper's; 0 in the reference)", minimum=0),
+    )
     defaults: ClassVar[TrainingDefaults] = TrainingDefaults(
         epochs=1500,
         batch_size=1000,
-        lr=1e-4,
+        lr=REFERENCE_LR,
         weight_decay=0.1,
-        schedule="cosine",
+        schedule="timm-cosine",  # timm's CosineLRScheduler stepped at each epoch's end, warm-up inside
         warmup_epochs=5,
         warmup_start_lr=1e-6,
         min_lr=1e-5,
         grad_clip=None,  # the reference does not clip
-        lr_reference_batch=512,
+        drop_last=False,  # the reference keeps the last partial batch (25 steps of 1000 for 24,980 trials)
     )
 
     def __init__(self, **options: Any) -> None:
@@ -65,6 +100,8 @@ class LiteMindEncoder(TorchEncoder):
         merged["learn_temperature"] = str(merged["learn_temperature"]).lower() in ("1", "true", "yes")
         if merged["direction"] not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {merged['direction']!r}")
+        if merged["lr_scaling"] not in LR_SCALINGS:
+            raise ValueError(f"lr_scaling must be one of {', '.join(LR_SCALINGS)}, got {merged['lr_scaling']!r}")
         super().__init__(**merged)
         self.config_for(1_000_000, (768,))  # validates pad / fremlp / impl now, not at fit time
 
@@ -77,11 +114,18 @@ class LiteMindEncoder(TorchEncoder):
             pad=o["pad"],
             fremlp=o["fremlp"],
             impl=o["impl"],
+            odd_tokens=o["odd_tokens"],
             widths=o["widths"],
             depths=o["depths"],
             dropout=o["dropout"],
             drop_path=o["drop_path"],
         )
+
+    def training_defaults(self) -> TrainingDefaults:
+        """The reference recipe; ``lr_scaling=linear`` applies the linear rule lr = 1e-4 x batch / 512."""
+        if self.options["lr_scaling"] == "linear":
+            return replace(self.defaults, lr=1e-4, lr_reference_batch=512)
+        return self.defaults
 
     def build(self, n_voxels: int, target_shape: Shape) -> nn.Module:
         return LiteMind(self.config_for(n_voxels, target_shape))

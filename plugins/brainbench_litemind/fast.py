@@ -44,9 +44,13 @@ class _RealDFT:
     dft_forward: torch.Tensor
     dft_inverse: torch.Tensor
 
-    def _register_dft(self) -> None:
-        # kept in float64 so a float64 model is exact; cast (a 36x34 copy) to the input's dtype per call
-        forward, inverse = real_dft_matrices(self.n_tokens)
+    def _register_dft(self, in_tokens: int, out_tokens: int) -> None:
+        # kept in float64 so a float64 model is exact; cast (a 36x34 copy) to the input's dtype per call.
+        # Both lengths have the same K = n//2+1 bins (N and N-1 for odd N), as the reference's FFTs use.
+        forward = real_dft_matrices(in_tokens)[0]
+        inverse = real_dft_matrices(out_tokens)[1]
+        if forward.shape[0] != inverse.shape[1]:
+            raise ValueError(f"token counts {in_tokens} -> {out_tokens} do not share one spectrum")
         self.register_buffer("dft_forward", forward, persistent=False)  # type: ignore[attr-defined]
         self.register_buffer("dft_inverse", inverse, persistent=False)  # type: ignore[attr-defined]
 
@@ -60,9 +64,9 @@ class _RealDFT:
 
 
 class FastSpectrumFilter(_RealDFT, SpectrumFilter):
-    def __init__(self, n_tokens: int, dim: int) -> None:
-        super().__init__(n_tokens, dim)
-        self._register_dft()
+    def __init__(self, n_tokens: int, dim: int, out_tokens: int | None = None) -> None:
+        super().__init__(n_tokens, dim, out_tokens)
+        self._register_dft(self.n_tokens, self.out_tokens)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         real, imag = self.spectrum(x)
@@ -75,9 +79,9 @@ class FastSpectrumFilter(_RealDFT, SpectrumFilter):
 
 
 class FastFreMLP(_RealDFT, FreMLP):
-    def __init__(self, n_tokens: int, dim: int, mode: str) -> None:
-        super().__init__(n_tokens, dim, mode)
-        self._register_dft()
+    def __init__(self, n_tokens: int, dim: int, mode: str, in_tokens: int | None = None) -> None:
+        super().__init__(n_tokens, dim, mode, in_tokens)
+        self._register_dft(self.in_tokens, self.n_tokens)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         real, imag = self.spectrum(x)

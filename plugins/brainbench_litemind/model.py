@@ -3,9 +3,13 @@
 Two options cover the places where the reference code and the paper disagree:
 ``pad`` ("drop": trailing voxels are dropped, as in the code; "zero": zero-padded, as in the paper) and
 ``fremlp`` ("diagonal": only the diagonal of the complex weights acts, as in the code; "dense": the full
-complex matrix of the paper's figure). ``impl`` picks how the spectral operators are computed: "faithful"
-uses complex ``torch.fft`` like the reference, "fast" uses real DFT matmuls (:mod:`brainbench_litemind.fast`);
-both have the same parameters, so state dicts move freely between them.
+complex matrix of the paper's figure). ``odd_tokens`` covers a reference quirk: for an odd token count N
+(NSD subject 2: 31) the filter's inverse FFT has no length argument and returns N-1 tokens, the block's LN
+and MLP run on N-1 tokens and FreMLP's inverse FFT (which does pass N) restores N ("reference", the
+default, as the papers' figures were made); "keep" keeps N tokens throughout (a correction). Every
+LayerNorm uses eps 1e-6, as the reference builds them. ``impl`` picks how the spectral operators are
+computed: "faithful" uses complex ``torch.fft`` like the reference, "fast" uses real DFT matmuls
+(:mod:`brainbench_litemind.fast`); both have the same parameters, so state dicts move freely between them.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ CLS_DEPTHS = (2, 2, 2, 2)
 FILTER_ORDER = 2  # F: number of complex weights the spectrum-compression filter sums
 SOFTSHRINK = 0.01
 INIT_SCALE = 0.02
+LAYER_NORM_EPS = 1e-6  # the reference builds every LayerNorm with eps=1e-6 (PyTorch's default is 1e-5)
+ODD_TOKEN_MODES = ("reference", "keep")
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,7 @@ class LiteMindConfig:
     pad: str = "drop"  # drop | zero
     fremlp: str = "diagonal"  # diagonal | dense
     impl: str = "faithful"  # faithful | fast
+    odd_tokens: str = "reference"  # reference: the filter returns N-1 tokens for odd N | keep: N throughout
     widths: tuple[int, ...] | None = None  # None: the reference's; full variant: all but the last stage
     depths: tuple[int, ...] | None = None
     mlp_ratio: float = 4.0
@@ -50,6 +57,8 @@ class LiteMindConfig:
             raise ValueError(f"fremlp must be 'diagonal' or 'dense', got {self.fremlp!r}")
         if self.impl not in ("faithful", "fast"):
             raise ValueError(f"impl must be 'faithful' or 'fast', got {self.impl!r}")
+        if self.odd_tokens not in ODD_TOKEN_MODES:
+            raise ValueError(f"odd_tokens must be one of {', '.join(ODD_TOKEN_MODES)}, got {self.odd_tokens!r}")
         if len(self.target_shape) not in (1, 2):
             raise ValueError(f"Lite-Mind needs a (D,) or (tokens, D) target, got {self.target_shape}")
         if self.n_tokens < 1:
@@ -67,6 +76,11 @@ class LiteMindConfig:
         if self.pad == "drop":
             return (self.n_voxels - self.patch_size) // self.patch_size + 1
         return math.ceil(self.n_voxels / self.patch_size)
+
+    @property
+    def filtered_tokens(self) -> int:
+        """Tokens the spectrum filter returns: 2 * (N // 2) as the reference's length-less irfft gives, or N."""
+        return 2 * (self.n_tokens // 2) if self.odd_tokens == "reference" else self.n_tokens
 
     @property
     def stage_widths(self) -> tuple[int, ...]:
@@ -138,9 +152,11 @@ def fft_dtype(x: torch.Tensor) -> torch.dtype:
 class SpectrumFilter(nn.Module):
     """Spectrum compression: y = irfft(sum_k c_k W_k X X^2) with X = rfft(x) along tokens (orthonormal)."""
 
-    def __init__(self, n_tokens: int, dim: int) -> None:
+    def __init__(self, n_tokens: int, dim: int, out_tokens: int | None = None) -> None:
         super().__init__()
         self.n_tokens = n_tokens
+        # the reference's irfft has no length: it returns 2 * (K - 1) tokens, N - 1 for an odd N
+        self.out_tokens = n_tokens if out_tokens is None else out_tokens
         # stored as (real, imag) pairs, like the reference: 2 * F * (N//2+1) * C parameters
         self.complex_weight = nn.Parameter(
             torch.randn(FILTER_ORDER, n_tokens // 2 + 1, dim, 2) * INIT_SCALE
@@ -153,7 +169,7 @@ class SpectrumFilter(nn.Module):
         cubed = spectrum * (spectrum * spectrum)
         weights = torch.view_as_complex(self.complex_weight.to(fft_dtype(x)))
         out = sum(c * weights[k] * cubed for k, c in enumerate(self.coefficients))
-        return torch.fft.irfft(out, n=self.n_tokens, dim=1, norm="ortho").to(dtype)
+        return torch.fft.irfft(out, n=self.out_tokens, dim=1, norm="ortho").to(dtype)
 
 
 class FreMLP(nn.Module):
@@ -163,9 +179,10 @@ class FreMLP(nn.Module):
     both are kept so parameter counts and state dicts match it.
     """
 
-    def __init__(self, n_tokens: int, dim: int, mode: str) -> None:
+    def __init__(self, n_tokens: int, dim: int, mode: str, in_tokens: int | None = None) -> None:
         super().__init__()
-        self.n_tokens = n_tokens
+        self.n_tokens = n_tokens  # tokens returned (the inverse FFT passes n=N, as in the reference)
+        self.in_tokens = n_tokens if in_tokens is None else in_tokens  # tokens received (N - 1 after an odd filter)
         self.mode = mode
         self.r = nn.Parameter(INIT_SCALE * torch.randn(dim, dim))
         self.i = nn.Parameter(INIT_SCALE * torch.randn(dim, dim))
@@ -198,7 +215,7 @@ class FreMLP(nn.Module):
         return torch.fft.irfft(out, n=self.n_tokens, dim=1, norm="ortho").to(dtype)
 
 
-SpectralFactory = Callable[[int, int], nn.Module]
+SpectralFactory = Callable[..., nn.Module]
 
 
 class Block(nn.Module):
@@ -211,15 +228,16 @@ class Block(nn.Module):
         cfg: LiteMindConfig,
         drop_path: float,
         make_filter: SpectralFactory,
-        make_fremlp: Callable[[int, int, str], nn.Module],
+        make_fremlp: SpectralFactory,
     ) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.filter = make_filter(n_tokens, dim)
-        self.norm2 = nn.LayerNorm(dim)
+        filtered = cfg.filtered_tokens
+        self.norm1 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
+        self.filter = make_filter(n_tokens, dim, filtered)
+        self.norm2 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
         self.mlp = Mlp(dim, cfg.mlp_ratio, cfg.dropout)
-        self.norm3 = nn.LayerNorm(dim)
-        self.fremlp = make_fremlp(n_tokens, dim, cfg.fremlp)
+        self.norm3 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
+        self.fremlp = make_fremlp(n_tokens, dim, cfg.fremlp, filtered)
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -254,7 +272,7 @@ class LiteMind(nn.Module):
                 transitions.append(nn.Linear(widths[s - 1], dim))
         self.stages = nn.ModuleList(stages)
         self.transitions = nn.ModuleList(transitions)
-        self.norm = nn.LayerNorm(widths[-1])
+        self.norm = nn.LayerNorm(widths[-1], eps=LAYER_NORM_EPS)  # the head's LayerNorm(257) when full
         out_dim = cfg.target_shape[-1]
         self.head = nn.Linear(widths[-1] if cfg.cls_only else n, out_dim)
         self.apply(_init_linear)
@@ -300,7 +318,7 @@ def _init_linear(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-def spectral_factories(impl: str) -> tuple[SpectralFactory, Callable[[int, int, str], nn.Module]]:
+def spectral_factories(impl: str) -> tuple[SpectralFactory, SpectralFactory]:
     if impl == "fast":
         from brainbench_litemind.fast import FastFreMLP, FastSpectrumFilter
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from brainbench.errors import CheckpointMismatchError
 from brainbench.interfaces import Encoder, FitData, FittedEncoder, Reporter, TrainSettings
+from brainbench.options import Option, Options
 
 
 def _standardise(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
@@ -44,6 +45,8 @@ class FittedKnn(FittedEncoder):
 
 
 class KnnEncoder(Encoder):
+    # Declared options: validated (type, range, closest name) before any run exists; `brainbench info knn`.
+    declared_options = Options(Option("k", int, 10, "neighbours averaged per prediction", minimum=1))
     name = "knn"
 
     def __init__(self, k: int = 10) -> None:
@@ -52,8 +55,9 @@ class KnnEncoder(Encoder):
         super().__init__(k=k)
 
     def fit(self, data: FitData, settings: TrainSettings, reporter: Reporter) -> FittedEncoder:
-        x = np.concatenate([data.train_voxels, data.val_voxels]).astype(np.float32)
-        y = np.concatenate([data.train_targets, data.val_targets]).astype(np.float32)
+        # brainbench's data rule: the returned model uses every training row (k is fixed: nothing to choose)
+        x = np.asarray(data.voxels, dtype=np.float32)
+        y = np.asarray(data.targets, dtype=np.float32)
         mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6
         k = min(self.options["k"], len(x))
         reporter.info(f"knn: {len(x)} training trials, k={k}")
