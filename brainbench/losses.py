@@ -4,7 +4,7 @@ All compare predictions and CLIP targets as flattened, L2-normalised vectors, on
 - InfoNCE with a fixed or learned logit scale, in either direction or both (Lite-Mind);
 - Lite-Mind's loss: InfoNCE plus an optional MSE term (the paper adds one; the reference code does not);
 - MindEye's BiMixCo (mixup of voxels, soft targets) and SoftCLIP (targets from CLIP-CLIP similarities),
-  with SoftCLIP's temperature cosine-annealed over the rest of training.
+  switched and annealed per epoch as the MedARC reference does (docs/mindeye.md).
 """
 
 from __future__ import annotations
@@ -112,13 +112,17 @@ class PredictionObjective(nn.Module):
 
 # ---------------------------------------------------------------------------------------------- MindEye
 
+#: How BiMixCo's soft targets treat a row the permutation maps to itself (docs/mindeye.md).
+MIXCO_TARGETS = ("faithful", "corrected")
+
 
 def mix_voxels(
     voxels: torch.Tensor, beta: float = 0.15, mix_fraction: float = 0.5
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """MixCo: blend each selected sample with a shuffled partner, weight lam ~ Beta(beta, beta).
 
-    Returns (mixed voxels, perm, lam); unselected samples keep lam = 1 (unmixed).
+    Draws in the reference's order (permutation, weights, selection), so on the CPU the same seed gives the
+    same mix. Returns (mixed voxels, perm, lam); unselected samples keep lam = 1 (unmixed).
     """
     batch = voxels.shape[0]
     perm = torch.randperm(batch, device=voxels.device)
@@ -130,13 +134,23 @@ def mix_voxels(
     return voxels * weight + voxels[perm] * (1 - weight), perm, lam
 
 
-def mixco_targets(perm: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
-    """Soft targets (B, B): lam on the sample's own image, 1 - lam on its mixing partner's."""
+def mixco_targets(perm: torch.Tensor, lam: torch.Tensor, mode: str = "faithful") -> torch.Tensor:
+    """Soft targets (B, B): lam on the sample's own image, 1 - lam on its mixing partner's.
+
+    Where ``perm[i] == i`` (a sample mixed with itself, i.e. not mixed at all) the two entries meet:
+    "faithful" writes the partner's 1 - lam over the own lam, as the reference does, so that row sums to
+    1 - lam (0 for an unselected row, lam = 1); "corrected" adds them, so every row sums to 1.
+    """
+    if mode not in MIXCO_TARGETS:
+        raise ValueError(f"mixco_targets must be one of {MIXCO_TARGETS}, got {mode!r}")
     batch = perm.shape[0]
     rows = torch.arange(batch, device=perm.device)
     probs = torch.zeros(batch, batch, device=perm.device, dtype=torch.float32)
     probs[rows, rows] = lam.float()
-    probs[rows, perm] += 1 - lam.float()  # += keeps lam + (1 - lam) = 1 when perm[i] == i
+    if mode == "faithful":
+        probs[rows, perm] = 1 - lam.float()
+    else:
+        probs[rows, perm] += 1 - lam.float()
     return probs
 
 
@@ -160,45 +174,75 @@ def soft_clip_loss(preds: torch.Tensor, targets: torch.Tensor, temperature: floa
     return (forward + backward) / 2
 
 
-def cosine_anneal(start: float, end: float, progress: float) -> float:
-    """start at progress 0 rising (or falling) along a half cosine to end at progress 1."""
-    progress = min(max(progress, 0.0), 1.0)
-    return end + (start - end) / 2 * (1 + math.cos(math.pi * progress))
+def cosine_anneal(start: float, end: float, n: int, index: int) -> float:
+    """Value ``index`` of n values going from ``start`` (index 0) to ``end`` (index n - 1) along a half cosine.
+
+    Indices outside [0, n - 1] are clamped; a single value (n = 1) is ``start``.
+    """
+    if n <= 1:
+        return start
+    index = min(max(index, 0), n - 1)
+    return end + (start - end) / 2 * (1 + math.cos(math.pi * index / (n - 1)))
 
 
 class MindEyeLoss:
-    """BiMixCo for the first ``mix_fraction`` of training, SoftCLIP with an annealed temperature after.
+    """MindEye's objective, indexed by epoch as the reference's training script is.
 
-    The model's forward returns (backbone, projector); both losses act on the projector output.
-    Progress (in [0, 1)) replaces the reference's epoch index, so the schedule is the same whatever the
-    number of steps per epoch.
+    BiMixCo (temperature ``mix_temperature``) while ``epoch < int(mix_fraction * epochs)``, then SoftCLIP with
+    one temperature per epoch, cosine-annealed from ``soft_temperature[0]`` at the first SoftCLIP epoch to
+    ``soft_temperature[1]`` at the last. The model's forward returns (backbone, projector); both losses act
+    on the projector output. The trainer says the run's epoch count (``set_epochs``); the epoch is then
+    read from ``progress`` (steps done / total steps).
     """
 
     def __init__(
         self,
-        mix_fraction: float = 1 / 3,
+        epochs: int = 240,
+        mix_fraction: float = 0.33,
         mix_beta: float = 0.15,
         mix_probability: float = 0.5,
         mix_temperature: float = 0.006,
         soft_temperature: tuple[float, float] = (0.004, 0.0075),
+        targets: str = "faithful",
     ) -> None:
+        if targets not in MIXCO_TARGETS:
+            raise ValueError(f"mixco_targets must be one of {MIXCO_TARGETS}, got {targets!r}")
         self.mix_fraction = mix_fraction
         self.mix_beta = mix_beta
         self.mix_probability = mix_probability
         self.mix_temperature = mix_temperature
         self.soft_temperature = soft_temperature
+        self.targets = targets
+        self.set_epochs(epochs)
 
-    def temperature(self, progress: float) -> float:
-        """SoftCLIP's temperature at this point of training (its phase runs from mix_fraction to 1)."""
-        phase = (progress - self.mix_fraction) / max(1.0 - self.mix_fraction, 1e-12)
-        return cosine_anneal(*self.soft_temperature, phase)
+    def set_epochs(self, epochs: int) -> None:
+        self.epochs = max(1, int(epochs))
+
+    @property
+    def mix_epochs(self) -> int:
+        """Epochs of BiMixCo: the reference's ``int(0.33 * epochs)`` (79 of 240)."""
+        return int(self.mix_fraction * self.epochs)
+
+    def epoch(self, progress: float) -> int:
+        """The 0-based epoch a step at ``progress`` belongs to (progress * epochs = steps / steps per epoch;
+        the small slack absorbs the float rounding of that product at an epoch's first step)."""
+        return min(max(int(math.floor(progress * self.epochs + 1e-9)), 0), self.epochs - 1)
+
+    def mixing(self, epoch: int) -> bool:
+        return epoch < self.mix_epochs
+
+    def temperature(self, epoch: int) -> float:
+        """SoftCLIP's temperature in ``epoch``: value epoch - mix_epochs of the anneal over the SoftCLIP epochs."""
+        return cosine_anneal(*self.soft_temperature, self.epochs - self.mix_epochs, epoch - self.mix_epochs)
 
     def __call__(
         self, model: nn.Module, voxels: torch.Tensor, targets: torch.Tensor, progress: float
     ) -> torch.Tensor:
-        if progress < self.mix_fraction:
+        epoch = self.epoch(progress)
+        if self.mixing(epoch):
             mixed, perm, lam = mix_voxels(voxels, self.mix_beta, self.mix_probability)
             _, projected = model(mixed)
-            return bimixco_loss(projected, targets, mixco_targets(perm, lam), self.mix_temperature)
+            probs = mixco_targets(perm, lam, self.targets).to(projected.device)
+            return bimixco_loss(projected, targets, probs, self.mix_temperature)
         _, projected = model(voxels)
-        return soft_clip_loss(projected, targets, self.temperature(progress))
+        return soft_clip_loss(projected, targets, self.temperature(epoch))

@@ -87,9 +87,9 @@ def test_prediction_objective_trains_the_loss_parameters_too():
 
 def test_bimixco_without_mixing_is_symmetric_cross_entropy_with_hard_targets():
     preds, targets = torch.randn(6, 10), torch.randn(6, 10)
-    perm = torch.randperm(6)
+    perm = torch.tensor([1, 0, 3, 2, 5, 4])  # no fixed point: faithful and corrected targets agree
     probs = mixco_targets(perm, torch.ones(6))
-    assert torch.equal(probs, torch.eye(6))
+    assert torch.equal(probs, torch.eye(6)) and torch.equal(mixco_targets(perm, torch.ones(6), "corrected"), probs)
     expected = info_nce(preds, targets, 1 / 0.006, "symmetric")
     assert bimixco_loss(preds, targets, probs, 0.006).item() == pytest.approx(expected.item(), rel=1e-5)
 
@@ -97,10 +97,14 @@ def test_bimixco_without_mixing_is_symmetric_cross_entropy_with_hard_targets():
 def test_mixco_soft_targets_split_lambda_between_self_and_partner():
     perm = torch.tensor([1, 0, 2, 3])
     lam = torch.tensor([0.7, 0.2, 0.4, 1.0])
-    probs = mixco_targets(perm, lam)
-    assert probs[0, 0] == pytest.approx(0.7) and probs[0, 1] == pytest.approx(0.3)
-    assert probs[2, 2] == pytest.approx(1.0)  # mixed with itself: all weight on its own image
-    assert torch.allclose(probs.sum(1), torch.ones(4))
+    faithful, corrected = mixco_targets(perm, lam), mixco_targets(perm, lam, "corrected")
+    for probs in (faithful, corrected):
+        assert probs[0, 0] == pytest.approx(0.7) and probs[0, 1] == pytest.approx(0.3)
+    # a row mixed with itself: the reference overwrites lam with 1 - lam (0 when unmixed); corrected adds them
+    assert faithful[2, 2] == pytest.approx(0.6) and faithful[3, 3] == 0.0
+    assert corrected[2, 2] == pytest.approx(1.0) and torch.allclose(corrected.sum(1), torch.ones(4))
+    with pytest.raises(ValueError, match="mixco_targets"):
+        mixco_targets(perm, lam, "fixed")
 
 
 def test_mix_voxels_blends_selected_rows_with_their_partners():
@@ -123,13 +127,14 @@ def test_soft_clip_with_identical_orthonormal_targets_is_the_soft_targets_entrop
     assert soft_clip_loss(targets.clone(), targets, temperature).item() == pytest.approx(entropy, rel=1e-5)
 
 
-def test_softclip_temperature_anneals_from_start_to_end_after_the_mixing_phase():
-    loss = MindEyeLoss()
-    assert loss.temperature(0.0) == pytest.approx(0.004)  # still at the start value during BiMixCo
-    assert loss.temperature(1 / 3) == pytest.approx(0.004)
-    assert loss.temperature(1.0) == pytest.approx(0.0075)
-    assert loss.temperature(2 / 3) == pytest.approx((0.004 + 0.0075) / 2)
-    assert cosine_anneal(1.0, 3.0, 0.0) == 1.0 and cosine_anneal(1.0, 3.0, 1.0) == pytest.approx(3.0)
+def test_softclip_temperature_anneals_from_start_to_end_over_the_softclip_epochs():
+    loss = MindEyeLoss(epochs=240)  # BiMixCo for epochs 0-78, SoftCLIP for the 161 epochs 79-239
+    assert loss.temperature(0) == pytest.approx(0.004)  # still at the start value during BiMixCo
+    assert loss.temperature(79) == pytest.approx(0.004)
+    assert loss.temperature(239) == pytest.approx(0.0075)
+    assert loss.temperature(79 + 80) == pytest.approx((0.004 + 0.0075) / 2)  # the middle of 161 values
+    assert [cosine_anneal(1.0, 3.0, 3, k) for k in range(3)] == pytest.approx([1.0, 2.0, 3.0])
+    assert cosine_anneal(1.0, 3.0, 1, 0) == 1.0
 
 
 class _Recorder(torch.nn.Module):
@@ -144,13 +149,13 @@ class _Recorder(torch.nn.Module):
         return x, x
 
 
-def test_mindeye_loss_mixes_inputs_only_in_the_first_third():
+def test_mindeye_loss_mixes_inputs_only_in_the_first_33_percent_of_epochs():
     voxels, targets = torch.randn(16, 6), torch.randn(16, 6)
     model = _Recorder()
-    loss = MindEyeLoss(mix_probability=1.0)
+    loss = MindEyeLoss(epochs=240, mix_probability=1.0)
     early = loss(model, voxels, targets, 0.1)
     assert not torch.allclose(model.seen, voxels)
-    late = loss(model, voxels, targets, 0.5)
+    late = loss(model, voxels, targets, 0.5)  # epoch 120
     assert torch.equal(model.seen, voxels)
-    assert late.item() == pytest.approx(soft_clip_loss(voxels, targets, loss.temperature(0.5)).item())
+    assert late.item() == pytest.approx(soft_clip_loss(voxels, targets, loss.temperature(120)).item())
     assert torch.isfinite(early)

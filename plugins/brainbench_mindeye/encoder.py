@@ -1,9 +1,10 @@
 """The ``mindeye`` encoder: MindEye's residual MLP + projector, BiMixCo -> SoftCLIP, the reference recipe.
 
-Evaluation embeds with the projector output by default: it is what the contrastive losses align with the
-CLIP targets and what the reference's retrieval evaluation scores. The backbone output feeds MindEye's
-diffusion prior in the reference; without the prior's loss it is not trained towards the target space,
-so ``embed="backbone"`` is offered only for use with such a loss.
+The defaults are the MedARC reference's (models.md); docs/mindeye.md lists every difference and the options
+that apply a correction. Evaluation embeds with the projector output by default: it is what the contrastive
+losses align with the CLIP targets and what the reference's retrieval evaluation scores. The backbone output
+feeds MindEye's diffusion prior in the reference; without the prior's loss it is not trained towards the
+target space, so ``embed="backbone"`` is offered only for use with such a loss.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import torch
 from torch import nn
 
 from brainbench.interfaces import QuickRecipe, Shape
-from brainbench.losses import MindEyeLoss
+from brainbench.losses import MIXCO_TARGETS, MindEyeLoss
+from brainbench.schedules import OneCycleDefaults
 from brainbench.torch_encoder import Objective, TorchEncoder, TrainingDefaults
 from brainbench_mindeye.model import BrainNetwork
 
@@ -25,7 +27,9 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "input_dropout": 0.5,
     "block_dropout": 0.15,
     "embed": "projector",  # projector | backbone
-    "mix_fraction": 1 / 3,  # BiMixCo for this fraction of training, SoftCLIP after
+    "mix_fraction": 0.33,  # BiMixCo while epoch < int(mix_fraction * epochs) (79 of 240), SoftCLIP after
+    "mixco_targets": "faithful",  # faithful (the reference's soft targets) | corrected (rows sum to 1)
+    "norm_weight_decay": "decay",  # decay (the reference decays LayerNorm weights) | exempt
     "mix_beta": 0.15,
     "mix_probability": 0.5,
     "mix_temperature": 0.006,
@@ -33,17 +37,27 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "soft_temperature_end": 0.0075,
 }
 _INTS = ("hidden", "blocks", "projector_hidden")
+#: String options and their allowed values.
+_CHOICES = {
+    "embed": ("projector", "backbone"),
+    "mixco_targets": MIXCO_TARGETS,
+    "norm_weight_decay": ("decay", "exempt"),
+}
 
 
 class MindEyeEncoder(TorchEncoder):
     name: ClassVar[str] = "mindeye"
-    defaults: ClassVar[TrainingDefaults] = TrainingDefaults(
+    #: The reference: AdamW (weight decay 1e-2), OneCycleLR(max_lr 3e-4, total steps = epochs x steps per
+    #: epoch, pct_start 2 / epochs, final_div_factor 1000) with beta1 cycled 0.95 -> 0.85 -> 0.95, no clipping.
+    defaults: ClassVar[TrainingDefaults] = OneCycleDefaults(
         epochs=240,
         batch_size=32,
         lr=3e-4,  # OneCycle's peak
         weight_decay=1e-2,
         schedule="onecycle",
-        grad_clip=None,  # the reference does not clip
+        warmup_epochs=2,  # pct_start = 2 / epochs: the peak after 2 epochs
+        final_div_factor=1000.0,
+        grad_clip=None,
     )
 
     def __init__(self, **options: Any) -> None:
@@ -52,10 +66,11 @@ class MindEyeEncoder(TorchEncoder):
             raise ValueError(f"unknown mindeye option(s) {unknown}; known: {sorted(DEFAULT_OPTIONS)}")
         merged = {**DEFAULT_OPTIONS, **options}
         for key, value in merged.items():
-            if key != "embed":
+            if key in _CHOICES:
+                if value not in _CHOICES[key]:
+                    raise ValueError(f"{key} must be one of {list(_CHOICES[key])}, got {value!r}")
+            else:
                 merged[key] = int(value) if key in _INTS else float(value)
-        if merged["embed"] not in ("projector", "backbone"):
-            raise ValueError(f"embed must be 'projector' or 'backbone', got {merged['embed']!r}")
         super().__init__(**merged)
 
     def build(self, n_voxels: int, target_shape: Shape) -> nn.Module:
@@ -82,7 +97,17 @@ class MindEyeEncoder(TorchEncoder):
             mix_probability=o["mix_probability"],
             mix_temperature=o["mix_temperature"],
             soft_temperature=(o["soft_temperature_start"], o["soft_temperature_end"]),
+            targets=o["mixco_targets"],
+            epochs=self.defaults.epochs,  # the trainer sets the run's own count (MindEyeLoss.set_epochs)
         )
+
+    def no_weight_decay(self, name: str, param: torch.nn.Parameter) -> bool:
+        """The reference exempts names containing "bias"; its "LayerNorm.weight" entry matches none of this
+        model's names, so LayerNorm weights are decayed. ``norm_weight_decay="exempt"`` exempts them too
+        (in this model the only 1-D weights)."""
+        if "bias" in name:
+            return True
+        return self.options["norm_weight_decay"] == "exempt" and param.ndim <= 1
 
     def embed(self, model: nn.Module, voxels: torch.Tensor) -> torch.Tensor:
         backbone, projected = model(voxels)

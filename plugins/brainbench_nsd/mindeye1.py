@@ -11,7 +11,17 @@ Layout (``root`` is the folder above the split folders):
   optionally ``trial.npy`` (one global trial number per repeat; -1 pads) and the image (``jpg``, not decoded).
 
 Trials have one row per repeat (so the harness's repeat option decides averaging), ordered by trial number;
-``average_repeats=True`` gives one row per sample, the mean of its repeats (what MindEye1 trains on).
+``average_repeats=True`` gives one row per sample, the mean of its repeats (what MindEye1 tests on).
+
+MindEye1 TRAINS on single trials, one repeat per step: every epoch shows each image once, the whole batch
+of step s taking repeat s % 3 (models.md). ``train_repeats`` says what the training split holds:
+- ``"all"`` (default): every kept repeat is a row, so an epoch shows each image 3 times (3x the reference's
+  steps per epoch);
+- ``"one-per-image"``: one row per image, its repeat fixed by the image's position (sample k keeps repeat
+  k % n_kept, so a third of the images show each repeat, as in one epoch of the reference). An epoch then
+  has the reference's length and step count; it differs in that an image shows the same repeat every
+  epoch, where the reference's choice moves with the step, so over a run it sees all three. Choosing a
+  row per step needs the trainer to know each row's image and repeat, which a dataset cannot give it.
 Sessions come from trial numbers (``trials_per_session``, 750 in NSD). A split's shards are indexed on first
 use (one pass that also checks every array); a split under ``in_memory_bytes`` keeps the arrays read, a
 larger one reads voxels on demand from the tar files.
@@ -39,6 +49,8 @@ SPLIT_FOLDERS = {"train": "train", "val": "train", "test": "test"}
 NSD_TRIALS_PER_SESSION = 750
 #: A split whose shards total less than this is kept in memory after the indexing pass (which reads it all).
 IN_MEMORY_BYTES = 256 * 2**20
+#: What the training split holds: every repeat, or one fixed repeat per image (see the module docstring).
+TRAIN_REPEATS = ("all", "one-per-image")
 _SUBJECT = re.compile(r"subj0*(\d+)", re.IGNORECASE)
 _SHARD_NUMBER = re.compile(r"(\d+)\.tar$")
 
@@ -268,12 +280,20 @@ class MindEye1Nsd(Dataset):
         average_repeats: bool = False,
         trials_per_session: int = NSD_TRIALS_PER_SESSION,
         in_memory_bytes: int = IN_MEMORY_BYTES,
+        train_repeats: str = "all",
     ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataError(f"{self.root}: NSD folder not found")
+        if train_repeats not in TRAIN_REPEATS:
+            raise DataError(f"train_repeats must be one of {', '.join(TRAIN_REPEATS)}, got {train_repeats!r}")
         self.name = name
         self.average_repeats = bool(average_repeats)
+        if self.average_repeats and train_repeats != "all":
+            raise DataError(
+                f"train_repeats={train_repeats!r} picks single trials; it cannot be combined with average_repeats"
+            )
+        self.train_repeats = train_repeats
         self.trials_per_session = int(trials_per_session)
         self.in_memory_bytes = int(in_memory_bytes)
         self._shards = find_shards(self.root)
@@ -308,6 +328,11 @@ class MindEye1Nsd(Dataset):
             samples = np.arange(len(index.image_id))
             repeats = np.full(len(samples), -1)
             trial = np.array([t.min() if len(t) else -1 for t in index.trial], dtype=np.int64)
+        elif split == "train" and self.train_repeats == "one-per-image":
+            samples = np.arange(len(index.image_id))
+            chosen = [k % len(index.valid[k]) for k in samples.tolist()]  # a position among the kept repeats
+            repeats = np.array([index.valid[k][c] for k, c in zip(samples, chosen, strict=True)], dtype=np.int64)
+            trial = np.array([index.trial[k][c] for k, c in zip(samples, chosen, strict=True)], dtype=np.int64)
         else:
             counts = [len(v) for v in index.valid]
             samples = np.repeat(np.arange(len(index.image_id)), counts)
@@ -329,6 +354,7 @@ class MindEye1Nsd(Dataset):
             "subjects": self.subjects(),
             "shards": {split: sum(s.split == split for s in self._shards) for split in ("train", "test")},
             "average_repeats": self.average_repeats,
+            "train_repeats": self.train_repeats,
         }
 
 
