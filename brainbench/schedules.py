@@ -115,6 +115,18 @@ class LearningRateSchedule:
             return _cosine_between(self.warmup_start_lr, self.lr, fraction)
         return _cosine_between(self.lr, self.min_lr, fraction)
 
+    def record(self) -> dict[str, str | float]:
+        """What the rate and momentum do beyond lr, warm-up and floor, for the run's records (one-cycle)."""
+        if self.kind != "onecycle":
+            return {}
+        rise = self.rise_fraction if self.rise_fraction is not None else self.warmup_steps / max(1, self.total_steps)
+        if self.momentum_range is None:
+            beta1 = "the optimizer's own (not cycled)"
+        else:
+            base, top = self.momentum_range
+            beta1 = f"{top} -> {base} at the peak -> {top} (cycled with the rate)"
+        return {"onecycle_pct_start": rise, "beta1": beta1}
+
     def momentum(self, step: int) -> float | None:
         """Adam's beta1 for ``step``, or None when this schedule leaves it alone.
 

@@ -515,8 +515,9 @@ class _Run:
             "schedule": self.recipe.schedule,
             "schedule_stepped": "per epoch" if self.recipe.schedule == "timm-cosine" else "per step",
             "warmup_epochs": self.recipe.warmup_epochs,
-            "warmup_start_lr": self.recipe.warmup_start_lr,
-            "min_lr": self.recipe.min_lr,
+            "warmup_start_lr": self.schedule.warmup_start_lr,  # the schedule's own (one-cycle: lr / div_factor)
+            "min_lr": self.schedule.min_lr,
+            **self.schedule.record(),
             "weight_decay": self.recipe.weight_decay,
             "grad_clip": self.recipe.grad_clip,
             "optimizer": "AdamW (fp32 master weights)" if self.master_weights else "AdamW",

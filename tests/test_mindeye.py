@@ -164,8 +164,8 @@ def test_forward_is_the_reference_residual_mlp():
             x = torch.nn.functional.gelu(norm(linear(x))) + x
         expected_backbone = model.lin1(x).reshape(3, 5, 16)
         backbone, projected = model(voxels)
-    assert torch.allclose(backbone, expected_backbone, atol=1e-6)
-    assert torch.allclose(projected, model.projector(expected_backbone), atol=1e-6)
+    assert torch.equal(backbone, expected_backbone)  # the same operations in the same order: bitwise
+    assert torch.equal(projected, model.projector(expected_backbone))
 
 
 # ---------------------------------------------------------------------------------------------- losses
@@ -293,6 +293,7 @@ def test_defaults_are_the_reference_recipe_and_bad_options_are_refused():
     assert (d.epochs, d.batch_size, d.lr, d.weight_decay, d.schedule) == (240, 32, 3e-4, 1e-2, "onecycle")
     assert (d.warmup_epochs, d.div_factor, d.final_div_factor, d.grad_clip) == (2, 25.0, 1000.0, None)
     assert (d.cycle_momentum, d.base_momentum, d.max_momentum) == (True, 0.85, 0.95)
+    assert d.checkpoint_every == 10 and d.drop_last  # the last partial batch dropped
     for bad in ({"hiden": 8}, {"embed": "both"}, {"mixco_targets": "fixed"}, {"norm_weight_decay": "none"}):
         with pytest.raises(ValueError, match="unknown mindeye option|must be one of"):
             MindEyeEncoder(**bad)
@@ -363,8 +364,12 @@ def test_training_sets_onecycle_beta1_per_step_and_tells_the_objective_the_epoch
     reporter = _CheckpointReader(tmp_path / "last.pt")
     settings = TrainSettings(epochs=epochs, batch_size=batch, device="cpu", precision="fp32", compile="off",
                              checkpoint_dir=tmp_path, checkpoint_every=1)
-    train_torch_encoder(encoder, FitData(voxels, targets), settings, reporter)
+    fitted = train_torch_encoder(encoder, FitData(voxels, targets), settings, reporter)
     assert encoder.loss.epochs == epochs and encoder.loss.mix_epochs == 1  # int(0.33 * 6)
+    recipe = fitted.recipe  # what the run logs as params recipe.*: the schedule actually followed
+    assert (recipe["schedule"], recipe["onecycle_pct_start"]) == ("onecycle", pytest.approx(2 / epochs))
+    assert recipe["warmup_start_lr"] == pytest.approx(3e-4 / 25) and recipe["min_lr"] == pytest.approx(3e-4 / 25e3)
+    assert recipe["beta1"].startswith("0.95 -> 0.85")
     steps = 24 // batch
     for epoch, groups in enumerate(reporter.seen):
         last_step = (epoch + 1) * steps - 1  # the values the epoch's last optimizer step used

@@ -58,6 +58,7 @@ class MindEyeEncoder(TorchEncoder):
         warmup_epochs=2,  # pct_start = 2 / epochs: the peak after 2 epochs
         final_div_factor=1000.0,
         grad_clip=None,
+        checkpoint_every=10,  # ~11 GB of weights + AdamW state at NSD scale: not every epoch
     )
 
     def __init__(self, **options: Any) -> None:
