@@ -1,8 +1,8 @@
 """MindEye's BrainNetwork: a residual MLP from voxels to CLIP tokens, plus its contrastive projector.
 
 Built as models.md describes the reference (MedARC-AI/fMRI-reconstruction-NSD): the same layers, PyTorch's
-default LayerNorm eps and init, and the same parameter names. ``hidden`` and ``blocks`` default to the
-reference's 4096 and 4 and may shrink for CPU demos. docs/mindeye.md lists every difference from the reference.
+default LayerNorm eps and init. ``hidden`` and ``blocks`` default to the reference's 4096 and 4 and may shrink
+for CPU demos. docs/mindeye.md lists every difference from the reference.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from torch import nn
 class ResidualBlock(nn.Sequential):
     """Linear, LayerNorm (PyTorch's eps 1e-5, as the reference), GELU, Dropout, plus the block's input.
 
-    A Sequential, so its parameters carry the reference's names (``mlp.0.0.weight``, ``mlp.0.1.bias``, ...)
-    and the reference's state dict loads as it is.
+    A Sequential itself, so its parameters are named as a list of Sequential blocks names them
+    (``mlp.0.0.weight``, ``mlp.0.1.bias``, ...), the naming of the reference's other layers.
     """
 
     def __init__(self, width: int, dropout: float) -> None:
