@@ -5,9 +5,9 @@ Start-up must stay fast: nothing here imports torch, mlflow, open_clip, faiss, r
 
 from __future__ import annotations
 
+import os
 import sys
 
-import click
 import typer
 
 from brainbench import __version__
@@ -73,27 +73,55 @@ def _add_plugin_commands(app: typer.Typer, plugin_set: object) -> None:
             _warn(f"plugin {impl.plugin_name!r} failed to add its commands: {type(exc).__name__}: {exc}; skipped")
 
 
+def _debug() -> bool:
+    return os.environ.get("BRAINBENCH_DEBUG", "").strip().lower() in {"1", "true", "yes"}
+
+
+def _error(lines: list[str]) -> None:
+    sys.stderr.write("Error: " + "\n".join(lines) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; a user's mistake ends in one or two lines and status 2, never a traceback.
+
+    ``BRAINBENCH_DEBUG=1`` lets every exception through with its traceback.
+    """
+    from brainbench.cli import usage
+
     args = sys.argv[1:] if argv is None else argv
     try:
         command = typer.main.get_command(build_app())
         code = command.main(args=args, prog_name="brainbench", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Abort:
-        sys.stderr.write("Aborted.\n")
-        return 130
     except KeyboardInterrupt:
         sys.stderr.write("Interrupted.\n")
         return 130
     except BrainbenchError as exc:
-        from rich.console import Console
-
-        Console(stderr=True).print(f"[bold red]Error:[/bold red] {exc}", highlight=False)
+        if _debug():
+            raise
+        _error(str(exc).splitlines() or [type(exc).__name__])
         return 2
+    except Exception as exc:
+        if usage.is_exit(exc):
+            return int(exc.exit_code)  # type: ignore[attr-defined]
+        if usage.is_abort(exc):
+            sys.stderr.write("Aborted.\n")
+            return 130
+        if usage.is_click_exception(exc):
+            if "NoArgsIsHelpError" in usage.class_names(exc):
+                exc.show()  # type: ignore[attr-defined]  # the help text
+                return 2
+            if _debug():
+                raise
+            _error(usage.format_usage_error(exc, args))
+            return 2 if "UsageError" in usage.class_names(exc) else int(getattr(exc, "exit_code", 1))
+        if _debug():
+            raise
+        # Not a user's mistake: say what broke in one line and how to see where.
+        sys.stderr.write(
+            f"Internal error: {type(exc).__name__}: {exc}\n"
+            "  rerun with BRAINBENCH_DEBUG=1 for the traceback, and please report it\n"
+        )
+        return 1
     return code if isinstance(code, int) else 0
 
 

@@ -19,9 +19,11 @@ def register(app: typer.Typer) -> None:
     @matrix_app.command("run")
     def run(
         spec_path: Path = typer.Argument(
-            ..., help="Matrix spec (TOML): name, [defaults], [axes], [[overrides]]."
+            ..., help="Matrix spec (TOML): name, \\[defaults], \\[axes], \\[\\[overrides]] (see docs/matrix.md)."
         ),
-        dry_run: bool = typer.Option(False, "--dry-run", help="Print the cells and exit."),
+        dry_run: bool = typer.Option(
+            False, "--dry-run", help="Check every cell (options, plugins, data), print the cells and exit."
+        ),
         resume: bool = typer.Option(
             False, "--resume", help="Rerun only the cells the last run left unfinished."
         ),
@@ -44,11 +46,19 @@ def register(app: typer.Typer) -> None:
         ),
         experiment: str = typer.Option("brainbench", "--experiment", help="MLflow experiment name."),
     ) -> None:
-        """Run every cell of SPEC under one MLflow parent run; print the comparison at the end."""
+        """Run every cell of SPEC under one MLflow parent run; print the comparison at the end.
+
+        Every cell is checked first (plugin names, declared options, data): a mistake in any cell stops
+        the matrix before an MLflow run exists.
+        """
+        from brainbench.cli.options import check_launcher
+        from brainbench.cli.preflight import preflight
         from brainbench.matrix.spec import expand, load_spec
 
+        check_launcher(launcher)
         spec = load_spec(spec_path)
         cells = expand(spec)
+        preflight([cell.config for cell in cells], spec_source=spec.source)
         if dry_run:
             print_cells(spec.name, cells)
             return
@@ -75,7 +85,7 @@ def print_cells(name: str, cells: list[Any]) -> None:
 
     table = Table(title=f"matrix {name!r}: {len(cells)} cells (id {matrix_id([c.config for c in cells])})")
     table.add_column("key", no_wrap=True)
-    for column in ("encoder", "task", "dataset", "subject", "seed", "overrides"):
+    for column in ("encoder", "task", "dataset", "subject", "seed", "options", "overrides"):
         table.add_column(column)
     for cell in cells:
         c = cell.config
@@ -86,9 +96,18 @@ def print_cells(name: str, cells: list[Any]) -> None:
             c.dataset or "(task's)",
             str(c.subject),
             str(c.seed),
+            _options_text(c),
             "; ".join(cell.details),
         )
     Console().print(table)
+
+
+def _options_text(config: Any) -> str:
+    parts = []
+    for kind in ("encoder", "task", "dataset", "target"):
+        values = getattr(config, f"{kind}_options")
+        parts += [f"{kind}.{k}={v}" for k, v in values.items()]
+    return " ".join(parts)
 
 
 def run_configs(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from typing import Any
 
 import typer
@@ -31,3 +33,65 @@ def parse_shape(text: str) -> tuple[int, ...]:
     if not shape or any(s <= 0 for s in shape):
         raise typer.BadParameter(f"shape dimensions must be positive, got {text!r}")
     return shape
+
+
+def check_choice(value: str, choices: tuple[str, ...] | list[str], option: str) -> str:
+    """``value`` if it is one of ``choices``; else a usage error naming the option, the value and the closest."""
+    if value in choices:
+        return value
+    raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}", param_hint=option)
+
+
+def check_number(
+    value: float | None, option: str, minimum: float | None = None, below: float | None = None
+) -> float | None:
+    """A finite number at or above ``minimum`` (and under ``below``); nan and inf are refused."""
+    if value is None:
+        return None
+    if math.isnan(value) or math.isinf(value):
+        raise typer.BadParameter(f"{value} is not a finite number", param_hint=option)
+    if minimum is not None and value < minimum:
+        raise typer.BadParameter(f"{value:g} is below the minimum {minimum:g}", param_hint=option)
+    if below is not None and value >= below:
+        raise typer.BadParameter(f"{value:g} must be below {below:g}", param_hint=option)
+    return value
+
+
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def check_device(value: str, option: str = "--device") -> str:
+    if DEVICE_PATTERN.match(value):
+        return value
+    raise typer.BadParameter(f"{value!r} is not one of auto, cpu, cuda, cuda:N, mps", param_hint=option)
+
+
+def check_precision(value: str, option: str = "--precision") -> str:
+    if value == "auto":
+        return value
+    from brainbench.devices import PRECISIONS  # imports torch: only for a non-default value
+
+    return check_choice(value, PRECISIONS, option)
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:
+        return False
+
+
+def check_launcher(launcher: str, option: str = "--launcher") -> str:
+    """A known launcher whose dependencies are installed (ray is an extra)."""
+    from brainbench.errors import BrainbenchError
+    from brainbench.launch import LAUNCHERS
+
+    check_choice(launcher, LAUNCHERS, option)
+    if launcher == "ray" and not _installed("ray"):
+        raise BrainbenchError(
+            "--launcher ray needs the ray package, which is not installed: pip install 'brainbench[ray]' "
+            "(or use --launcher local / local-gpus)"
+        )
+    return launcher

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import typer
 
-from brainbench.cli.options import parse_key_values
+from brainbench.cli.options import (
+    check_choice,
+    check_device,
+    check_launcher,
+    check_number,
+    check_precision,
+    parse_key_values,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -62,13 +69,33 @@ def register(app: typer.Typer) -> None:
         resume: bool = typer.Option(False, "--resume", help="Continue from checkpoints / skip finished cells."),
         launcher: str = typer.Option("local", "--launcher", help="local | local-gpus | ray (several cells)."),
         ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster address (--launcher ray)."),
+        dry_run: bool = typer.Option(
+            False, "--dry-run", help="Check every cell (options, plugins, data) and print them; run nothing."
+        ),
     ) -> None:
         """Train ENCODER(s) and evaluate on TASK(s); print a results table and log to MLflow.
 
-        Several encoders, tasks, subjects or seeds make a matrix: one MLflow parent run, a child run per cell.
+        Several encoders, tasks, subjects or seeds make a matrix: one MLflow parent run, a child run per cell;
+        an --opt (--task-opt) then goes to the encoders (tasks) that declare it.
         """
-        from brainbench.config import RunConfig
+        from brainbench.cli.preflight import preflight, spread_options
+        from brainbench.config import BUDGETS, COMPILE_MODES, REPEAT_MODES, RunConfig
 
+        check_choice(repeats, REPEAT_MODES, "--repeats")
+        check_choice(compile, COMPILE_MODES, "--compile")
+        check_choice(budget, BUDGETS, "--budget")
+        check_device(device)
+        check_precision(precision)
+        check_number(val_fraction, "--val-fraction", minimum=0, below=1)
+        check_number(lr, "--lr", minimum=0)
+        if lr is not None and lr == 0:
+            raise typer.BadParameter("0 is not a usable learning rate (must be > 0)", param_hint="--lr")
+        for value, flag in ((epochs, "--epochs"), (batch_size, "--batch-size"), (early_stopping, "--early-stopping")):
+            check_number(value, flag, minimum=1)
+        for value in subject:
+            check_number(value, "--subject", minimum=1)
+        if len(set(encoders)) * len(set(task)) * len(set(subject)) * len(set(seed)) > 1:
+            check_launcher(launcher)
         common = dict(
             dataset=dataset,
             target=target,
@@ -83,18 +110,29 @@ def register(app: typer.Typer) -> None:
             val_fraction=val_fraction,
             early_stopping=early_stopping,
             budget=budget,
-            encoder_options=parse_key_values(opt, "--opt"),
-            task_options=parse_key_values(task_opt, "--task-opt"),
             dataset_options=parse_key_values(dataset_opt, "--dataset-opt"),
             target_options=parse_key_values(target_opt, "--target-opt"),
         )
-        try:
-            configs = [
-                RunConfig(encoder=e, task=t, subject=s, seed=r, **common)
-                for e, t, s, r in itertools.product(encoders, task, subject, seed)
-            ]
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc)) from None
+        from brainbench.cli.preflight import check_names
+
+        check_names([RunConfig(encoder=e, task=t) for e, t in itertools.product(encoders, task)])
+        encoder_shares = spread_options(encoders, parse_key_values(opt, "--opt"), "encoder", "--opt ")
+        task_shares = spread_options(task, parse_key_values(task_opt, "--task-opt"), "task", "--task-opt ")
+        configs = [
+            RunConfig(
+                encoder=e, task=t, subject=s, seed=r, encoder_options=encoder_shares[e],
+                task_options=task_shares[t], **common,
+            )
+            for e, t, s, r in itertools.product(encoders, task, subject, seed)
+        ]
+        preflight(configs)  # before any MLflow run exists
+        if dry_run:
+            from brainbench.cli.matrix_cmd import print_cells
+            from brainbench.matrix.spec import Cell
+
+            unique = list({config.key: config for config in configs}.values())
+            print_cells("command line", [Cell(config) for config in unique])
+            return
         if len(configs) == 1:
             from brainbench.cli.single import run_single
 

@@ -22,22 +22,28 @@ def register_targets(register):
         return make
 
     register(
-        "synthetic-clip", stored(False), description="CLIP-like pooled 768-d embeddings stored with the data"
+        "synthetic-clip",
+        stored(False),
+        description="CLIP-like pooled 768-d embeddings stored with the data",
+        options="brainbench_clip.stored:StoredTarget",
     )
     register(
         "synthetic-clip-tokens",
         stored(True),
         description="CLIP-like 257x768 token embeddings stored with the data",
+        options="brainbench_clip.stored:StoredTarget",
     )
     register(
         "clip-vit-l-14",
         open_clip_target(False),
         description="OpenAI CLIP ViT-L/14 pooled 768-d image embeddings (open_clip, local weights, cached)",
+        options="brainbench_clip.openclip:OpenClipTarget",
     )
     register(
         "clip-vit-l-14-tokens",
         open_clip_target(True),
         description="OpenAI CLIP ViT-L/14 257x768 token embeddings after ln_post and projection (open_clip)",
+        options="brainbench_clip.openclip:OpenClipTarget",
     )
 
 

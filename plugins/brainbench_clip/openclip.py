@@ -18,6 +18,7 @@ import numpy as np
 
 from brainbench.errors import DataError
 from brainbench.interfaces import Dataset, Target
+from brainbench.options import Option, Options
 
 DEFAULT_MODEL = "ViT-L-14-quickgelu"
 DEFAULT_PRETRAINED_TAG = "openai"
@@ -159,6 +160,18 @@ def prompt_templates(name: str) -> list[Any]:
 
 
 class OpenClipTarget(Target):
+    declared_options = Options(
+        Option("model", str, DEFAULT_MODEL, "open_clip model name"),
+        Option("weights", str, None, "local weights file (no download)", nullable=True),
+        Option("pretrained_tag", str, DEFAULT_PRETRAINED_TAG, "open_clip pretrained tag, recorded with the cache"),
+        Option("seed", int, 0, "seed for anything random in embedding", minimum=0),
+        Option("normalize", bool, False, "L2-normalise each embedding"),
+        Option("templates", str, "openai", "prompt templates for text", choices=("openai", "simple", "none")),
+        Option("batch_size", int, 64, "images per forward pass", minimum=1),
+        Option("device", str, "auto", "auto | cpu | cuda | cuda:N"),
+        Option("use_cache", bool, True, "read and write the embedding cache"),
+        Option("cache_dir", str, None, "cache folder (default under BRAINBENCH_HOME)", nullable=True),
+    )
     """CLIP embeddings of a dataset's images (pooled or tokens) and of texts, from open_clip."""
 
     def __init__(

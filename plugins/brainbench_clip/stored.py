@@ -9,9 +9,11 @@ import numpy as np
 
 from brainbench.errors import DataError
 from brainbench.interfaces import Dataset, Target
+from brainbench.options import Option, Options
 
 
 class StoredTarget(Target):
+    declared_options = Options(Option("normalize", bool, False, "L2-normalise each embedding"))
     """Reads ``dataset.stored_embeddings("clip-pooled" | "clip-tokens")``; no model, no cache needed."""
 
     def __init__(self, tokens: bool, normalize: bool = False) -> None:

@@ -1,6 +1,21 @@
 """Built-in plugin: Generic Object Decoding (GOD) data and zero-shot classification."""
 
 from brainbench import hookimpl
+from brainbench.options import Option, Options
+
+# Datasets are opened by functions, so their options are declared here, beside the registration.
+GOD_OPTIONS = Options(
+    Option("subjects", list, None, "subjects to open (default: every Subject{N}.h5)", item=int, minimum=1,
+           nullable=True),
+    Option("roi", str, "ROI_VC", "BData region-of-interest column selecting the voxels"),
+    Option("class_names", str, None, "class-name file (default: found beside the data)", nullable=True),
+)
+SYNTHETIC_GOD_OPTIONS = Options(
+    Option("seed", int, 0, "simulator seed", minimum=0),
+    Option("scale", str, "small", "simulated size", choices=("small", "tiny")),
+    Option("subjects", list, None, "subjects to write", item=int, minimum=1, nullable=True),
+    Option("roi", str, "ROI_VC", "BData region-of-interest column selecting the voxels"),
+)
 
 
 @hookimpl
@@ -15,8 +30,13 @@ def register_datasets(register):
 
         return open_synthetic_god(root, **options)
 
-    register("god", god, description="Generic Object Decoding from bdpy BData files (--data-path)")
-    register("synthetic-god", synthetic_god, description="Simulated GOD-like data in the BData layout (no download)")
+    register("god", god, description="Generic Object Decoding from bdpy BData files (--data-path)", options=GOD_OPTIONS)
+    register(
+        "synthetic-god",
+        synthetic_god,
+        description="Simulated GOD-like data in the BData layout (no download)",
+        options=SYNTHETIC_GOD_OPTIONS,
+    )
 
 
 @hookimpl
@@ -26,4 +46,9 @@ def register_tasks(register):
 
         return GodZeroShotTask(**options)
 
-    register("god-zeroshot", god_zeroshot, description="GOD 50-way zero-shot classification against class-name text")
+    register(
+        "god-zeroshot",
+        god_zeroshot,
+        description="GOD 50-way zero-shot classification against class-name text",
+        options="brainbench_god.zeroshot:GodZeroShotTask",
+    )

@@ -14,6 +14,7 @@ import numpy as np
 
 from brainbench.errors import DataError
 from brainbench.interfaces import EvalContext, MetricResult, MetricSpec, Task
+from brainbench.options import Option, Options
 from brainbench.retrieval_metrics import cosine_similarity_matrix, topk_hits, wilson_interval
 
 DEFAULT_TEMPLATES: tuple[str, ...] = (
@@ -46,6 +47,12 @@ class GodZeroShotTask(Task):
     """Options: ``templates`` (prompt templates with one ``{}``), ``prototypes`` ("text" or "image"), ``top_k``."""
 
     name: ClassVar[str] = "god-zeroshot"
+    declared_options: ClassVar[Options] = Options(
+        Option("templates", list, None, "prompt templates, each with {} for the class name (default: the set's)",
+               item=str, nullable=True),
+        Option("prototypes", str, "text", "class prototypes from class-name text or from training images",
+               choices=("text", "image")),
+    )
     metrics: ClassVar[tuple[MetricSpec, ...]] = (
         MetricSpec("top1", True, "zero-shot top-1 accuracy among the test classes (fraction)"),
         MetricSpec("top5", True, "zero-shot top-5 accuracy among the test classes (fraction)"),

@@ -17,6 +17,7 @@ def register_tasks(register):
         "laion",
         laion,
         description="LAION-style retrieval: top-k gallery candidates per prediction (local or remote index)",
+        options="brainbench_laion.task:LaionTask",
     )
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from brainbench.errors import DataError
 from brainbench.interfaces import Dataset, EvalContext, MetricResult, MetricSpec, Task
+from brainbench.options import Option, Options
 from brainbench_laion.gallery import SearchResult, normalise
 from brainbench_laion.image_metrics import FEATURE_METRICS
 
@@ -96,6 +97,21 @@ class LaionTask(Task):
     """
 
     name: ClassVar[str] = "laion"
+    declared_options: ClassVar[Options] = Options(
+        Option("index", str, None, "a gallery index folder or file (default: a simulated gallery)", nullable=True),
+        Option("remote", str, None, "clip-retrieval back end URL, e.g. http://127.0.0.1:1234", nullable=True),
+        Option("indice_name", str, None, "index of the remote back end (default: its only one)", nullable=True),
+        Option("k", int, 16, "candidates retrieved per prediction", minimum=1),
+        Option("pooling", str, "cls", "token predictions pooled for the search", choices=POOLINGS),
+        Option("rerank", str, "auto", "re-rank the top k by flattened-token cosine", choices=RERANKS),
+        Option("nprobe", int, None, "IVF cells probed (approximate index)", minimum=1, nullable=True),
+        Option("refine", int, 10, "IVF-PQ top k x refine re-scored exactly", minimum=1),
+        Option("gallery_size", int, 20_000, "items of the default simulated gallery", minimum=1),
+        Option("gallery_seed", int, 0, "seed of the default simulated gallery", minimum=0),
+        Option("gt_in_gallery", bool, None, "whether the test stimuli are in the gallery (default: detect)",
+               nullable=True),
+        Option("figure_rows", int, 8, "rows of the retrieval figure", minimum=0),
+    )
     metrics: ClassVar[tuple[MetricSpec, ...]] = METRICS
     default_dataset: ClassVar[str] = "synthetic-nsd"
     default_target: ClassVar[str | None] = "synthetic-clip"

@@ -10,4 +10,9 @@ def register_encoders(register):
 
         return LiteMindEncoder(**options)
 
-    register("litemind", litemind, description="Lite-Mind: DFT backbone (Gong et al., ACM MM 2024)")
+    register(
+        "litemind",
+        litemind,
+        description="Lite-Mind: DFT backbone (Gong et al., ACM MM 2024)",
+        options="brainbench_litemind.encoder:LiteMindEncoder",
+    )

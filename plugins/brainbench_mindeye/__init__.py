@@ -10,4 +10,9 @@ def register_encoders(register):
 
         return MindEyeEncoder(**options)
 
-    register("mindeye", mindeye, description="MindEye residual MLP + projector (Scotti et al., NeurIPS 2023)")
+    register(
+        "mindeye",
+        mindeye,
+        description="MindEye residual MLP + projector (Scotti et al., NeurIPS 2023)",
+        options="brainbench_mindeye.encoder:MindEyeEncoder",
+    )

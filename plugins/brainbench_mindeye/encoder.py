@@ -16,6 +16,7 @@ from torch import nn
 
 from brainbench.interfaces import QuickRecipe, Shape
 from brainbench.losses import MIXCO_TARGETS, MindEyeLoss
+from brainbench.options import Option, Options
 from brainbench.schedules import OneCycleDefaults
 from brainbench.torch_encoder import Objective, TorchEncoder, TrainingDefaults
 from brainbench_mindeye.model import BrainNetwork
@@ -47,6 +48,26 @@ _CHOICES = {
 
 class MindEyeEncoder(TorchEncoder):
     name: ClassVar[str] = "mindeye"
+    # Names and defaults come from DEFAULT_OPTIONS; these add what each accepts.
+    declared_options: ClassVar[Options] = Options.from_defaults(
+        DEFAULT_OPTIONS,
+        Option("hidden", int, help="width of the residual MLP", minimum=1),
+        Option("blocks", int, help="residual blocks", minimum=0),
+        Option("projector_hidden", int, help="width of the projector", minimum=1),
+        Option("input_dropout", float, help="dropout on the input layer", minimum=0, maximum=0.99),
+        Option("block_dropout", float, help="dropout in each residual block", minimum=0, maximum=0.99),
+        Option("embed", str, help="what evaluation embeds with", choices=("projector", "backbone")),
+        Option("mix_fraction", float, help="share of training with BiMixCo before SoftCLIP", minimum=0, maximum=1),
+        Option("mixco_targets", str, help="faithful (the reference's soft targets) | corrected (rows sum to 1)",
+               choices=("faithful", "corrected")),
+        Option("norm_weight_decay", str, help="decay (the reference decays LayerNorm weights) | exempt",
+               choices=("decay", "exempt")),
+        Option("mix_beta", float, help="Beta(a, a) parameter of the voxel mix-up", above=0),
+        Option("mix_probability", float, help="probability a batch is mixed", minimum=0, maximum=1),
+        Option("mix_temperature", float, help="BiMixCo temperature", above=0),
+        Option("soft_temperature_start", float, help="SoftCLIP temperature at the start", above=0),
+        Option("soft_temperature_end", float, help="SoftCLIP temperature at the end", above=0),
+    )
     #: The reference: AdamW (weight decay 1e-2), OneCycleLR(max_lr 3e-4, total steps = epochs x steps per
     #: epoch, pct_start 2 / epochs, final_div_factor 1000) with beta1 cycled 0.95 -> 0.85 -> 0.95, no clipping.
     defaults: ClassVar[TrainingDefaults] = OneCycleDefaults(

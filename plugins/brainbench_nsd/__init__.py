@@ -1,6 +1,20 @@
 """Built-in plugin: NSD datasets (real files and the simulator) and the NSD retrieval task."""
 
 from brainbench import hookimpl
+from brainbench.options import Option, Options
+
+# Datasets are opened by functions, so their options are declared here, beside the registration.
+NSD_OPTIONS = Options(
+    Option("layout", str, "auto", "file layout on disk (auto: detected)",
+           choices=("auto", "mindeye2", "mindeye1", "litemind")),
+)
+SYNTHETIC_NSD_OPTIONS = Options(
+    Option("scale", str, "small", "simulated size: small (seconds on a laptop), tiny (tests), nsd (real sizes)",
+           choices=("small", "tiny", "nsd")),
+    Option("seed", int, 0, "simulator seed", minimum=0),
+    Option("tokens", bool, False, "also store 257x768 token embeddings"),
+    Option("images", bool, False, "also store stimulus images"),
+)
 
 
 @hookimpl
@@ -15,8 +29,13 @@ def register_datasets(register):
 
         return open_synthetic_nsd(root, **options)
 
-    register("nsd", nsd, description="Natural Scenes Dataset from files on disk (--data-path)")
-    register("synthetic-nsd", synthetic_nsd, description="Simulated NSD-like data in the MindEye2 layout (no download)")
+    register("nsd", nsd, description="Natural Scenes Dataset from files on disk (--data-path)", options=NSD_OPTIONS)
+    register(
+        "synthetic-nsd",
+        synthetic_nsd,
+        description="Simulated NSD-like data in the MindEye2 layout (no download)",
+        options=SYNTHETIC_NSD_OPTIONS,
+    )
 
 
 @hookimpl
@@ -26,4 +45,9 @@ def register_tasks(register):
 
         return RetrievalTask(**options)
 
-    register("retrieval", retrieval, description="NSD test-set fMRI<->image retrieval: full N-way and 300-way x 30")
+    register(
+        "retrieval",
+        retrieval,
+        description="NSD test-set fMRI<->image retrieval: full N-way and 300-way x 30",
+        options="brainbench_nsd.retrieval:RetrievalTask",
+    )

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from brainbench.interfaces import EvalContext, MetricResult, MetricSpec, Task
+from brainbench.options import Option, Options
 from brainbench.retrieval_metrics import (
     DRAW_SCHEMES,
     cosine_similarity_matrix,
@@ -58,6 +59,14 @@ class RetrievalTask(Task):
     """
 
     name: ClassVar[str] = "retrieval"
+    declared_options: ClassVar[Options] = Options(
+        Option("way", int, 300, "items per draw (capped at the test set's size, with a note)", minimum=2),
+        Option("draws", int, 30, "draws of `way` items (or the scheme's name)", minimum=1,
+               also=("shared", "per-query")),
+        Option("scheme", str, "shared", "shared: one batch per draw (MindEye) | per-query (Lite-Mind)",
+               choices=("shared", "per-query")),
+        Option("chunk", int, 128, "queries scored at once (memory, not results)", minimum=1),
+    )
     metrics: ClassVar[tuple[MetricSpec, ...]] = metric_specs(300)
     default_dataset: ClassVar[str] = "synthetic-nsd"
     default_target: ClassVar[str | None] = None

@@ -10,4 +10,9 @@ def register_encoders(register):
 
         return RidgeEncoder(**options)
 
-    register("ridge", ridge, description="Closed-form ridge regression voxels -> target (penalty chosen on validation)")
+    register(
+        "ridge",
+        ridge,
+        description="Closed-form ridge regression voxels -> target (penalty chosen on validation)",
+        options="brainbench_ridge.encoder:RidgeEncoder",
+    )

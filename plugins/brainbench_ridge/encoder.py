@@ -17,6 +17,7 @@ import numpy as np
 
 from brainbench.errors import CheckpointMismatchError, DataError
 from brainbench.interfaces import Encoder, FitData, FittedEncoder, Reporter, Shape, TrainSettings
+from brainbench.options import Option, Options
 
 DEFAULT_ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-1, 7, 17))
 SELECTION_CRITERIA = ("mse", "cosine")
@@ -179,6 +180,12 @@ class RidgeEncoder(Encoder):
     """Closed-form ridge; options: ``alphas`` (grid), ``alpha`` (fixed, skips the search), ``select_by``."""
 
     name: ClassVar[str] = "ridge"
+    declared_options: ClassVar[Options] = Options(
+        Option("alphas", list, None, "penalty grid searched on the validation split (default 1e-1..1e7, 17 steps)",
+               item=float, minimum=0, nullable=True),
+        Option("alpha", float, None, "a fixed penalty: skips the search", minimum=0, nullable=True),
+        Option("select_by", str, "mse", "validation score the penalty is chosen by", choices=("mse", "cosine")),
+    )
 
     def __init__(
         self,

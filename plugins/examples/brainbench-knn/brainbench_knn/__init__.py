@@ -10,7 +10,11 @@ def register_encoders(register):
 
         return KnnEncoder(**options)
 
-    register("knn", knn, description="k-nearest-neighbour decoder (example third-party plugin)")
+    # options= names the class that declares them: imported only when options are checked or listed
+    register(
+        "knn", knn, description="k-nearest-neighbour decoder (example third-party plugin)",
+        options="brainbench_knn.encoder:KnnEncoder",
+    )
 
 
 @hookimpl
@@ -20,4 +24,7 @@ def register_tasks(register):
 
         return MeanCosineTask(**options)
 
-    register("mean-cosine", mean_cosine, description="Mean cosine of predictions to targets (example plugin)")
+    register(
+        "mean-cosine", mean_cosine, description="Mean cosine of predictions to targets (example plugin)",
+        options="brainbench_knn.task:MeanCosineTask",
+    )

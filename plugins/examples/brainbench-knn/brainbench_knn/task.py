@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from brainbench.interfaces import EvalContext, MetricResult, MetricSpec, Task
+from brainbench.options import Options
 
 
 class MeanCosineTask(Task):
+    declared_options = Options()  # no options: any given is an error
     name = "mean-cosine"
     metrics = (MetricSpec("mean_cosine", higher_is_better=True, description="mean cosine(prediction, truth)"),)
 

@@ -1,0 +1,135 @@
+"""Checks before any MLflow run exists: every cell's options validated and every plugin object built.
+
+A mistake in the 20th cell of a matrix is reported before the first cell trains, and no FAILED run is
+left behind for it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from brainbench.errors import BrainbenchError
+from brainbench.options import OptionError
+
+#: How each kind of option is written on the command line and in a spec file.
+CLI_FLAGS = {"encoder": "--opt ", "task": "--task-opt ", "dataset": "--dataset-opt ", "target": "--target-opt "}
+SPEC_PATHS = {kind: f"{kind}_options." for kind in CLI_FLAGS}
+
+
+def spread_options(
+    names: list[str], options: dict[str, Any], kind: str, flag: str
+) -> dict[str, dict[str, Any]]:
+    """Each plugin's share of options given once for several (a one-liner matrix).
+
+    With one plugin every option goes to it (and is validated there). With several, an option goes to each
+    plugin that declares it (an undeclared plugin takes them all); one that no named plugin declares is an
+    error that names the closest declared option.
+    """
+    from brainbench.plugins import get_plugins
+
+    registry = get_plugins().registry(kind)
+    unique = list(dict.fromkeys(names))
+    if len(unique) <= 1 or not options:
+        return {name: dict(options) for name in unique}
+    declared = {name: registry.entry(name).declared_options() for name in unique}
+    shares: dict[str, dict[str, Any]] = {name: {} for name in unique}
+    for option, value in options.items():
+        takers = [name for name in unique if declared[name] is None or option in declared[name]]
+        if not takers:
+            every = sorted({o for d in declared.values() if d is not None for o in d.names()})
+            from brainbench.options import closest
+
+            near = closest(option, every)
+            raise OptionError(
+                f"{flag}{option}={value}: no {kind} named ({', '.join(unique)}) has an option {option!r}"
+                + (f"; did you mean {near!r}?" if near else f" (their options: {', '.join(every) or 'none'})")
+            )
+        for name in takers:
+            shares[name][option] = value
+    return shares
+
+
+def check_numbers(config: Any) -> list[str]:
+    """Training settings a matrix spec may carry: finite and in range (the CLI checks its own flags)."""
+    problems = []
+    for field, minimum in (("epochs", 1), ("batch_size", 1), ("early_stopping", 1), ("subject", 0)):
+        value = getattr(config, field)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < minimum):
+            problems.append(f"{field}={value!r}: must be an integer >= {minimum}")
+    lr = config.lr
+    if lr is not None and (not isinstance(lr, int | float) or not math.isfinite(lr) or lr <= 0):
+        problems.append(f"lr={lr!r}: must be a finite number > 0")
+    return problems
+
+
+def check_names(configs: list[Any]) -> None:
+    """Unknown plugin names, each with the closest registered one."""
+    from brainbench.plugins import get_plugins
+
+    plugins = get_plugins()
+    problems: list[str] = []
+    for config in configs:
+        for kind in ("encoder", "task", "dataset", "target"):
+            name = getattr(config, kind)
+            if name is not None and name not in plugins.registry(kind):
+                try:
+                    plugins.registry(kind).entry(name)
+                except BrainbenchError as exc:
+                    problems.append(str(exc))
+    if problems:
+        raise BrainbenchError("\n".join(dict.fromkeys(problems)))
+
+
+def check_options(configs: list[Any], spec_source: str | None = None) -> None:
+    """Every option of every cell against its plugin's declaration; all problems reported at once."""
+    from brainbench.plugins import get_plugins
+
+    plugins = get_plugins()
+    prefixes = SPEC_PATHS if spec_source else CLI_FLAGS
+    problems: list[str] = []
+    for config in configs:
+        dataset = config.dataset
+        if dataset is None and config.task in plugins.tasks:
+            dataset = None  # the task's default; checked when the cell's objects are built
+        named = {"encoder": config.encoder, "task": config.task, "dataset": dataset, "target": config.target}
+        for kind, name in named.items():
+            values = getattr(config, f"{kind}_options")
+            if name is None or not values:
+                continue
+            try:
+                plugins.registry(kind).entry(name).check_options(values, prefixes[kind])
+            except BrainbenchError as exc:
+                problems.append(str(exc))
+        problems += [f"{config.label()}: {p}" for p in check_numbers(config)]
+    if problems:
+        where = f"{spec_source}: " if spec_source else ""
+        unique = list(dict.fromkeys(problems))
+        raise OptionError(where + ("\n" + " " * len(where)).join(unique))
+
+
+def build_cells(configs: list[Any]) -> None:
+    """Build every plugin object each cell names (dataset opened, subject checked), then let them go."""
+    from brainbench.runner import resolve
+
+    seen: set[str] = set()
+    for config in configs:
+        if config.key in seen:
+            continue
+        seen.add(config.key)
+        try:
+            cell = resolve(config)
+        except BrainbenchError as exc:
+            raise type(exc)(f"{config.label()}: {exc}") from None
+        except (ValueError, TypeError, KeyError) as exc:  # a plugin refusing its options in its constructor
+            raise BrainbenchError(f"{config.label()}: {exc}") from None
+        close = getattr(cell.dataset, "close", None)
+        if callable(close):
+            close()
+
+
+def preflight(configs: list[Any], spec_source: str | None = None) -> None:
+    """Everything a run can be refused for, before it is created."""
+    check_names(configs)
+    check_options(configs, spec_source)
+    build_cells(configs)
