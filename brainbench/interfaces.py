@@ -87,7 +87,7 @@ class Dataset(ABC):
         """``options`` coerced to the declared types, or an OptionError naming option, value and closest name."""
         from brainbench.options import check_declared
 
-        return check_declared(cls, options, f"dataset {getattr(cls, 'name', cls.__name__)!r}", where)
+        return check_declared(cls, options, str(getattr(cls, "name", cls.__name__)), where)
 
     #: True for data written by the built-in simulator; runs on it are labelled synthetic.
     synthetic: bool = False
@@ -149,7 +149,7 @@ class Target(ABC):
         """``options`` coerced to the declared types, or an OptionError naming option, value and closest name."""
         from brainbench.options import check_declared
 
-        return check_declared(cls, options, f"target {getattr(cls, 'name', cls.__name__)!r}", where)
+        return check_declared(cls, options, str(getattr(cls, "name", cls.__name__)), where)
 
 
     @abstractmethod
@@ -323,7 +323,7 @@ class Encoder(ABC):
         """``options`` coerced to the declared types, or an OptionError naming option, value and closest name."""
         from brainbench.options import check_declared
 
-        return check_declared(cls, options, f"encoder {getattr(cls, 'name', cls.__name__)!r}", where)
+        return check_declared(cls, options, str(getattr(cls, "name", cls.__name__)), where)
 
 
     def __init__(self, **options: Any) -> None:
@@ -396,7 +396,7 @@ class Task(ABC):
         """``options`` coerced to the declared types, or an OptionError naming option, value and closest name."""
         from brainbench.options import check_declared
 
-        return check_declared(cls, options, f"task {getattr(cls, 'name', cls.__name__)!r}", where)
+        return check_declared(cls, options, str(getattr(cls, "name", cls.__name__)), where)
 
     #: Dataset and target used when the run names none.
     default_dataset: ClassVar[str] = "synthetic-nsd"
@@ -412,6 +412,11 @@ class Task(ABC):
 
     @abstractmethod
     def evaluate(self, ctx: EvalContext) -> list[MetricResult]: ...
+
+    def check_ready(self) -> None:
+        """Called before any training or MLflow run: raise a BrainbenchError for what would fail only at
+        evaluation (an unreachable back end, a missing index). Default: nothing to check."""
+        return None
 
     def spec(self, name: str) -> MetricSpec:
         for spec in self.metrics:

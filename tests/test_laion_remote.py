@@ -71,7 +71,7 @@ def test_client_sends_the_protocol_body(local_index):
 
 def test_back_end_errors_are_data_errors(local_index):
     with KnnServer(local_index, indice_name="served") as server:
-        with pytest.raises(DataError, match="knn-service"):
+        with pytest.raises(DataError, match="serves no index 'other-name'.* It serves: served"):
             RemoteGallery(server.url, "other-name").search(clustered(1, 16), 2)
         request = urllib.request.Request(
             f"{server.url}/knn-service",
@@ -99,3 +99,73 @@ def test_task_scores_through_a_remote_gallery(tmp_path):
     assert set(results) == {"gt_top1", "gt_recall_at_k"}
     assert results["gt_top1"].value == 1.0
     assert (tmp_path / "out" / "laion_retrieval.png").exists()
+
+
+class TwoIndexServer(KnnServer):
+    def indices(self):
+        return ["laion5B-L-14", "laion400m"]
+
+
+class FailingServer(KnnServer):
+    def answer(self, body):
+        raise KeyError("faiss index not loaded")  # becomes HTTP 400 with the reason in the body
+
+
+def test_indices_list_is_served_and_the_only_index_is_used(local_index):
+    with RecordingServer(local_index, indice_name="my-gallery") as server:
+        with urllib.request.urlopen(f"{server.url}/indices-list", timeout=10) as response:
+            assert json.loads(response.read()) == ["my-gallery"]
+        remote = RemoteGallery(server.url)
+        assert remote.check() == "my-gallery"
+        remote.search(clustered(1, 16, seed=3), 2)
+    assert server.last_body["indice_name"] == "my-gallery"
+
+
+def test_several_indexes_ask_the_user_to_choose(local_index):
+    with TwoIndexServer(local_index, indice_name="laion400m") as server:
+        with pytest.raises(DataError, match="serves 2 indexes: laion5B-L-14, laion400m; choose one with"):
+            RemoteGallery(server.url).check()
+        assert RemoteGallery(server.url, "laion400m").check() == "laion400m"
+        with pytest.raises(DataError, match="did you mean 'laion400m'"):
+            RemoteGallery(server.url, "laion400").check()
+
+
+def test_http_errors_carry_the_back_ends_reason(local_index):
+    with FailingServer(local_index, indice_name="x") as server:
+        with pytest.raises(DataError, match="HTTP 400.*faiss index not loaded"):
+            RemoteGallery(server.url).search(clustered(1, 16), 2)
+
+
+def test_a_run_that_computes_no_metric_fails_with_the_reasons(tmp_path, local_index):
+    """A back end whose items are not the dataset's stimuli (a user's LAION): nothing can be scored."""
+    dataset = FakeDataset(dim=16)
+    test_ids = dataset.trials(1, "test").stimulus_ids
+    truth = dataset.embeddings[test_ids]
+    ctx = EvalContext(
+        truth.copy(), truth, test_ids, dataset, target=None, subject=1, seed=0, output_dir=tmp_path / "out"
+    )
+    with KnnServer(local_index, indice_name="unrelated") as server:
+        task = LaionTask(remote=server.url, k=4)
+        task.check_ready()
+        with pytest.raises(DataError, match="none of its metrics could be computed") as err:
+            task.evaluate(ctx)
+    assert "no test stimulus is in the gallery" in str(err.value)
+    assert "candidate images not available" in str(err.value)
+
+
+def test_an_unreachable_back_end_stops_the_run_before_mlflow(tmp_path):
+    import socket
+
+    from tests.conftest import run_cli
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    db = tmp_path / "m.db"
+    result = run_cli(
+        "run", "ridge", "--task", "laion", "--task-opt", f"remote=http://127.0.0.1:{port}",
+        "--dataset-opt", "scale=tiny", "--tracking-uri", f"sqlite:///{db}", cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"http://127.0.0.1:{port}/indices-list: no valid answer" in result.stderr
+    assert "Traceback" not in result.stderr and not db.exists()

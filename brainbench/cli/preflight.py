@@ -109,7 +109,8 @@ def check_options(configs: list[Any], spec_source: str | None = None) -> None:
 
 
 def build_cells(configs: list[Any]) -> None:
-    """Build every plugin object each cell names (dataset opened, subject checked), then let them go."""
+    """Build every plugin object each cell names (dataset opened, subject checked), ask each task whether
+    it is ready (``Task.check_ready``), then let them go."""
     from brainbench.runner import resolve
 
     seen: set[str] = set()
@@ -123,9 +124,14 @@ def build_cells(configs: list[Any]) -> None:
             raise type(exc)(f"{config.label()}: {exc}") from None
         except (ValueError, TypeError, KeyError) as exc:  # a plugin refusing its options in its constructor
             raise BrainbenchError(f"{config.label()}: {exc}") from None
-        close = getattr(cell.dataset, "close", None)
-        if callable(close):
-            close()
+        try:
+            cell.task.check_ready()  # e.g. a remote back end reachable, its index settled
+        except BrainbenchError as exc:
+            raise type(exc)(f"{config.label()}: {exc}") from None
+        finally:
+            close = getattr(cell.dataset, "close", None)
+            if callable(close):
+                close()
 
 
 def preflight(configs: list[Any], spec_source: str | None = None) -> None:

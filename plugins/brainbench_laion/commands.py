@@ -75,7 +75,9 @@ def query(
         1, "--refine", min=1, help="Re-score the top k*refine exactly from the shards."
     ),
     remote: str | None = typer.Option(None, "--remote", help="clip-retrieval back end URL instead of PATH."),
-    indice_name: str = typer.Option("laion5B-L-14", "--indice-name", help="Index name on the back end."),
+    indice_name: str | None = typer.Option(
+        None, "--indice-name", help="Index name on the back end (default: its only one, from /indices-list)."
+    ),
 ) -> None:
     """Search an index (or a clip-retrieval back end) and print the top k with url and caption."""
     import numpy as np
@@ -122,7 +124,10 @@ def serve(
     from brainbench_laion.remote import KnnServer
 
     with KnnServer(LocalIndex.open(path), host, port, indice_name) as server:
-        typer.echo(f"serving {path} as {indice_name!r} at {server.url}/knn-service (Ctrl-C stops)")
+        typer.echo(
+            f"serving {path} as {indice_name!r} at {server.url}/knn-service and {server.url}/indices-list "
+            "(Ctrl-C stops)"
+        )
         while True:
             time.sleep(3600)
 
@@ -160,11 +165,13 @@ def simulate(
     _print_info(described)
 
 
-def _open(path: Path | None, remote: str | None, indice_name: str, nprobe: int | None, refine: int):
+def _open(path: Path | None, remote: str | None, indice_name: str | None, nprobe: int | None, refine: int):
     if remote:
         from brainbench_laion.remote import RemoteGallery
 
-        return RemoteGallery(remote, indice_name)
+        gallery = RemoteGallery(remote, indice_name)
+        gallery.check()  # reachable, and the index settled, before any query
+        return gallery
     if path is None:
         raise typer.BadParameter("give an index PATH or --remote URL", param_hint="PATH")
     from brainbench_laion.index import LocalIndex

@@ -2,10 +2,12 @@
 
 Request: ``POST {url}/knn-service`` with a JSON body holding one ``embedding_input`` and the service
 options; answer: a JSON list of ``{"id", "similarity", "url", "caption"}``, best first.
+``GET {url}/indices-list`` answers the JSON list of the index names the back end serves.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import threading
 import urllib.error
@@ -42,13 +44,63 @@ def knn_request(embedding: np.ndarray, k: int, indice_name: str) -> dict[str, An
 
 
 class RemoteGallery:
-    """A clip-retrieval back end queried over HTTP, one request per query embedding."""
+    """A clip-retrieval back end queried over HTTP, one request per query embedding.
 
-    def __init__(self, url: str, indice_name: str = DEFAULT_INDICE, timeout: float = 30.0) -> None:
+    ``indice_name=None`` takes the back end's only index (from ``/indices-list``); with several it asks the
+    user to choose. A name the back end does not serve is an error naming the ones it does.
+    """
+
+    def __init__(self, url: str, indice_name: str | None = None, timeout: float = 30.0) -> None:
         self.url = url.rstrip("/")
-        self.indice_name = indice_name
+        self.requested = indice_name
+        self.indice_name: str | None = None
         self.timeout = timeout
-        self.name = f"{self.url} ({indice_name})"
+
+    @property
+    def name(self) -> str:
+        return f"{self.url} ({self.indice_name or self.requested or 'its only index'})"
+
+    def _open(self, request: urllib.request.Request | str, what: str) -> Any:
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            body = exc.read().decode(errors="replace").strip()[:300]
+            raise DataError(f"{self.url}/{what}: the back end answered HTTP {exc.code}: {body or exc.reason}") from exc
+        except (urllib.error.URLError, TimeoutError, OSError, json.JSONDecodeError) as exc:
+            raise DataError(f"{self.url}/{what}: no valid answer ({exc})") from exc
+
+    def indices(self) -> list[str]:
+        """The names of the indexes the back end serves (``GET /indices-list``)."""
+        answer = self._open(f"{self.url}/indices-list", "indices-list")
+        if not isinstance(answer, list) or not all(isinstance(name, str) for name in answer):
+            raise DataError(f"{self.url}/indices-list: expected a JSON list of index names, got {answer!r}"[:300])
+        return answer
+
+    def check(self) -> str:
+        """Reach the back end and settle the index to query (before any training); returns its name."""
+        if self.indice_name is not None:
+            return self.indice_name
+        served = self.indices()
+        if self.requested is not None:
+            if self.requested not in served:
+                near = difflib.get_close_matches(self.requested, served, n=1, cutoff=0.5)
+                raise DataError(
+                    f"{self.url} serves no index {self.requested!r}"
+                    + (f"; did you mean {near[0]!r}?" if near else "")
+                    + f" It serves: {', '.join(served) or 'none'} (--task-opt indice_name=NAME)"
+                )
+            self.indice_name = self.requested
+        elif len(served) == 1:
+            self.indice_name = served[0]
+        elif not served:
+            raise DataError(f"{self.url}/indices-list: the back end serves no index")
+        else:
+            raise DataError(
+                f"{self.url} serves {len(served)} indexes: {', '.join(served)}; choose one with "
+                "--task-opt indice_name=NAME"
+            )
+        return self.indice_name
 
     def _post(self, body: dict[str, Any]) -> list[dict[str, Any]]:
         request = urllib.request.Request(
@@ -57,11 +109,7 @@ class RemoteGallery:
             headers={"Content-Type": "application/json"},
             method="POST",
         )
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                answer = json.loads(response.read())
-        except (urllib.error.URLError, TimeoutError, json.JSONDecodeError) as exc:
-            raise DataError(f"{self.url}/knn-service: no valid answer ({exc})") from exc
+        answer = self._open(request, "knn-service")
         if isinstance(answer, dict) and "error" in answer:
             raise DataError(f"{self.url}/knn-service: back end error: {answer['error']}")
         if not isinstance(answer, list):
@@ -71,12 +119,13 @@ class RemoteGallery:
         return answer
 
     def search(self, queries: np.ndarray, k: int) -> SearchResult:
+        indice_name = self.check()
         queries = normalise(np.atleast_2d(queries))
         ids = np.full((len(queries), k), -1, dtype=np.int64)
         scores = np.full((len(queries), k), -1.0, dtype=np.float32)
         metadata: list[list[dict]] = []
         for row, query in enumerate(queries):
-            answer = self._post(knn_request(query, k, self.indice_name))[:k]
+            answer = self._post(knn_request(query, k, indice_name))[:k]
             for col, item in enumerate(answer):
                 try:
                     ids[row, col], scores[row, col] = int(item["id"]), float(item["similarity"])
@@ -86,11 +135,11 @@ class RemoteGallery:
         return SearchResult(ids, scores, metadata)
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "remote", "url": self.url, "indice_name": self.indice_name}
+        return {"kind": "remote", "url": self.url, "indice_name": self.indice_name or self.requested}
 
 
 class KnnServer:
-    """Serves a local gallery over clip-retrieval's ``/knn-service`` protocol in a background thread.
+    """Serves a local gallery over clip-retrieval's ``/knn-service`` and ``/indices-list`` in a background thread.
 
     Bound to 127.0.0.1 by default; port 0 picks a free port (read it back from ``url``).
     """
@@ -112,6 +161,12 @@ class KnnServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                if self.path.rstrip("/") != "/indices-list":
+                    self._reply(404, {"error": f"unknown path {self.path}"})
+                    return
+                self._reply(200, server.indices())
+
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
                 if self.path.rstrip("/") != "/knn-service":
                     self._reply(404, {"error": f"unknown path {self.path}"})
@@ -134,6 +189,10 @@ class KnnServer:
                 pass
 
         return Handler
+
+    def indices(self) -> list[str]:
+        """What ``/indices-list`` answers."""
+        return [self.indice_name]
 
     def answer(self, body: dict[str, Any]) -> list[dict[str, Any]]:
         if body.get("indice_name") != self.indice_name:

@@ -154,15 +154,12 @@ class LaionTask(Task):
         self.k, self.pooling, self.rerank = int(k), pooling, rerank
         self.notes: list[str] = []
         self._gallery_info: dict[str, Any] = {}
+        self._remote_gallery: Any = None
 
     # ------------------------------------------------------------------------------------------- gallery
     def open_gallery(self, dataset: Dataset, seed: int) -> Any:
         if self.options.get("remote"):
-            from brainbench_laion.remote import DEFAULT_INDICE, RemoteGallery
-
-            return RemoteGallery(
-                str(self.options["remote"]), self.options.get("indice_name") or DEFAULT_INDICE
-            )
+            return self._remote()
         from brainbench_laion.index import LocalIndex
 
         path = self.options.get("index")
@@ -174,6 +171,19 @@ class LaionTask(Task):
             gallery.nprobe = int(self.options["nprobe"])
         gallery.refine = int(self.options.get("refine") or 1)
         return gallery
+
+    def _remote(self) -> Any:
+        """The remote back end, its index settled once (named, else its only one)."""
+        if self._remote_gallery is None:
+            from brainbench_laion.remote import RemoteGallery
+
+            self._remote_gallery = RemoteGallery(str(self.options["remote"]), self.options.get("indice_name"))
+        return self._remote_gallery
+
+    def check_ready(self) -> None:
+        """Before training: a remote back end must answer and serve the index asked for (or exactly one)."""
+        if self.options.get("remote"):
+            self._remote().check()
 
     # ---------------------------------------------------------------------------------------- evaluation
     def evaluate(self, ctx: EvalContext) -> list[MetricResult]:
@@ -205,6 +215,11 @@ class LaionTask(Task):
         results += self._recall(ctx, found, picked_meta)
         results += self._images(ctx, picked_meta)
         self._write(ctx, gallery, found, chosen)
+        if not results:  # exit status 0 with no numbers would read as success
+            raise DataError(
+                f"laion: none of its metrics could be computed with gallery {gallery.name}: "
+                + "; ".join(self.notes)
+            )
         return results
 
     def _note(self, message: str) -> None:
@@ -246,6 +261,8 @@ class LaionTask(Task):
     def _category(self, ctx: EvalContext, picked: list[dict]) -> list[MetricResult]:
         truth = ctx.dataset.categories(ctx.stimulus_ids)
         if truth is None or not picked or any("category" not in item for item in picked):
+            why = "the dataset has no categories" if truth is None else "gallery items carry no category"
+            self._note(f"category_agreement skipped: {why}")
             return []
         got = np.array([int(item["category"]) for item in picked])
         truth = np.asarray(truth, dtype=np.int64)
@@ -262,6 +279,10 @@ class LaionTask(Task):
         if in_gallery is None:  # unknown (e.g. remote): the stimuli are there if any of them was retrieved
             in_gallery = any(stimulus_of(item) >= 0 for items in found.metadata for item in items)
         if not in_gallery:
+            self._note(
+                "gt_top1 and gt_recall_at_k skipped: no test stimulus is in the gallery (none was retrieved, or "
+                "gt_in_gallery=false)"
+            )
             return []
         ids = ctx.stimulus_ids
         top1_hits = np.array([stimulus_of(item) == sid for item, sid in zip(picked, ids, strict=True)], float)
