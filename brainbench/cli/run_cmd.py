@@ -47,10 +47,18 @@ def register(app: typer.Typer) -> None:
             "average-voxels", "--repeats", help="Test repeats: average-voxels (before the model) | average-predictions."
         ),
         val_fraction: float = typer.Option(
-            0.1, "--val-fraction", help="Share of TRAINING images held out for validation."
+            0.1, "--val-fraction",
+            help="Share of TRAINING images marked as validation, used only to choose (ridge's penalty, the epoch "
+            "count under --early-stopping); every model is then fitted on all training images.",
         ),
         early_stopping: int | None = typer.Option(
-            None, "--early-stopping", help="Patience in epochs (off by default)."
+            None, "--early-stopping",
+            help="Patience in epochs (off by default): a first run picks the epoch count on the validation "
+            "images, then the model trains on all training images for that many epochs.",
+        ),
+        checkpoint_every: int | None = typer.Option(
+            None, "--checkpoint-every",
+            help="Epochs between checkpoints (default: the encoder's own, e.g. 10 for MindEye's ~11 GB of state).",
         ),
         budget: str = typer.Option(
             "auto", "--budget",
@@ -90,7 +98,8 @@ def register(app: typer.Typer) -> None:
         check_number(lr, "--lr", minimum=0)
         if lr is not None and lr == 0:
             raise typer.BadParameter("0 is not a usable learning rate (must be > 0)", param_hint="--lr")
-        for value, flag in ((epochs, "--epochs"), (batch_size, "--batch-size"), (early_stopping, "--early-stopping")):
+        for value, flag in ((epochs, "--epochs"), (batch_size, "--batch-size"), (early_stopping, "--early-stopping"),
+                            (checkpoint_every, "--checkpoint-every")):
             check_number(value, flag, minimum=1)
         for value in subject:
             check_number(value, "--subject", minimum=1)
@@ -109,6 +118,7 @@ def register(app: typer.Typer) -> None:
             repeats=repeats,
             val_fraction=val_fraction,
             early_stopping=early_stopping,
+            checkpoint_every=checkpoint_every,
             budget=budget,
             dataset_options=parse_key_values(dataset_opt, "--dataset-opt"),
             target_options=parse_key_values(target_opt, "--target-opt"),
