@@ -110,7 +110,10 @@ class Dataset(ABC):
         return ["train", "test"]
 
     def stored_embeddings(self, key: str) -> ArrayLike | None:
-        """Precomputed embeddings stored with the data, indexed by stimulus id; None if absent."""
+        """Precomputed embeddings stored with the data, indexed by stimulus id; None if absent.
+
+        ``key``: :data:`brainbench.constants.EMBEDDING_POOLED` or :data:`~brainbench.constants.EMBEDDING_TOKENS`.
+        """
         return None
 
     def stored_text_embeddings(self, texts: Sequence[str]) -> np.ndarray | None:
@@ -126,6 +129,29 @@ class Dataset(ABC):
         return None
 
     def category_names(self) -> list[str] | None:
+        return None
+
+    def all_stimulus_ids(self) -> np.ndarray:
+        """Every stimulus id any subject sees in any split, sorted and unique (override when cheaper)."""
+        found = [
+            np.asarray(self.trials(subject, split).stimulus_ids, dtype=np.int64)
+            for subject in self.subjects()
+            for split in self.splits()
+        ]
+        return np.unique(np.concatenate(found)) if found else np.empty(0, dtype=np.int64)
+
+    def cache_key(self) -> str | None:
+        """What tells this dataset's files apart in caches kept across runs (target embeddings): by default
+        the resolved ``root`` folder when the dataset has one, else None (the name alone)."""
+        root = getattr(self, "root", None)
+        return None if root is None else str(Path(root).expanduser().resolve())
+
+    def file_details(self) -> list[dict[str, Any]] | None:
+        """Per-file details ``brainbench data inspect`` prints (keys, shapes, counts); None: none."""
+        return None
+
+    def close(self) -> None:
+        """Release open files; the harness calls it when done with the dataset. Default: nothing to do."""
         return None
 
     def describe(self) -> dict[str, Any]:

@@ -14,9 +14,11 @@ from typing import Any
 
 import typer
 
+from brainbench.constants import EMBEDDING_POOLED, EMBEDDING_TOKENS
+
 #: Rows read at a time when scanning voxels for NaN/inf.
 SCAN_ROWS = 2048
-EMBEDDING_KEYS = ("clip-pooled", "clip-tokens")
+EMBEDDING_KEYS = (EMBEDDING_POOLED, EMBEDDING_TOKENS)
 
 
 def _message(err: BaseException) -> str:
@@ -90,28 +92,6 @@ def _stored(dataset: Any, subjects: list[dict[str, Any]], problems: list[str]) -
     return stored
 
 
-def _bdata_details(root: Path) -> list[dict[str, Any]]:
-    """BData keys, ROI keys and DataType counts of each GOD subject file."""
-    import numpy as np
-
-    from brainbench_god.bdata import BDataFile
-    from brainbench_god.dataset import subject_files
-
-    details = []
-    for subject, path in subject_files(root).items():
-        bdata = BDataFile.open(path)
-        codes, counts = np.unique(np.rint(bdata.column("DataType")).astype(int), return_counts=True)
-        details.append({
-            "subject": subject,
-            "file": str(path),
-            "shape": list(bdata.shape),
-            "keys": [k for k in bdata.keys if not k.startswith("ROI_")],
-            "rois": {k: len(bdata.columns(k)) for k in bdata.roi_keys()},
-            "data_type_counts": {int(c): int(n) for c, n in zip(codes, counts, strict=True)},
-        })
-    return details
-
-
 def survey(name: str, dataset: Any, root: Path, scan: bool = True) -> dict[str, Any]:
     """What one opened dataset holds and every problem met while reading it."""
     problems: list[str] = []
@@ -127,15 +107,15 @@ def survey(name: str, dataset: Any, root: Path, scan: bool = True) -> dict[str, 
         problems.append("no subjects found")
     report["subjects"] = [_subject_summary(dataset, s, report["splits"], scan, problems) for s in subject_ids]
     report["stored"] = _stored(dataset, report["subjects"], problems)
-    if report["describe"].get("layout") == "bdpy BData":
-        try:
-            report["bdata"] = _bdata_details(root)
-        except Exception as err:
-            problems.append(_message(err))
+    try:
+        details = dataset.file_details()  # e.g. GOD's BData keys, ROIs and DataType counts per file
+    except Exception as err:
+        problems.append(_message(err))
+        details = None
+    if details:
+        report["bdata"] = details  # the JSON key the report has always used for per-file details
     report["problems"] = problems
-    close = getattr(dataset, "close", None)
-    if callable(close):
-        close()
+    dataset.close()
     return report
 
 
@@ -154,6 +134,14 @@ def inspect_path(path: Path, scan: bool = True) -> dict[str, Any]:
             continue
         found.append(survey(entry.name, dataset, path, scan))
     return {"path": str(path), "found": found, "not_matching": not_matching}
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k} ({v})" for k, v in value.items())
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return ", ".join(value)
+    return str(value)
 
 
 def _repeats(info: dict[str, Any]) -> str:
@@ -187,13 +175,8 @@ def _print(report: dict[str, Any]) -> None:
         console.print(f"stored embeddings: {stored or '-'}")
         extra = {k: v for k, v in describe.items() if k not in ("layout", "subjects", "trials")}
         console.print(f"details: {extra}", highlight=False)
-        for bdata in item.get("bdata", []):
-            rois = ", ".join(f"{k} ({n})" for k, n in bdata["rois"].items())
-            console.print(
-                f"subject {bdata['subject']}: {bdata['file']} {bdata['shape']}; "
-                f"keys {', '.join(bdata['keys'])}; ROIs {rois}; DataType counts {bdata['data_type_counts']}",
-                highlight=False,
-            )
+        for detail in item.get("bdata", []):  # whatever the reader reports per file (Dataset.file_details)
+            console.print("; ".join(f"{k} {_shown(v)}" for k, v in detail.items()), highlight=False)
         for problem in item["problems"]:
             console.print(f"[red]problem:[/red] {problem}", highlight=False)
         if not item["problems"]:

@@ -129,9 +129,7 @@ def build_cells(configs: list[Any]) -> None:
         except BrainbenchError as exc:
             raise type(exc)(f"{config.label()}: {exc}") from None
         finally:
-            close = getattr(cell.dataset, "close", None)
-            if callable(close):
-                close()
+            cell.dataset.close()
 
 
 def preflight(configs: list[Any], spec_source: str | None = None) -> None:

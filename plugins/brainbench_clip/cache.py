@@ -60,10 +60,10 @@ def _safe(text: str) -> str:
 
 def dataset_key(dataset: Dataset) -> str:
     """Folder name of a dataset's caches: its name, plus a hash of its root when it has one."""
-    root = getattr(dataset, "root", None)
-    if root is None:
+    key = dataset.cache_key()
+    if key is None:
         return _safe(dataset.name)
-    digest = hashlib.sha256(str(Path(root).expanduser().resolve()).encode()).hexdigest()[:10]
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     return f"{_safe(dataset.name)}-{digest}"
 
 
@@ -78,15 +78,11 @@ def cache_path(dataset: Dataset, target: CacheableTarget, root: str | Path | Non
 
 
 def all_stimulus_ids(dataset: Dataset) -> np.ndarray:
-    """Every stimulus any subject sees in any split, sorted and unique."""
-    found = [
-        np.asarray(dataset.trials(subject, split).stimulus_ids, dtype=np.int64)
-        for subject in dataset.subjects()
-        for split in dataset.splits()
-    ]
-    if not found:
+    """Every stimulus any subject sees in any split, sorted and unique (``Dataset.all_stimulus_ids``)."""
+    found = dataset.all_stimulus_ids()
+    if len(found) == 0:
         raise DataError(f"dataset {dataset.name!r} has no subjects or splits, so no stimuli to embed")
-    return np.unique(np.concatenate(found))
+    return np.asarray(found, dtype=np.int64)
 
 
 def _expected_attrs(dataset: Dataset, target: CacheableTarget) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from brainbench.constants import EMBEDDING_POOLED, EMBEDDING_TOKENS
 from brainbench.errors import DataError
 from brainbench.interfaces import Dataset, Target
 from brainbench.options import Option, Options
@@ -14,14 +15,14 @@ from brainbench.options import Option, Options
 
 class StoredTarget(Target):
     declared_options = Options(Option("normalize", bool, False, "L2-normalise each embedding"))
-    """Reads ``dataset.stored_embeddings("clip-pooled" | "clip-tokens")``; no model, no cache needed."""
+    """Reads ``dataset.stored_embeddings(EMBEDDING_POOLED | EMBEDDING_TOKENS)``; no model, no cache needed."""
 
     def __init__(self, tokens: bool, normalize: bool = False) -> None:
         self.tokens = bool(tokens)
         self.normalize = bool(normalize)
         self.name = "synthetic-clip-tokens" if self.tokens else "synthetic-clip"
         self.shape = (257, 768) if self.tokens else (768,)
-        self.key = "clip-tokens" if self.tokens else "clip-pooled"
+        self.key = EMBEDDING_TOKENS if self.tokens else EMBEDDING_POOLED
 
     def embed(self, dataset: Dataset, stimulus_ids: np.ndarray) -> np.ndarray:
         store = dataset.stored_embeddings(self.key)

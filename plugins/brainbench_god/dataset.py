@@ -272,6 +272,22 @@ class GodDataset(Dataset):
             unique, inverse = np.unique(ids, return_inverse=True)
             return np.asarray(h5["images"][unique], dtype=np.float32)[inverse]
 
+    def file_details(self) -> list[dict[str, Any]]:
+        """BData keys, ROI keys and DataType counts of each subject file (for ``brainbench data inspect``)."""
+        details = []
+        for subject, record in self._subjects.items():
+            bdata = record.bdata
+            codes, counts = np.unique(np.rint(bdata.column("DataType")).astype(int), return_counts=True)
+            details.append({
+                "subject": subject,
+                "file": str(bdata.path),
+                "shape": list(bdata.shape),
+                "keys": [k for k in bdata.keys if not k.startswith("ROI_")],
+                "rois": {k: len(bdata.columns(k)) for k in bdata.roi_keys()},
+                "data_type_counts": {int(c): int(n) for c, n in zip(codes, counts, strict=True)},
+            })
+        return details
+
     def describe(self) -> dict[str, Any]:
         counts = {}
         for number, record in self._subjects.items():

@@ -116,10 +116,11 @@ class GodZeroShotTask(Task):
 
     def _image_prototypes(self, ctx: EvalContext, classes: np.ndarray, test_ids: np.ndarray) -> np.ndarray:
         """Class means of the target embeddings of each class's images other than the test images."""
-        all_ids = getattr(ctx.dataset, "all_stimulus_ids", None)
-        if all_ids is None:
-            raise DataError(f"dataset {ctx.dataset.name!r} cannot list its images; use prototypes='text'")
-        pool = np.setdiff1d(all_ids(), test_ids)
+        pool = np.setdiff1d(ctx.dataset.all_stimulus_ids(), test_ids)
+        if len(pool) == 0:
+            raise DataError(
+                f"dataset {ctx.dataset.name!r} lists no images beyond the test set; use prototypes='text'"
+            )
         pool_categories = ctx.dataset.categories(pool)
         prototypes = []
         for cls in classes:

@@ -15,10 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from brainbench.constants import EMBEDDING_POOLED
 from brainbench.errors import DataError
 from brainbench.interfaces import Dataset
 
-EMBEDDING_KEY = "clip-pooled"
+EMBEDDING_KEY = EMBEDDING_POOLED
 SHARD_ROWS = 100_000
 SAMPLE_CHUNK = 16_384
 

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from brainbench.constants import EMBEDDING_TOKENS
 from brainbench.errors import DataError
 from brainbench.interfaces import Dataset, EvalContext, MetricResult, MetricSpec, Task
 from brainbench.options import Option, Options
@@ -233,7 +234,7 @@ class LaionTask(Task):
             if self.rerank == "tokens":
                 raise DataError("laion rerank=tokens needs token predictions (n, tokens, d)")
             return chosen
-        tokens = ctx.dataset.stored_embeddings("clip-tokens")
+        tokens = ctx.dataset.stored_embeddings(EMBEDDING_TOKENS)
         if tokens is None or tuple(tokens.shape[1:]) != tuple(ctx.predictions.shape[1:]):
             if self.rerank == "tokens":
                 raise DataError(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from brainbench.constants import EMBEDDING_POOLED, EMBEDDING_TOKENS
 from brainbench.interfaces import Dataset, Trials
 from brainbench_laion.simulate import write_shard
 
@@ -74,7 +75,7 @@ class FakeDataset(Dataset):
         return Trials(np.zeros((len(ids), 4), dtype=np.float32), ids)
 
     def stored_embeddings(self, key: str):
-        return {"clip-pooled": self.embeddings, "clip-tokens": self.tokens}.get(key)
+        return {EMBEDDING_POOLED: self.embeddings, EMBEDDING_TOKENS: self.tokens}.get(key)
 
     def categories(self, stimulus_ids: np.ndarray) -> np.ndarray:
         return self.cats[np.asarray(stimulus_ids)]

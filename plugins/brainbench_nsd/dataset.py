@@ -26,6 +26,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from brainbench.constants import EMBEDDING_POOLED, EMBEDDING_TOKENS
 from brainbench.errors import DataError
 from brainbench.interfaces import ArrayLike, Dataset, Trials
 from brainbench_nsd.h5rows import RowView, check_finite
@@ -33,7 +34,7 @@ from brainbench_nsd.h5rows import RowView, check_finite
 FULL_CHECK_BYTES = 64 * 2**20
 BETAS_KEY = "betas"
 TABLE_COLUMNS = ("image_index", "trial_index", "split")
-EMBEDDING_KEYS = {"clip-pooled": "pooled", "clip-tokens": "tokens"}
+EMBEDDING_KEYS = {EMBEDDING_POOLED: "pooled", EMBEDDING_TOKENS: "tokens"}
 BETAS_PATTERN = re.compile(r"betas_all_subj(\d+)_fp32_renorm\.hdf5$")
 
 
@@ -187,7 +188,7 @@ class MindEye2Nsd(Dataset):
             raise DataError(f"unknown stored embedding {key!r}; known: {', '.join(EMBEDDING_KEYS)}")
         name = EMBEDDING_KEYS[key]
         targets = self._targets()
-        if targets is not None and name not in targets and self._prepare_tokens is not None and key == "clip-tokens":
+        if targets is not None and name not in targets and self._prepare_tokens is not None and key == EMBEDDING_TOKENS:
             self._close(self.root / "clip_targets.hdf5")  # the generator replaces the file
             self._prepare_tokens()
             targets = self._targets()

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from brainbench.constants import EMBEDDING_POOLED, EMBEDDING_TOKENS
 from brainbench.errors import DataError
 from brainbench.interfaces import ArrayLike, Dataset, Trials
 from brainbench.repeats import group_mean
@@ -123,9 +124,9 @@ class LiteMindNsd(Dataset):
         return Trials(RowView(betas, np.arange(len(stims)), str(path), "betas"), stims)
 
     def stored_embeddings(self, key: str) -> ArrayLike | None:
-        if key == "clip-tokens":
+        if key == EMBEDDING_TOKENS:
             return None
-        if key != "clip-pooled":
+        if key != EMBEDDING_POOLED:
             raise DataError(f"unknown stored embedding {key!r}; known: clip-pooled, clip-tokens")
         folders = [*dict.fromkeys(self._folders.values()), self.root]
         path = next((f / FEATURES_FILE for f in folders if (f / FEATURES_FILE).exists()), None)
