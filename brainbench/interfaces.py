@@ -37,6 +37,10 @@ class Trials:
     voxels: ArrayLike  # (n_trials, n_voxels); may be a lazy, row-indexable view of an HDF5 file
     stimulus_ids: np.ndarray  # (n_trials,) int64
     sessions: np.ndarray | None = None  # (n_trials,) int, when known
+    #: True when training should take one repeat per step (step s of an epoch uses repeat s % R of each image
+    #: in its batch, as MindEye1 trains) instead of shuffling single trials; the trial order within an image
+    #: is its repeat order.
+    one_repeat_per_step: bool = False
 
     def __post_init__(self) -> None:
         self.stimulus_ids = np.asarray(self.stimulus_ids, dtype=np.int64)
@@ -234,6 +238,9 @@ class FitData:
     # embedding per trial without copying it: index its rows, or np.asarray() it for the whole array.
     targets: ArrayLike
     n_validation: int = 0
+    #: (n_images, R) row numbers of each image's repeats when the data asks for one repeat per training step
+    #: (MindEye1's training: step s of an epoch takes repeat s % R of every image in its batch); else None.
+    repeat_groups: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = int(self.voxels.shape[0])
@@ -241,6 +248,18 @@ class FitData:
             raise ValueError(f"FitData: {n} voxel rows but {self.targets.shape[0]} target rows")
         if not 0 <= self.n_validation <= n:
             raise ValueError(f"FitData: n_validation={self.n_validation} outside [0, {n}]")
+        if self.repeat_groups is not None:
+            groups = np.asarray(self.repeat_groups, dtype=np.int64)
+            if groups.ndim != 2 or (groups.size and (groups.min() < 0 or groups.max() >= n)):
+                raise ValueError(f"FitData: repeat_groups must be (n_images, repeats) row numbers below {n}")
+            self.repeat_groups = groups
+
+    @property
+    def fit_groups(self) -> np.ndarray | None:
+        """The repeat groups of the fit rows' images (an image's rows are all fit or all validation)."""
+        if self.repeat_groups is None:
+            return None
+        return self.repeat_groups[self.repeat_groups[:, 0] < self.n_fit]
 
     @property
     def n_rows(self) -> int:
@@ -292,7 +311,7 @@ class FitData:
 
     def without_validation(self) -> FitData:
         """The same rows with none marked as validation (what a refit trains on)."""
-        return FitData(self.voxels, self.targets, 0)
+        return FitData(self.voxels, self.targets, 0, self.repeat_groups)
 
 
 class Reporter(Protocol):

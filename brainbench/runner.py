@@ -132,6 +132,18 @@ def gather_rows(voxels: Any, order: np.ndarray) -> np.ndarray:
     return out
 
 
+def repeat_groups(stimulus_ids: np.ndarray) -> np.ndarray:
+    """(n_images, R) row numbers of each image's repeats in row order; an image with fewer than R repeats
+    cycles through its own (so step s still takes one of its trials)."""
+    unique, first, counts = np.unique(stimulus_ids, return_index=True, return_counts=True)
+    by_image = np.argsort(stimulus_ids, kind="stable")  # rows grouped by image, each group in row order
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    width = int(counts.max()) if len(counts) else 0
+    offsets = np.arange(width)[None, :] % counts[:, None]
+    groups = by_image[starts[:, None] + offsets]
+    return groups[np.argsort(first, kind="stable")]  # images in the order their first row appears
+
+
 def embed_rows(target: Target, dataset: Dataset, stimulus_ids: np.ndarray) -> np.ndarray | RowIndexed:
     """Target embeddings for each row's stimulus, each distinct stimulus embedded once."""
     unique, inverse = np.unique(stimulus_ids, return_inverse=True)
@@ -224,6 +236,7 @@ def run_cell(
         voxels=gather_rows(train.voxels, order),
         targets=embed_rows(target, dataset, train.stimulus_ids[order]),
         n_validation=int(val_mask.sum()),
+        repeat_groups=repeat_groups(train.stimulus_ids[order]) if train.one_repeat_per_step else None,
     )
     settings = TrainSettings(
         **training_overrides(cell),

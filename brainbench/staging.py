@@ -75,6 +75,7 @@ class BatchSource(ABC):
         seed: int,
         shuffle: bool,
         drop_last: bool,
+        repeat_groups: torch.Tensor | None = None,
     ) -> None:
         if batch_size < 1:
             raise BrainbenchError(f"batch size must be at least 1, got {batch_size}")
@@ -84,15 +85,31 @@ class BatchSource(ABC):
         self.seed = seed
         self.shuffle = shuffle
         self.drop_last = drop_last
+        # (n_images, R) rows of each image's repeats: an epoch draws images, and step s of the epoch takes
+        # repeat s % R of every image in its batch (MindEye1's training); None: an epoch draws rows
+        self.repeat_groups = repeat_groups
+
+    @property
+    def n_draws(self) -> int:
+        """What an epoch shuffles and batches: rows, or images when sampling one repeat per step."""
+        return self.n_samples if self.repeat_groups is None else int(self.repeat_groups.shape[0])
 
     @property
     def steps_per_epoch(self) -> int:
-        return steps_per_epoch(self.n_samples, self.batch_size, self.drop_last)
+        return steps_per_epoch(self.n_draws, self.batch_size, self.drop_last)
+
+    def step_rows(self, order: torch.Tensor, step: int) -> torch.Tensor:
+        """The rows of batch ``step`` of an epoch whose draw order is ``order``."""
+        drawn = order[step * self.batch_size : (step + 1) * self.batch_size]
+        if self.repeat_groups is None:
+            return drawn
+        groups = self.repeat_groups.to(drawn.device)
+        return groups[drawn, step % groups.shape[1]]
 
     def batch_indices(self, epoch: int) -> Iterator[torch.Tensor]:
-        order = epoch_order(self.n_samples, self.seed, epoch, self.shuffle)
+        order = epoch_order(self.n_draws, self.seed, epoch, self.shuffle)
         for step in range(self.steps_per_epoch):
-            yield order[step * self.batch_size : (step + 1) * self.batch_size]
+            yield self.step_rows(order, step)
 
     @abstractmethod
     def batches(self, epoch: int) -> Iterator[Batch]: ...
@@ -117,8 +134,10 @@ class StagedSource(BatchSource):
         shuffle: bool = True,
         drop_last: bool = True,
         target_rows: torch.Tensor | None = None,
+        repeat_groups: torch.Tensor | None = None,
     ) -> None:
-        super().__init__(int(voxels.shape[0]), batch_size, voxels.device, seed, shuffle, drop_last)
+        super().__init__(int(voxels.shape[0]), batch_size, voxels.device, seed, shuffle, drop_last,
+                         None if repeat_groups is None else repeat_groups.to(voxels.device))
         n_targets = int(target_rows.shape[0]) if target_rows is not None else int(targets.shape[0])
         if n_targets != self.n_samples:
             raise DataError(f"staged data: {self.n_samples} voxel rows but {n_targets} target rows")
@@ -128,9 +147,9 @@ class StagedSource(BatchSource):
 
     def batches(self, epoch: int) -> Iterator[Batch]:
         # One small host->device copy of the permutation per epoch, then every batch is device-side.
-        order = epoch_order(self.n_samples, self.seed, epoch, self.shuffle).to(self.device)
+        order = epoch_order(self.n_draws, self.seed, epoch, self.shuffle).to(self.device)
         for step in range(self.steps_per_epoch):
-            rows = order[step * self.batch_size : (step + 1) * self.batch_size]
+            rows = self.step_rows(order, step)
             target_rows = rows if self.target_rows is None else self.target_rows.index_select(0, rows)
             yield self.voxels.index_select(0, rows), self.targets.index_select(0, target_rows)
 
@@ -158,8 +177,9 @@ class StreamingSource(BatchSource):
         drop_last: bool = True,
         target_dtype: torch.dtype = torch.float32,
         prefetch: int = PREFETCH_BATCHES,
+        repeat_groups: torch.Tensor | None = None,
     ) -> None:
-        super().__init__(int(voxels.shape[0]), batch_size, device, seed, shuffle, drop_last)
+        super().__init__(int(voxels.shape[0]), batch_size, device, seed, shuffle, drop_last, repeat_groups)
         self.voxels = voxels
         self.targets = targets
         self.target_dtype = target_dtype
@@ -267,8 +287,12 @@ def make_batch_source(
     target_dtype: torch.dtype = torch.float32,
     budget_fraction: float = DEFAULT_BUDGET_FRACTION,
     mode: str | None = None,
+    repeat_groups: np.ndarray | None = None,
 ) -> BatchSource:
-    """A staged source when the split fits ``budget_fraction`` of free device memory, else a stream."""
+    """A staged source when the split fits ``budget_fraction`` of free device memory, else a stream.
+
+    ``repeat_groups`` (n_images, R) switches to one repeat per step (see :class:`BatchSource`)."""
+    groups = None if repeat_groups is None else torch.from_numpy(np.asarray(repeat_groups, dtype=np.int64))
     if int(voxels.shape[0]) != int(targets.shape[0]):
         raise DataError(
             f"training data: {voxels.shape[0]} voxel rows but {targets.shape[0]} target rows; "
@@ -289,5 +313,7 @@ def make_batch_source(
             shuffle,
             drop_last,
             target_rows=target_rows,
+            repeat_groups=groups,
         )
-    return StreamingSource(voxels, targets, batch_size, device, seed, shuffle, drop_last, target_dtype)
+    return StreamingSource(voxels, targets, batch_size, device, seed, shuffle, drop_last, target_dtype,
+                           repeat_groups=groups)

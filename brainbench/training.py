@@ -353,7 +353,7 @@ class _Run:
         target_dtype = self.amp_dtype or torch.float32
         self.train_source = make_batch_source(
             data.fit_voxels, data.fit_targets, self.recipe.batch_size, self.device, settings.seed,
-            drop_last=self.recipe.drop_last, target_dtype=target_dtype,
+            drop_last=self.recipe.drop_last, target_dtype=target_dtype, repeat_groups=data.fit_groups,
         )
         self.val_source = (
             make_batch_source(
@@ -526,6 +526,7 @@ class _Run:
             "compiled": self.compiled,
             "checkpoint_every": self.recipe.checkpoint_every,
             "train_rows": self.train_source.n_samples,
+            "sampling": "one repeat per step" if self.train_source.repeat_groups is not None else "single trials",
             "seed": self.recipe.seed,
         }
 

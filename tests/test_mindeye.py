@@ -424,8 +424,8 @@ def test_mindeye1_train_repeats_refuses_bad_values_and_averaging(tmp_path):
     from brainbench_nsd.mindeye1 import MindEye1Nsd
 
     root, _, _ = _mindeye1_root(tmp_path)
-    with pytest.raises(DataError, match="train_repeats must be one of all, one-per-image"):
-        MindEye1Nsd(root, train_repeats="one-per-step")
+    with pytest.raises(DataError, match="train_repeats must be one of all, one-per-image, one-per-step"):
+        MindEye1Nsd(root, train_repeats="one-per-batch")
     with pytest.raises(DataError, match="average_repeats"):
         MindEye1Nsd(root, train_repeats="one-per-image", average_repeats=True)
 
@@ -492,3 +492,21 @@ def test_fast_optimizers_compute_the_faithful_update():
     # in bf16 the MindEye step runs too (its masters are exact AdamW: tests/test_master_weights.py)
     bf16 = _train_steps(lambda params: MasterWeightAdamW(params, lr=1e-3), bf16=True)
     assert bf16.keys() == faithful.keys() and all(torch.isfinite(v).all() for v in bf16.values())
+
+
+def test_mindeye1_one_per_step_marks_the_training_split_for_the_references_sampling(tmp_path):
+    from brainbench.runner import repeat_groups
+    from brainbench_nsd.mindeye1 import MindEye1Nsd
+
+    root, ids, by_trial = _mindeye1_root(tmp_path)
+    trials = MindEye1Nsd(root, train_repeats="one-per-step").trials(1, "train")
+    assert trials.one_repeat_per_step and trials.n_trials == 29  # every repeat, sampled one per step
+    assert not MindEye1Nsd(root).trials(1, "train").one_repeat_per_step
+    assert not MindEye1Nsd(root, train_repeats="one-per-step").trials(1, "test").one_repeat_per_step
+    groups = repeat_groups(trials.stimulus_ids)
+    voxels = trials.load()
+    for image, rows in zip(np.unique(trials.stimulus_ids).tolist(), groups[np.argsort(
+            trials.stimulus_ids[groups[:, 0]])].tolist(), strict=True):
+        kept = 2 if image == 104 else 3
+        for repeat, row in enumerate(rows):  # column r of the group is repeat r (cycling when fewer)
+            assert np.array_equal(voxels[row], by_trial[(image, repeat % kept)]), (image, repeat)

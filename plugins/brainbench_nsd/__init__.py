@@ -7,6 +7,13 @@ from brainbench.options import Option, Options
 NSD_OPTIONS = Options(
     Option("layout", str, "auto", "file layout on disk (auto: detected)",
            choices=("auto", "mindeye2", "mindeye1", "litemind")),
+    Option("test_split", str, "auto",
+           "mindeye2 release: test on wds/subjNN/new_test (MindEye2's) or test; auto: new_test when present",
+           choices=("auto", "new_test", "test")),
+    Option("train_repeats", str, "all",
+           "mindeye1 layout: training rows are every repeat (all), one fixed repeat per image (one-per-image), "
+           "or MindEye1's own sampling: each step takes repeat step % 3 of every image in its batch "
+           "(one-per-step)", choices=("all", "one-per-image", "one-per-step")),
 )
 SYNTHETIC_NSD_OPTIONS = Options(
     Option("scale", str, "small", "simulated size: small (seconds on a laptop), tiny (tests), nsd (real sizes)",

@@ -20,8 +20,10 @@ of step s taking repeat s % 3 (models.md). ``train_repeats`` says what the train
 - ``"one-per-image"``: one row per image, its repeat fixed by the image's position (sample k keeps repeat
   k % n_kept, so a third of the images show each repeat, as in one epoch of the reference). An epoch then
   has the reference's length and step count; it differs in that an image shows the same repeat every
-  epoch, where the reference's choice moves with the step, so over a run it sees all three. Choosing a
-  row per step needs the trainer to know each row's image and repeat, which a dataset cannot give it.
+  epoch, where the reference's choice moves with the step, so over a run it sees all three;
+- ``"one-per-step"``: the reference's own sampling. The training split holds every repeat and is marked
+  ``Trials.one_repeat_per_step``: an epoch then draws images, and step s takes repeat s % 3 of every image
+  in its batch (the trainer's batch source does it; an image with fewer kept repeats cycles through them).
 Sessions come from trial numbers (``trials_per_session``, 750 in NSD). A split's shards are indexed on first
 use (one pass that also checks every array); a split under ``in_memory_bytes`` keeps the arrays read, a
 larger one reads voxels on demand from the tar files.
@@ -50,7 +52,7 @@ NSD_TRIALS_PER_SESSION = 750
 #: A split whose shards total less than this is kept in memory after the indexing pass (which reads it all).
 IN_MEMORY_BYTES = 256 * 2**20
 #: What the training split holds: every repeat, or one fixed repeat per image (see the module docstring).
-TRAIN_REPEATS = ("all", "one-per-image")
+TRAIN_REPEATS = ("all", "one-per-image", "one-per-step")
 _SUBJECT = re.compile(r"subj0*(\d+)", re.IGNORECASE)
 _SHARD_NUMBER = re.compile(r"(\d+)\.tar$")
 
@@ -343,7 +345,8 @@ class MindEye1Nsd(Dataset):
         file = ", ".join(str(p) for p in index.shard_paths)
         view = RowView(ShardRows(index, samples, repeats), np.arange(len(samples)), file, VOXELS_FIELD)
         sessions = trial // self.trials_per_session + 1 if len(trial) and (trial >= 0).all() else None
-        return Trials(view, index.image_id[samples], sessions)
+        per_step = split == "train" and self.train_repeats == "one-per-step" and not self.average_repeats
+        return Trials(view, index.image_id[samples], sessions, one_repeat_per_step=per_step)
 
     def describe(self) -> dict[str, Any]:
         return {
