@@ -172,9 +172,9 @@ def train_one(args: argparse.Namespace, encoder: str, path: str, seed: int, work
         "train_seconds": result.train_seconds, "eval_seconds": result.eval_seconds,
     }  # fmt: skip
     for direction in DIRECTIONS:
-        metric = metrics[f"{direction}_top1_{WAY}way"]
+        metric = metrics[f"{direction}_top1_{draws['way']}way"]  # named for the way count actually run
         run[direction] = metric.value
-        run[f"{direction}_draw_interval"] = list(metric.interval) if metric.interval else None
+        run[f"{direction}_item_interval"] = list(metric.interval) if metric.interval else None
     return run
 
 
