@@ -1,10 +1,10 @@
-"""Encoder ``ridge``: closed-form ridge regression from standardised voxels to the flattened target (CPU).
+"""Encoder ``ridge``: closed-form ridge regression from standardised voxels to the flattened target.
 
-One eigendecomposition of the Gram matrix on the smaller side (X^T X when trials outnumber voxels, X X^T
-otherwise) serves every penalty in the grid: W(alpha) = E diag(1 / (lambda + alpha)) B, with E = Q and
-B = Q^T X^T Y in the primal form, E = X^T U and B = U^T Y in the dual form. The penalty is chosen on the
-validation split by mean squared error (option ``select_by="cosine"`` uses mean cosine instead), then the
-model is refitted on train + validation with that penalty.
+The penalty is chosen on the validation rows by mean squared error (option ``select_by="cosine"`` uses
+mean cosine instead) with the model fitted on the fit rows, then the model is refitted on ALL rows with
+that penalty. The maths (one streamed Gram or kernel, one Cholesky solve per penalty scored, primal or
+dual by shape, numpy on the CPU and torch on a GPU) lives in :mod:`brainbench_ridge.solver`.
+``ridge_basis`` below is the reference eigendecomposition path the solver is tested against.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import numpy as np
 from brainbench.errors import CheckpointMismatchError, DataError
 from brainbench.interfaces import Encoder, FitData, FittedEncoder, Reporter, Shape, TrainSettings
 from brainbench.options import Option, Options
+from brainbench_ridge.backends import make_ops
+from brainbench_ridge.solver import SEARCHES, RidgeSolver, flat_targets, mean_row_cosine  # noqa: F401
 
 DEFAULT_ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-1, 7, 17))
 SELECTION_CRITERIA = ("mse", "cosine")
@@ -52,9 +54,10 @@ class RidgeBasis:
 
 
 def ridge_basis(x: np.ndarray, y: np.ndarray) -> RidgeBasis:
-    """Decompose the smaller Gram matrix of standardised ``x`` (n, V) against centred ``y`` (n, D).
+    """One eigendecomposition of the smaller Gram of standardised ``x`` (n, V) against centred ``y`` (n, D).
 
-    Products run in float32 (BLAS speed, half the memory of float64); the eigendecomposition in float64.
+    The reference path (every penalty from one decomposition); the encoder's solver reaches the same
+    weights with Cholesky solves. Products in float32, the eigendecomposition in float64.
     """
     n, v = x.shape
     if n >= v:  # primal: X^T X = Q diag(lam) Q^T, W = Q diag(1/(lam+a)) Q^T X^T Y
@@ -65,16 +68,6 @@ def ridge_basis(x: np.ndarray, y: np.ndarray) -> RidgeBasis:
     lam, u = np.linalg.eigh((x @ x.T).astype(np.float64))
     u32 = u.astype(np.float32)
     return RidgeBasis(np.maximum(lam, 0.0), x.T @ u32, u32.T @ y)
-
-
-def standardised(x: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    return ((x - mean) / scale).astype(np.float32)
-
-
-def mean_row_cosine(pred: np.ndarray, true: np.ndarray) -> float:
-    dots = np.einsum("ij,ij->i", pred, true)
-    norms = np.linalg.norm(pred, axis=1) * np.linalg.norm(true, axis=1)
-    return float(np.mean(np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), 0.0)))
 
 
 # -------------------------------------------------------------------------------------------- fitted
@@ -92,6 +85,7 @@ class FittedRidge(FittedEncoder):
         target_shape: Shape,
         alpha: float,
         history: list[dict[str, float]] | None = None,
+        recipe: dict[str, Any] | None = None,
     ) -> None:
         self.weights = np.asarray(weights, dtype=np.float32)
         self.bias = np.asarray(bias, dtype=np.float32)
@@ -100,6 +94,7 @@ class FittedRidge(FittedEncoder):
         self.target_shape = tuple(int(s) for s in target_shape)
         self.alpha = float(alpha)
         self.history = list(history or [])
+        self.recipe = dict(recipe or {})
         self.n_parameters = int(self.weights.size + self.bias.size)
 
     @property
@@ -185,6 +180,9 @@ class RidgeEncoder(Encoder):
                item=float, minimum=0, nullable=True),
         Option("alpha", float, None, "a fixed penalty: skips the search", minimum=0, nullable=True),
         Option("select_by", str, "mse", "validation score the penalty is chosen by", choices=("mse", "cosine")),
+        Option("search", str, "auto", "penalty search: full (one eigendecomposition scores every penalty), "
+               "walk (Cholesky solves from a proxy's minimum to the exact local minimum), auto (by size)",
+               choices=SEARCHES),
     )
 
     def __init__(
@@ -192,10 +190,11 @@ class RidgeEncoder(Encoder):
         alphas: tuple[float, ...] | list[float] | None = None,
         alpha: float | None = None,
         select_by: str = "mse",
+        search: str = "auto",
         **options: Any,
     ) -> None:
         if options:  # a misspelled option must not pass silently
-            raise ValueError(f"unknown ridge option(s) {sorted(options)}; known: alpha, alphas, select_by")
+            raise ValueError(f"unknown ridge option(s) {sorted(options)}; known: alpha, alphas, select_by, search")
         grid = tuple(float(a) for a in (alphas if alphas is not None else DEFAULT_ALPHAS))
         if not grid or min(grid) < 0:
             raise ValueError(f"ridge alphas must be a non-empty list of non-negative numbers, got {alphas}")
@@ -203,88 +202,69 @@ class RidgeEncoder(Encoder):
             raise ValueError(
                 f"ridge select_by must be one of {', '.join(SELECTION_CRITERIA)}, got {select_by!r}"
             )
-        super().__init__(alphas=list(grid), alpha=alpha, select_by=select_by)
-        self.alphas, self.alpha, self.select_by = grid, alpha, select_by
+        if search not in SEARCHES:
+            raise ValueError(f"ridge search must be one of {', '.join(SEARCHES)}, got {search!r}")
+        super().__init__(alphas=list(grid), alpha=alpha, select_by=select_by, search=search)
+        self.alphas, self.alpha, self.select_by, self.search = grid, alpha, select_by, search
 
     def describe(self, n_voxels: int, target_shape: Shape) -> dict[str, Any]:
         outputs = int(np.prod(target_shape))
         return {
             "parameters": n_voxels * outputs + outputs,
-            "solver": "eigendecomposition of the smaller Gram",
+            "solver": "one streamed Gram, a Cholesky solve per penalty scored (primal or dual by shape)",
         }
 
     def fit(self, data: FitData, settings: TrainSettings, reporter: Reporter) -> FittedEncoder:
-        train_x, train_y = self._checked(data.train_voxels, data.train_targets, "training")
-        history: list[dict[str, float]] = []
-        alpha = self.alpha
-        if alpha is None:
-            if len(data.val_voxels) == 0:
+        """Choose the penalty on the fit rows -> validation rows, then refit on ALL rows with it."""
+        x = np.asarray(data.voxels, dtype=np.float32)  # no copy: the runner passes float32
+        if x.ndim != 2:
+            raise DataError(f"ridge: voxels must be an array (n, V), got shape {x.shape}")
+        n, n_val = len(x), int(data.n_validation)
+        y = flat_targets(data.targets, n)
+        ops = make_ops(ridge_device(settings.device))
+        alpha, history = self.alpha, []
+        recipe: dict[str, Any] = {"fit_rows": n, "selection_rows": n - n_val, "validation_rows": n_val}
+        if alpha is None and n_val > 0 and n_val == n:
+            raise DataError("ridge: every row is a validation row; the penalty needs fit rows to be chosen on")
+        with reporter.progress("ridge alphas", len(self.alphas) if alpha is None and n_val else 0) as bar:
+            solver = RidgeSolver(x, y, n - n_val if alpha is None and n_val else n, ops, progress=bar.advance)
+            if alpha is not None:
+                reporter.info(f"ridge: fixed alpha={alpha:g}, no search")
+                recipe["alpha_selection"] = "fixed"
+            elif n_val == 0:
                 alpha = self.alphas[len(self.alphas) // 2]
-                reporter.info(f"ridge: no validation split, using alpha={alpha:g} (middle of the grid)")
+                reporter.info(f"ridge: no validation rows, using alpha={alpha:g} (middle of the grid)")
+                recipe["alpha_selection"] = "grid middle (no validation rows)"
             else:
-                val_x, val_y = self._checked(data.val_voxels, data.val_targets, "validation")
-                alpha, history = self._select_alpha(train_x, train_y, val_x, val_y, reporter)
-        else:
-            reporter.info(f"ridge: fixed alpha={alpha:g}, no search")
-        val_x, val_y = self._checked(data.val_voxels, data.val_targets, "validation")
-        full_x, full_y = np.concatenate([train_x, val_x]), np.concatenate([train_y, val_y])
-        reporter.info(f"ridge: refitting on {len(full_x)} train+validation samples with alpha={alpha:g}")
-        fitted = self._fit_once(full_x, full_y, float(alpha), data.target_shape)
-        fitted.history = history
-        return fitted
+                alpha, history, info = solver.select(list(self.alphas), self.select_by, self.search)
+                recipe.update(info, alpha_selection=f"validation {self.select_by}")
+                self._report_choice(alpha, history, reporter)
+            reporter.info(f"ridge: refitting on all {n} rows with alpha={alpha:g}")
+            weights, bias = solver.refit(float(alpha))
+            recipe.update(alpha=float(alpha), solver=solver.form(n), device=f"{ops.device} ({ops.name})")
+            moments = solver.moments
+            solver.release()
+        return FittedRidge(weights, bias, moments.mean, moments.scale, data.target_shape, float(alpha), history,
+                           recipe)
 
-    # -- internals
-
-    @staticmethod
-    def _checked(voxels: np.ndarray, targets: np.ndarray, split: str) -> tuple[np.ndarray, np.ndarray]:
-        x = np.asarray(voxels, dtype=np.float32)
-        y = np.asarray(targets, dtype=np.float32)
-        y = y.reshape(len(y), int(np.prod(y.shape[1:])))
-        if x.ndim != 2 or len(x) != len(y):
-            raise DataError(
-                f"ridge: {split} voxels {x.shape} and targets {y.shape} must pair row by row (n, V)"
-            )
-        if not (np.isfinite(x).all() and np.isfinite(y).all()):
-            raise DataError(f"ridge: {split} voxels or targets contain NaN or infinite values")
-        return x, y
-
-    def _select_alpha(
-        self, x: np.ndarray, y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, reporter: Reporter
-    ) -> tuple[float, list[dict[str, float]]]:
-        mean, scale = standardisation(x)
-        y_mean = y.mean(axis=0)
-        basis = ridge_basis(standardised(x, mean, scale), y - y_mean)
-        val_proj = standardised(val_x, mean, scale) @ basis.expand  # (n_val, r): reused for every alpha
-        history: list[dict[str, float]] = []
-        with reporter.progress("ridge alphas", len(self.alphas)) as progress:
-            for alpha in self.alphas:
-                pred = (val_proj * basis.shrink(alpha)[None, :]) @ basis.projected_targets + y_mean
-                history.append(
-                    {
-                        "alpha": alpha,
-                        "val_mse": float(np.mean((pred - val_y) ** 2, dtype=np.float64)),
-                        "val_cosine": mean_row_cosine(pred, val_y),
-                    }
-                )
-                progress.advance()
-        if self.select_by == "mse":
-            best = min(history, key=lambda h: h["val_mse"])
-        else:
-            best = max(history, key=lambda h: h["val_cosine"])
-        chosen = best["alpha"]
+    def _report_choice(self, chosen: float, history: list[dict[str, float]], reporter: Reporter) -> None:
+        best = next(h for h in history if h["alpha"] == chosen)
         if chosen in (min(self.alphas), max(self.alphas)) and len(self.alphas) > 1:
             reporter.info(
                 f"ridge: chosen alpha={chosen:g} is at the edge of the grid; consider widening `alphas`"
             )
         reporter.info(
             f"ridge: alpha={chosen:g} by validation {self.select_by} "
-            f"(mse {best['val_mse']:.4g}, cosine {best['val_cosine']:.4f})"
+            f"(mse {best['val_mse']:.4g}, cosine {best['val_cosine']:.4f}; {len(history)} penalties scored)"
         )
-        return chosen, history
 
-    @staticmethod
-    def _fit_once(x: np.ndarray, y: np.ndarray, alpha: float, target_shape: Shape) -> FittedRidge:
-        mean, scale = standardisation(x)
-        y_mean = y.mean(axis=0)
-        basis = ridge_basis(standardised(x, mean, scale), y - y_mean)
-        return FittedRidge(basis.weights(alpha), y_mean, mean, scale, target_shape, alpha)
+
+def ridge_device(device: str) -> str:
+    """numpy/LAPACK on the CPU; torch on a GPU when the run asks for one (or "auto" finds one)."""
+    if device == "cpu":
+        return "cpu"
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device

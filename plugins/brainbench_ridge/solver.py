@@ -232,22 +232,22 @@ class RidgeSolver:
         return solve, spectrum, val_x, y_fit_mean
 
     # -- dual: kernels over blocks of voxel columns
-    def _kernel(self, n_left: int, n_right: int, mean, scale, symmetric: bool):
-        """K = S[:n_left] S[:n_right]^T of the rows standardised by (mean, scale); upper triangle if symmetric."""
+    def _kernel(self, mean, scale):
+        """K = S S^T (upper triangle) of all rows standardised by (mean, scale), over blocks of voxel columns."""
         ops = self.ops
-        kernel = ops.zeros(n_left, n_right)
-        for c0, c1 in row_blocks(0, self.v, block_rows(n_left)):
-            s = ops.standardise(self.x[:n_left, c0:c1], mean[c0:c1], scale[c0:c1])
-            if symmetric:
-                ops.kernel_sym_add(kernel, s)
-            else:
-                ops.kernel_add(kernel, s, s[:n_right])
+        kernel = ops.zeros(self.n, self.n)
+        for c0, c1 in row_blocks(0, self.v, block_rows(self.n)):
+            ops.kernel_sym_add(kernel, ops.standardise(self.x[:, c0:c1], mean[c0:c1], scale[c0:c1]))
         return kernel
 
     def _dual_selection(self):
         ops, m, nf = self.ops, self.moments, self.n_fit
-        kernel = self._kernel(self.n, nf, m.fit_mean, m.fit_scale, symmetric=False)
-        k_ff, k_vf = kernel[:nf], kernel[nf:]
+        # K_ff (upper triangle, syrk) and K_vf (gemm) in one pass over blocks of voxel columns.
+        k_ff, k_vf = ops.zeros(nf, nf), ops.zeros(self.n_val, nf)
+        for c0, c1 in row_blocks(0, self.v, block_rows(self.n)):
+            s = ops.standardise(self.x[:, c0:c1], m.fit_mean[c0:c1], m.fit_scale[c0:c1])
+            ops.kernel_sym_add(k_ff, s[:nf])
+            ops.kernel_add(k_vf, s[nf:], s[:nf])
         y_fit_mean = self.y[:nf].mean(axis=0, dtype=np.float64)
         y_c = self.y[:nf] - y_fit_mean
 
@@ -344,7 +344,7 @@ class RidgeSolver:
             rhs = self._cross_np() - self._col_sum[:, None] * y_mean[None, :]  # X^T (Y - mean), exactly
             weights = ops.numpy(ops.solve_shifted(self._gram, alpha, rhs))
         else:
-            kernel = self._kernel(self.n, self.n, m.mean, m.scale, symmetric=True)
+            kernel = self._kernel(m.mean, m.scale)
             coef = ops.solve_shifted(kernel, alpha, self.y - y_mean)
             del kernel
             coef32 = ops.f32(coef)
