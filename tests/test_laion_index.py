@@ -174,3 +174,28 @@ def test_cli_build_info_and_query(tmp_path):
     found = run_cli("index", "query", str(tmp_path / "idx"), "--row", "321", "-k", "2", timeout=120)
     assert found.returncode == 0, found.stderr
     assert "http://x/321.jpg" in found.stdout
+
+
+def test_simulated_gallery_is_structured_like_clip_not_a_flat_crowd():
+    """Neighbours at several scales (rank 2 well above rank 100), a power-law spectrum, a common mean."""
+    from brainbench_laion.simulate import CategoryModel
+
+    model = CategoryModel.random(20, 128, seed=3)
+    vectors, cats = model.sample(20_000, np.random.default_rng(0))
+    assert vectors.shape == (20_000, 128) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    again, _ = CategoryModel.random(20, 128, seed=3).sample(20_000, np.random.default_rng(0))
+    np.testing.assert_array_equal(vectors, again)  # the cluster layout is fixed by the model's seed
+
+    sims = vectors[:200] @ vectors.T
+    sims[np.arange(200), np.arange(200)] = -1.0  # drop each query itself
+    ranked = -np.sort(-sims, axis=1)
+    rank2, rank10, rank100 = ranked[:, 0].mean(), ranked[:, 9].mean(), ranked[:, 99].mean()
+    # The old sampler (one diagonal Gaussian per category) gave ranks 2..100 within ~0.02 of each other.
+    assert rank2 - rank100 > 0.1 and rank10 - rank100 > 0.05, (rank2, rank10, rank100)
+    assert 0.2 < float((vectors[:500] @ vectors[500:1000].T).mean()) < 0.8  # a shared mean direction
+    members = vectors[cats == 0]
+    spectrum = np.linalg.svd(members - members.mean(axis=0), compute_uv=False) ** 2
+    top = spectrum[:13].sum() / spectrum.sum()  # 10% of the dimensions, within one category
+    assert top > 0.4, top  # isotropic within-category noise (the old sampler) leaves ~0.15 here
+    assert len(np.unique(cats)) == 20

@@ -1,15 +1,22 @@
 """A LAION-like gallery with no download: distractors drawn from the dataset's own semantic distribution.
 
-Per category, the mean and per-dimension spread of the TRAINING stimuli's pooled CLIP embeddings are
-fitted; distractors are sampled from those Gaussians (categories in proportion to the training set),
-normalised, and written as LAION-layout shards (float16 ``img_emb`` + parquet ``metadata``). The test
-stimuli themselves may be mixed in, so recall of the ground truth is measurable.
+Per category, the mean and the spread of the TRAINING stimuli's pooled CLIP embeddings are fitted;
+distractors are drawn around those means (categories in proportion to the training set), normalised, and
+written as LAION-layout shards (float16 ``img_emb`` + parquet ``metadata``). The test stimuli themselves
+may be mixed in, so recall of the ground truth is measurable.
+
+Within a category the distractors are structured like real CLIP galleries rather than one Gaussian crowd
+(:class:`GalleryStructure`): clusters inside clusters (sub-topics of power-law sizes, then tight groups
+of near-duplicates), every level's variation following a power-law spectrum over a shared rotated basis
+(few dominant directions, as CLIP's spectrum), all around one common mean direction. The category's
+fitted spread sets the total within-category variance. A flat crowd (the earlier sampler) makes every
+neighbour of a query about equally far, which no compressed index can rank.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +31,32 @@ SHARD_ROWS = 100_000
 SAMPLE_CHUNK = 16_384
 
 
+@dataclass(frozen=True)
+class GalleryStructure:
+    """How distractors spread within a category: sub-topic clusters, near-duplicate groups inside them, and
+    the items themselves, sharing the category's variance as ``shares``; each level's variance falls off
+    as rank^-``exponent`` over one random rotation (a power-law spectrum); cluster sizes follow a power law
+    too (``size_exponent``). Near-duplicate groups vary in the top ``group_rank`` directions only."""
+
+    subclusters: int = 64
+    groups: int = 16  # near-duplicate groups per subcluster
+    shares: tuple[float, float, float] = (0.45, 0.35, 0.20)
+    exponent: float = 1.0
+    size_exponent: float = 0.8
+    group_rank: int = 128
+
+
 @dataclass
 class CategoryModel:
-    """Gaussian per category in embedding space (diagonal covariance)."""
+    """Per category in embedding space: a mean, a spread (total variance = sum of squares), a frequency."""
 
     means: np.ndarray  # (C, d) float32
     spreads: np.ndarray  # (C, d) float32 per-dimension standard deviations
     weights: np.ndarray  # (C,) sampling probabilities
     names: list[str]
+    structure: GalleryStructure = field(default_factory=GalleryStructure)
+    seed: int = 0  # the cluster layout's seed (the samples' own randomness comes from sample's rng)
+    _layout: dict[str, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     @property
     def dim(self) -> int:
@@ -41,25 +66,77 @@ class CategoryModel:
     def random(
         cls, n_categories: int = 100, dim: int = 768, spread: float = 0.6, seed: int = 0
     ) -> CategoryModel:
-        """Unit-norm random category centres with isotropic spread: a stand-in when no dataset is at hand."""
+        """Random category centres around a common mean direction: a stand-in when no dataset is at hand."""
         rng = np.random.default_rng(seed)
-        means = rng.normal(size=(n_categories, dim)).astype(np.float32)
+        common = rng.normal(size=dim)
+        common /= np.linalg.norm(common)
+        means = rng.normal(size=(n_categories, dim)) / np.sqrt(dim) + 0.9 * common  # pair cosines ~0.45
+        means = means.astype(np.float32)
         means /= np.linalg.norm(means, axis=1, keepdims=True)
         spreads = np.full((n_categories, dim), spread / np.sqrt(dim), dtype=np.float32)
         weights = np.full(n_categories, 1.0 / n_categories)
-        return cls(means, spreads, weights, [f"category {c}" for c in range(n_categories)])
+        return cls(means, spreads, weights, [f"category {c}" for c in range(n_categories)], seed=seed)
+
+    def layout(self) -> dict[str, np.ndarray]:
+        """The fixed cluster centres (drawn once from ``seed``): offsets of sub-topics and groups."""
+        if self._layout is None:
+            st, d = self.structure, self.dim
+            gen = np.random.default_rng([self.seed, 7919])
+            basis, _ = np.linalg.qr(gen.standard_normal((d, d)))  # a random rotation, shared by every level
+            spectrum = (np.arange(1, d + 1) ** -st.exponent).astype(np.float64)
+            spectrum /= spectrum.sum()  # unit total variance per level before scaling
+            n_cat = len(self.weights)
+            total = np.sqrt((self.spreads.astype(np.float64) ** 2).sum(axis=1))  # (C,) within-category std
+            std = np.sqrt(spectrum)
+            sub = gen.standard_normal((n_cat, st.subclusters, d)) * std
+            sub *= (total * np.sqrt(st.shares[0]))[:, None, None]
+            r = min(st.group_rank, d)
+            top = np.sqrt(spectrum[:r] / spectrum[:r].sum())
+            groups = gen.standard_normal((n_cat, st.subclusters, st.groups, r)) * top
+            groups *= (total * np.sqrt(st.shares[1]))[:, None, None, None]
+
+            def power_law(k: int) -> np.ndarray:
+                w = gen.permutation(np.arange(1, k + 1) ** -st.size_exponent)
+                return w / w.sum()
+
+            self._layout = {
+                "basis": basis.astype(np.float32),
+                "item_std": (std * 1.0).astype(np.float32),
+                "item_scale": (total * np.sqrt(st.shares[2])).astype(np.float32),
+                "sub": (sub @ basis.T).astype(np.float32),  # (C, S, d) in embedding coordinates
+                "groups": groups.astype(np.float32),  # (C, S, G, r) in the top-r rotated directions
+                "sub_weights": np.stack([power_law(st.subclusters) for _ in range(n_cat)]),
+                "group_weights": np.stack([power_law(st.groups) for _ in range(st.subclusters)]),
+            }
+        return self._layout
 
     def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """(n, d) normalised float32 vectors and their (n,) category indices."""
+        lay = self.layout()
+        r = lay["groups"].shape[-1]
         cats = rng.choice(len(self.weights), size=n, p=self.weights)
         vectors = np.empty((n, self.dim), dtype=np.float32)
         for start in range(0, n, SAMPLE_CHUNK):  # chunked: temporaries stay a few MiB, not 3x the shard
-            part = cats[start : start + SAMPLE_CHUNK]
-            block = self.spreads[part] * rng.standard_normal((len(part), self.dim), dtype=np.float32)
-            block += self.means[part]
+            c = cats[start : start + SAMPLE_CHUNK]
+            s = _draw_each(rng, lay["sub_weights"][c])
+            g = _draw_each(rng, lay["group_weights"][s])
+            coords = rng.standard_normal((len(c), self.dim), dtype=np.float32)  # item level, rotated basis
+            coords *= lay["item_std"]
+            coords *= lay["item_scale"][c][:, None]
+            coords[:, :r] += lay["groups"][c, s, g]
+            block = coords @ lay["basis"].T
+            block += lay["sub"][c, s]
+            block += self.means[c]
             block /= np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
-            vectors[start : start + len(part)] = block
+            vectors[start : start + len(c)] = block
         return vectors, cats
+
+
+def _draw_each(rng: np.random.Generator, probabilities: np.ndarray) -> np.ndarray:
+    """One index per row of ``probabilities`` (n, k), each drawn from its own row."""
+    cumulative = np.cumsum(probabilities, axis=1)
+    u = rng.random(len(probabilities))[:, None] * cumulative[:, -1:]
+    return np.minimum((u > cumulative).sum(axis=1), probabilities.shape[1] - 1)
 
 
 def take_rows(array: Any, ids: np.ndarray) -> np.ndarray:
