@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import os
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from brainbench.errors import CheckpointMismatchError, DataError
+from brainbench.errors import CheckpointCorruptError, CheckpointMismatchError, DataError
 from brainbench.interfaces import Shape
 
 CHECKPOINT_NAME = "last.pt"
@@ -118,6 +119,30 @@ def atomic_torch_save(payload: dict[str, Any], path: Path) -> Path:
     return path
 
 
+def _read_safely(path: Path, read: Callable[[], Any], what: str) -> Any:
+    """``read()``, with a damaged file named and the way out given instead of torch's own advice: a file
+    that needs ``weights_only=False`` to load is not a brainbench checkpoint, and must never be loaded so."""
+    try:
+        return read()
+    except Exception as error:  # torch, pickle and safetensors each raise their own kinds for a bad file
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if "weights_only" in str(error):  # torch's advice to unpickle anyway is exactly what must not happen
+            reason = "it holds Python objects or is not a torch file, and brainbench never unpickles code"
+        raise CheckpointCorruptError(
+            f"{what} {path} is damaged or not a brainbench file ({type(error).__name__}: {reason[:160]}); "
+            f"delete it (or rerun the cell from scratch) to train again — the interrupted epochs in it are lost"
+        ) from None
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), framework="pt") as handle:
+        header = handle.metadata() or {}
+    return load_file(str(path)), {key: json.loads(value) for key, value in header.items()}
+
+
 def load_checkpoint(
     path: Path, n_voxels: int | None = None, target_shape: Shape | None = None
 ) -> dict[str, Any]:
@@ -125,7 +150,7 @@ def load_checkpoint(
     path = Path(path)
     if not path.is_file():
         raise DataError(f"checkpoint {path} does not exist")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload = _read_safely(path, lambda: torch.load(path, map_location="cpu", weights_only=True), "checkpoint")
     if not isinstance(payload, dict) or "metadata" not in payload:
         raise DataError(f"checkpoint {path}: no 'metadata' entry; expected a brainbench training checkpoint")
     check_compatible(payload["metadata"], path, n_voxels, target_shape)
@@ -184,16 +209,10 @@ def load_model_file(
     with open(path, "rb") as handle:
         is_zip = handle.read(2) == b"PK"  # torch.save files are zip archives; safetensors start with a length
     if is_zip:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = _read_safely(path, lambda: torch.load(path, map_location="cpu", weights_only=True), "model file")
         state, metadata = payload["state"], payload["metadata"]
     else:
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
-        with safe_open(str(path), framework="pt") as handle:
-            header = handle.metadata() or {}
-        metadata = {key: json.loads(value) for key, value in header.items()}
-        state = load_file(str(path))
+        state, metadata = _read_safely(path, lambda: _read_safetensors(path), "model file")
     if "n_voxels" not in metadata or "target_shape" not in metadata:
         raise DataError(f"model file {path}: metadata lacks 'n_voxels'/'target_shape'; not a brainbench model")
     check_compatible(metadata, path, n_voxels, target_shape)

@@ -30,3 +30,7 @@ class CheckpointMismatchError(BrainbenchError):
 
 class TrackingError(BrainbenchError):
     """The MLflow tracking store cannot be reached."""
+
+
+class CheckpointCorruptError(DataError):
+    """A checkpoint or model file that cannot be read (truncated, overwritten, not ours)."""

@@ -200,3 +200,29 @@ def test_early_stopping_without_validation_rows_is_refused():
     reporter = RecordingReporter()
     train_torch_encoder(TinyEncoder(), no_val, TrainSettings(epochs=1), reporter)
     assert set(reporter.epochs[0][1]) == {"train_loss", "lr"}
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "pickled code"])
+def test_a_damaged_checkpoint_is_named_with_the_way_out_and_never_unpickled(tmp_path: Path, damage: str):
+    from brainbench.errors import CheckpointCorruptError
+
+    settings = TrainSettings(epochs=1, checkpoint_dir=tmp_path)
+    train_torch_encoder(TinyEncoder(), make_fit_data(), settings, RecordingReporter())
+    for name in ("last.pt", "model.safetensors"):
+        path = tmp_path / name
+        if damage == "truncated":
+            path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        elif damage == "garbage":
+            path.write_bytes(b"\x00not a checkpoint" * 10)
+        else:  # a pickle that would run code if loaded with weights_only=False
+            import pickle
+
+            path.write_bytes(pickle.dumps(print))
+    with pytest.raises(CheckpointCorruptError, match=r"last\.pt is damaged.*delete it") as caught:
+        load_checkpoint(tmp_path / "last.pt")
+    assert "weights_only" not in str(caught.value)
+    with pytest.raises(CheckpointCorruptError, match=r"model\.safetensors is damaged"):
+        load_model_file(tmp_path / "model.safetensors")
+    # resuming over it says so too, instead of a torch traceback
+    with pytest.raises(CheckpointCorruptError, match="last.pt"):
+        train_torch_encoder(TinyEncoder(), make_fit_data(), settings, RecordingReporter())
