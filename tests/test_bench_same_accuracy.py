@@ -27,7 +27,7 @@ def test_tiny_cpu_run_reports_both_paths_differences_and_verdict(tmp_path: Path)
         "--scale", "tiny", "--budget", "quick", "--epochs", "2", "--seeds", "0,1", "--device", "cpu",
         # tiny has 245 voxels: smaller patches and stages than the quick recipe's, to keep it to seconds
         "--opt", "patch_size=20", "--opt", "widths=32,16,8", "--json", str(out),
-        home=home, cwd=tmp_path, timeout=300,
+        home=home, cwd=tmp_path, timeout=900,
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr[-3000:]
     report = json.loads(out.read_text())
@@ -83,7 +83,7 @@ def test_mindeye_fast_path_can_train_with_bf16_master_weights(tmp_path: Path) ->
     completed = run_script(
         "--encoders", "mindeye", "--fast-precision", "bf16-master", "--scale", "tiny", "--budget", "quick",
         "--epochs", "1", "--seeds", "0", "--device", "cpu", "--opt", "hidden=64",
-        home=tmp_path / "home", cwd=tmp_path, timeout=300,
+        home=tmp_path / "home", cwd=tmp_path, timeout=900,
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr[-3000:]
     report = json.loads(completed.stdout.strip().splitlines()[-1])
