@@ -153,8 +153,31 @@ def embed_rows(target: Target, dataset: Dataset, stimulus_ids: np.ndarray) -> np
         raise BrainbenchError(
             f"target {target.name!r} returned shape {embeddings.shape}, expected {expected}"
         )
+    check_finite_embeddings(embeddings, unique, target, dataset)
     expanded_bytes = len(inverse) * embeddings[0].nbytes if len(embeddings) else 0
     return RowIndexed(embeddings, inverse) if expanded_bytes > ROW_VIEW_MIN_BYTES else embeddings[inverse]
+
+
+def check_finite_embeddings(embeddings: np.ndarray, stimulus_ids: np.ndarray, target: Target, dataset: Dataset) -> None:
+    """NaN or infinite target embeddings train nothing and poison every metric: name where they came from."""
+    bad = ~np.isfinite(embeddings.reshape(len(embeddings), -1)).all(axis=1)
+    if bad.any():
+        source = getattr(target, "cache_path", None) or dataset.describe().get("root") or dataset.name
+        shown = ", ".join(str(int(i)) for i in stimulus_ids[bad][:5])
+        raise BrainbenchError(
+            f"target {target.name!r} gave NaN or infinite embeddings for {int(bad.sum())} of {len(embeddings)} "
+            f"stimuli (ids {shown}{', ...' if bad.sum() > 5 else ''}) from {source}; rebuild the target cache "
+            "(brainbench targets build) or fix the stored embeddings"
+        )
+
+
+def check_trials(trials: Any, split: str, config: RunConfig, dataset_name: str) -> None:
+    """An empty split, or voxels the model cannot use, stop the run before any work with the reason."""
+    if trials.n_trials == 0:
+        raise BrainbenchError(
+            f"dataset {dataset_name!r}, subject {config.subject}: the {split!r} split has no trials; "
+            "check the data with `brainbench data inspect`"
+        )
 
 
 def run_params(cell: ResolvedCell, n_voxels: int) -> dict[str, Any]:
@@ -214,6 +237,8 @@ def run_cell(
 
     train = dataset.trials(config.subject, "train")
     test = dataset.trials(config.subject, task.split)
+    check_trials(train, "train", config, cell.dataset_name)
+    check_trials(test, task.split, config, cell.dataset_name)
     params = run_params(cell, train.n_voxels)
     if record is not None:
         record.log_params(params)
@@ -263,9 +288,11 @@ def run_cell(
         predictions = fitted.predict(test_voxels)
     else:
         predictions, test_ids = group_mean(fitted.predict(test_voxels), test.stimulus_ids)
+    test_targets = np.asarray(target.embed(dataset, test_ids), dtype=np.float32)
+    check_finite_embeddings(test_targets, test_ids, target, dataset)
     context = EvalContext(
         predictions=np.asarray(predictions, dtype=np.float32),
-        targets=np.asarray(target.embed(dataset, test_ids), dtype=np.float32),
+        targets=test_targets,
         stimulus_ids=test_ids,
         dataset=dataset,
         target=target,

@@ -19,7 +19,7 @@ import numpy as np
 from brainbench import hookimpl
 from brainbench.interfaces import Dataset, Encoder, FittedEncoder, MetricSpec, Target, Task, Trials
 
-LOG = {"splits": [], "fits": [], "predicted": [], "evaluated": []}
+LOG = {"splits": [], "fits": [], "predicted": [], "evaluated": [], "empty": set(), "nan_ids": set()}
 N_VOXELS, DIM = 6, 4
 # split -> (stimulus ids, repeats per stimulus); "imagery" is the task's split, "test" must never be read
 SPLITS = {"train": (np.arange(100, 140), 2), "test": (np.arange(0, 10), 3), "imagery": (np.arange(50, 58), 3)}
@@ -45,7 +45,7 @@ class RecordingData(Dataset):
     def trials(self, subject, split):
         LOG["splits"].append(split)
         ids, repeats = SPLITS[split]
-        stimulus = np.repeat(ids, repeats)
+        stimulus = np.repeat(ids, 0 if split in LOG["empty"] else repeats)
         rng = np.random.default_rng(len(split))
         voxels = rng.normal(size=(len(stimulus), N_VOXELS)).astype(np.float32)
         voxels[:, 0] = np.arange(len(stimulus)) + 1000 * len(LOG["splits"])  # which trial a row is
@@ -59,7 +59,9 @@ class RecordingTarget(Target):
 
     def embed(self, dataset, stimulus_ids):
         ids = np.asarray(stimulus_ids, dtype=np.float32)
-        return np.stack([ids, ids ** 0.5, np.sin(ids), np.cos(ids)], axis=1).astype(np.float32)
+        out = np.stack([ids, ids ** 0.5, np.sin(ids), np.cos(ids)], axis=1).astype(np.float32)
+        out[np.isin(stimulus_ids, list(LOG["nan_ids"]))] = np.nan
+        return out
 
 
 class Fitted(FittedEncoder):
@@ -174,3 +176,22 @@ def test_average_predictions_averages_the_models_outputs_per_image(recording, tm
     per_trial = seen[:, :4] * 2.0
     expected = per_trial.reshape(8, 3, 4).mean(axis=1)  # trials of one image are adjacent here
     np.testing.assert_allclose(evaluated.predictions, expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("split", ["train", "imagery"])
+def test_an_empty_split_stops_the_run_with_the_reason(recording, tmp_path, split):
+    from brainbench.errors import BrainbenchError
+
+    recording.LOG["empty"].add(split)
+    with pytest.raises(BrainbenchError, match=f"the '{split}' split has no trials.*brainbench data inspect"):
+        run(tmp_path)
+    assert not recording.LOG["fits"]  # nothing trained
+
+
+@pytest.mark.parametrize("bad_id", [103, 52])  # a training image, a test image
+def test_nan_target_embeddings_are_refused_naming_the_stimuli(recording, tmp_path, bad_id):
+    from brainbench.errors import BrainbenchError
+
+    recording.LOG["nan_ids"].add(bad_id)
+    with pytest.raises(BrainbenchError, match=rf"NaN or infinite embeddings for 1 of \d+ stimuli \(ids {bad_id}\)"):
+        run(tmp_path)
