@@ -278,6 +278,8 @@ def run_cell(
     train_seconds = time.perf_counter() - started
     del fit_data
     recipe = resolved_recipe(cell, fitted)
+    # a resumed fit reports its whole training time, the part before the interruption included
+    train_seconds += float(recipe.get("train_seconds_before_resume") or 0.0)
     if record is not None:
         record.log_params({f"recipe.{k}": v for k, v in recipe.items()})
 

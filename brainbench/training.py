@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -372,6 +373,9 @@ class _Run:
 
         self.epoch = 0  # epochs completed
         self.step = 0  # optimizer steps taken
+        self.started = time.perf_counter()
+        self.seconds_before = 0.0  # training time recorded in the checkpoint a run resumed from
+        self.resumed_from: int | None = None
         self.history: list[dict[str, float]] = []
         self.best = BestState()
         self.finished = False
@@ -398,6 +402,7 @@ class _Run:
             "rng": capture_rng_states(),
             "history": self.history,
             "best": self.best.as_payload(),
+            "train_seconds": self.train_seconds(),
         }
         atomic_torch_save(payload, self.checkpoint_path)
 
@@ -417,7 +422,16 @@ class _Run:
         best = payload["best"]
         self.best = BestState(int(best["epoch"]), float(best["score"]))
         restore_rng_states(payload["rng"])
+        self.seconds_before = float(payload.get("train_seconds", 0.0))
+        self.resumed_from = self.epoch
         self.reporter.info(f"resumed from {path} after epoch {self.epoch} of {self.recipe.epochs}")
+        # the new run records the whole history, not only the epochs trained after the resume
+        for entry in self.history:
+            self.reporter.epoch_end(int(entry["epoch"]), {k: v for k, v in entry.items() if k != "epoch"})
+
+    def train_seconds(self) -> float:
+        """Training time so far, the time before a resume included."""
+        return self.seconds_before + (time.perf_counter() - self.started)
 
     def _check_same_run(self, payload: dict[str, Any], path: Path) -> None:
         """A checkpoint of another encoder, option set or recipe would silently train something else."""
@@ -526,6 +540,8 @@ class _Run:
             "compiled": self.compiled,
             "checkpoint_every": self.recipe.checkpoint_every,
             "train_rows": self.train_source.n_samples,
+            "resumed_from_epoch": self.resumed_from,
+            "train_seconds_before_resume": round(self.seconds_before, 3),
             "sampling": "one repeat per step" if self.train_source.repeat_groups is not None else "single trials",
             "seed": self.recipe.seed,
         }

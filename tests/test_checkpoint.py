@@ -81,7 +81,10 @@ def test_resume_refuses_a_different_recipe_and_resume_off_starts_over(tmp_path: 
     # a finished run resumes to the same weights without training again
     reporter = RecordingReporter()
     resumed = train_torch_encoder(TinyEncoder(), data, settings, reporter)
-    assert reporter.epochs == [] and any("resumed from" in m for m in reporter.messages)
+    assert any("resumed from" in m for m in reporter.messages)
+    # nothing is trained again, and the new run's records replay the whole history
+    assert [(e, m) for e, m in reporter.epochs] == [(int(h["epoch"]), {k: v for k, v in h.items() if k != "epoch"})
+                                                     for h in first.history]
     assert_same_weights(weights_of(first), weights_of(resumed))
     assert resumed.history == first.history
 
@@ -179,7 +182,9 @@ def test_run_killed_mid_epoch_resumes_to_the_same_final_weights(tmp_path: Path):
     reporter = RecordingReporter()
     resumed = train_torch_encoder(TinyEncoder(), make_fit_data(), settings, reporter)
     assert any("after epoch 2 of 4" in message for message in reporter.messages)
-    assert [epoch for epoch, _ in reporter.epochs] == [3, 4]
+    # the resumed run records every epoch (1-2 replayed from the checkpoint) and the time before the kill
+    assert [epoch for epoch, _ in reporter.epochs] == [1, 2, 3, 4]
+    assert resumed.recipe["resumed_from_epoch"] == 2 and resumed.recipe["train_seconds_before_resume"] > 0
     assert reporter.advanced == 4 * steps_per_epoch  # the bar starts where the killed run left off
 
     uninterrupted = train_torch_encoder(
