@@ -52,6 +52,13 @@ def build(
         seed=seed,
     )
     _print_info(manifest)
+    zero = manifest.get("zero_rows", {})
+    if zero.get("count"):
+        typer.echo(
+            f"warning: {zero['count']} all-zero embedding row(s) (first ids {zero['first_ids'][:5]}) were indexed "
+            "but match no query; they are listed in the manifest's zero_rows",
+            err=True,
+        )
 
 
 @index_app.command("info")

@@ -22,7 +22,15 @@ import numpy as np
 
 from brainbench.errors import DataError
 from brainbench_laion.gallery import SearchResult, merge_topk, normalise
-from brainbench_laion.shards import EmbeddingShard, MetadataLookup, find_shards, sample_rows, total_rows
+from brainbench_laion.shards import (
+    EmbeddingShard,
+    MetadataLookup,
+    check_metadata_rows,
+    find_shards,
+    sample_rows,
+    total_rows,
+    unusable_rows,
+)
 
 MANIFEST = "manifest.json"
 FORMAT = "brainbench-laion-index/1"
@@ -147,6 +155,7 @@ def build_index(
     near, but not equal to, a gallery item, as a decoder's prediction is).
     """
     shards = find_shards(Path(source))
+    check_metadata_rows(shards)
     n, dim = total_rows(shards), shards[0].dim
     plan = plan_build(n, dim, kind, nlist, pq_m, nprobe, train_size, file_rows)
     out_dir = Path(out_dir)
@@ -172,7 +181,8 @@ def build_index(
         template.train(sample)
         train_seconds = time.perf_counter() - t0
         del sample
-    files = _add_all(shards, plan, dim, template, out_dir, progress)
+    zero_rows: list[int] = []
+    files = _add_all(shards, plan, dim, template, out_dir, progress, zero_rows)
     build_seconds = time.perf_counter() - started
     manifest: dict[str, Any] = {
         "format": FORMAT,
@@ -187,6 +197,8 @@ def build_index(
         "build_seconds": round(build_seconds, 3),
         "train_seconds": round(train_seconds, 3),
         "vectors_per_second": round(n / max(build_seconds, 1e-9), 1),
+        # all-zero vectors are indexed (ids stay aligned with the metadata) but match nothing
+        "zero_rows": {"count": len(zero_rows), "first_ids": zero_rows[:20]},
     }
     if plan.kind == "ivfpq":
         manifest.update(
@@ -216,8 +228,12 @@ def _add_all(
     template: faiss.Index | None,
     out_dir: Path,
     progress: bool,
+    zero_rows: list[int] | None = None,
 ) -> list[dict[str, Any]]:
-    """Add every vector, starting a new index file each ``plan.file_rows`` rows (bounded memory)."""
+    """Add every vector, starting a new index file each ``plan.file_rows`` rows (bounded memory).
+
+    A NaN/infinite row stops the build, naming the shard and rows; all-zero rows are counted in
+    ``zero_rows`` (global ids) and added as they are."""
     files: list[dict[str, Any]] = []
     current: faiss.Index | None = None
     current_offset = 0
@@ -234,6 +250,15 @@ def _add_all(
         task = bar.add_task(f"adding to {plan.kind} index", total=total_rows(shards))
         for shard in shards:
             for first, block in shard.chunks(CHUNK_ROWS):
+                broken, zero = unusable_rows(block)
+                if broken.any():
+                    bad = (np.flatnonzero(broken) + first - shard.offset)[:5].tolist()
+                    raise DataError(
+                        f"{shard.embeddings}: {int(broken.sum())} row(s) with NaN or infinite values in this block "
+                        f"(rows {bad} of the shard); an index cannot rank them — fix or drop those rows"
+                    )
+                if zero_rows is not None and zero.any():
+                    zero_rows.extend((np.flatnonzero(zero) + first).tolist())
                 faiss.normalize_L2(block)
                 while len(block):
                     if current is None:
@@ -391,7 +416,14 @@ class LocalIndex:
     def search(self, queries: np.ndarray, k: int, with_metadata: bool = True) -> SearchResult:
         """Top-k of every query; with ``refine`` > 1 (and the source shards at hand) the approximate
         top-(k * refine) are re-scored exactly from the full-precision vectors."""
-        queries = normalise(np.atleast_2d(queries))
+        queries = np.atleast_2d(queries)
+        broken = ~np.isfinite(queries).all(axis=1)
+        if broken.any():
+            raise DataError(
+                f"index {self.name}: {int(broken.sum())} of {len(queries)} queries contain NaN or infinite values "
+                f"(rows {np.flatnonzero(broken)[:5].tolist()}); the predictions that make them are broken"
+            )
+        queries = normalise(queries)
         if queries.shape[1] != self.dim:
             raise DataError(f"index {self.name}: queries have width {queries.shape[1]}, the index {self.dim}")
         exact = self._info.get("kind") == "flat"

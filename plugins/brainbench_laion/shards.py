@@ -86,6 +86,28 @@ def find_shards(folder: Path) -> list[EmbeddingShard]:
     return shards
 
 
+def check_metadata_rows(shards: list[EmbeddingShard]) -> None:
+    """Each metadata parquet must have one row per embedding row: a short one would give queries no url."""
+    import pyarrow.parquet as pq
+
+    for shard in shards:
+        if shard.metadata is None:
+            continue
+        rows = pq.ParquetFile(shard.metadata).metadata.num_rows
+        if rows != shard.rows:
+            raise DataError(
+                f"{shard.metadata}: {rows} metadata rows for the {shard.rows} embeddings of {shard.embeddings}; "
+                "expected one row per embedding (a truncated or mismatched file)"
+            )
+
+
+def unusable_rows(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Masks of rows with NaN/infinite values and of all-zero rows (no direction to search by)."""
+    finite = np.isfinite(block).all(axis=1)
+    zero = finite & ~block.any(axis=1)
+    return ~finite, zero
+
+
 def total_rows(shards: list[EmbeddingShard]) -> int:
     return sum(s.rows for s in shards)
 
