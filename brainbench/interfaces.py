@@ -187,8 +187,18 @@ class Target(ABC):
         """Embeddings (n, *shape) float32 of the given stimuli (from a cache where one exists)."""
 
     def embed_text(self, texts: Sequence[str], dataset: Dataset | None = None) -> np.ndarray:
-        """Embeddings (n, shape[-1]) of texts such as class names, in the same space."""
+        """Embeddings (n, shape[-1]) of finished prompts, in the same space; one row per text, as given.
+
+        ``texts`` are FINISHED prompts ("an image of a goldfish."), never bare class names to be templated:
+        the caller (a task) applies its prompt templates once and averages as its protocol says; a target
+        embeds each text exactly as it receives it, adding no template of its own.
+        """
         raise NotImplementedError(f"target {self.name!r} cannot embed text")
+
+    def check_ready(self, dataset: Dataset) -> None:
+        """Called before any training or MLflow run: raise a BrainbenchError naming what this target needs
+        for ``dataset`` that is missing (model weights, images, a cache) and how to get it. Default: nothing."""
+        return None
 
     def params(self) -> dict[str, Any]:
         return {"target": self.name, "target_shape": "x".join(map(str, self.shape))}

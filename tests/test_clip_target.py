@@ -216,23 +216,68 @@ def test_random_weights_are_labelled_in_params() -> None:
     assert params["target_shape"] == "17x48" and params["clip_model"] == TINY_MODEL
 
 
-def test_text_embeddings_with_prompt_templates() -> None:
+class RecordingTokenizer:
+    """Wraps the real tokenizer and records every text it is given."""
+
+    def __init__(self, model: str) -> None:
+        self.inner, self.seen = open_clip.get_tokenizer(model), []
+
+    def __call__(self, texts):
+        self.seen.extend(texts)
+        return self.inner(texts)
+
+
+def test_embed_text_embeds_finished_prompts_as_given() -> None:
     target = tiny()
-    names = ["goldfish", "airliner", "goldfish"]
-    text = target.embed_text(names)
+    target._tokenizer = RecordingTokenizer(TINY_MODEL)
+    prompts = ["an image of a goldfish.", "an image of a airliner.", "an image of a goldfish."]
+    text = target.embed_text(prompts)
+    assert target._tokenizer.seen == prompts  # each text once, no template of the target's own
     assert text.shape == (3, 48) and text.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(text, axis=1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(text[0], text[2], atol=1e-6)
     assert not np.allclose(text[0], text[1], atol=1e-3)
-
-    bare = tiny(templates="none").embed_text(names[:1])
     model = reference_model(seed=0)
     with torch.no_grad():
-        expected = model.encode_text(open_clip.get_tokenizer(TINY_MODEL)(["goldfish"])).numpy()
-    np.testing.assert_allclose(bare, expected / np.linalg.norm(expected), rtol=1e-4, atol=1e-5)
-    assert not np.allclose(bare[0], text[0], atol=1e-3)  # the 80 OpenAI prompts change the embedding
+        expected = model.encode_text(open_clip.get_tokenizer(TINY_MODEL)(prompts[:1])).numpy()
+    np.testing.assert_allclose(text[:1], expected / np.linalg.norm(expected), rtol=1e-4, atol=1e-5)
+
+
+def test_class_names_go_through_the_template_set_once() -> None:
+    target = tiny(templates="simple")
+    target._tokenizer = RecordingTokenizer(TINY_MODEL)
+    names = ["goldfish", "airliner"]
+    by_name = target.embed_class_names(names)
+    templates = open_clip.SIMPLE_IMAGENET_TEMPLATES
+    assert target._tokenizer.seen == [t(n) for n in names for t in templates]
+    expected = target.embed_text([t("goldfish") for t in templates]).mean(axis=0)
+    np.testing.assert_allclose(by_name[0], expected / np.linalg.norm(expected), rtol=1e-4, atol=1e-5)
+    bare = tiny(templates="none").embed_class_names(names[:1])
+    np.testing.assert_allclose(bare, tiny().embed_text(names[:1]), rtol=1e-4, atol=1e-5)
     with pytest.raises(DataError, match="template"):
         tiny(templates="fancy")
+
+
+def test_model_config_file_is_registered(tmp_path: Path) -> None:
+    path = tmp_path / "bb-tiny-from-file.json"
+    path.write_text(json.dumps(TINY_CONFIG))
+    target = OpenClipTarget(model=str(path), weights="random", device="cpu")
+    assert target.model_name == "bb-tiny-from-file" and target.shape == (48,)
+    with pytest.raises(DataError, match="open_clip model config .*nothing.json not found"):
+        OpenClipTarget(model=str(tmp_path / "nothing.json"), weights="random")
+
+
+def test_missing_weights_are_reported_before_work_with_the_cache_command(tmp_path: Path) -> None:
+    dataset = ImageDataset()
+    dataset.root = tmp_path
+    with pytest.raises(DataError) as caught:
+        OpenClipTarget(model=TINY_MODEL).check_ready(dataset)
+    message = str(caught.value)
+    assert "needs target 'clip-vit-l-14'" in message and "BRAINBENCH_CLIP_WEIGHTS" in message
+    assert f"brainbench targets build --dataset test-images --data-path {tmp_path}" in message
+    tiny().check_ready(dataset)  # weights and images: ready
+    with pytest.raises(DataError, match="has none here and no target cache was built"):
+        tiny().check_ready(NoImages())
 
 
 def test_real_vit_l_14_gives_257_by_768_tokens_on_the_meta_device() -> None:

@@ -207,3 +207,48 @@ def test_zeroshot_rejects_bad_options():
         get_plugins().tasks.create("god-zeroshot", templates=["no placeholder"])
     with pytest.raises(ValueError, match="prototypes"):
         get_plugins().tasks.create("god-zeroshot", prototypes="audio")
+
+
+TINY_OPEN_CLIP = {
+    "embed_dim": 24,
+    "quick_gelu": True,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 8},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+def test_zeroshot_with_the_real_open_clip_target_templates_each_prompt_once(tmp_path, capsys):
+    """The real OpenClipTarget (a tiny random-init open_clip config): the tokenizer sees every prompt once."""
+    import open_clip
+
+    from brainbench_clip.openclip import OpenClipTarget
+    from brainbench_god.zeroshot import DEFAULT_TEMPLATES
+
+    write_bdpy_file(tmp_path / "Subject1.h5")
+    names = {"n02084071": "goldfish", "n02123394": "airliner", "n02391049": "zebra"}
+    (tmp_path / "class_names.json").write_text(json.dumps(names))
+    config = tmp_path / "bb-tiny-god-clip.json"
+    config.write_text(json.dumps(TINY_OPEN_CLIP))
+    target = OpenClipTarget(model=str(config), weights="random", device="cpu")
+    seen: list[str] = []
+    tokenizer = open_clip.get_tokenizer(target.model_name)
+    target._tokenizer = lambda texts: seen.extend(texts) or tokenizer(texts)  # records what is embedded
+
+    dataset = get_plugins().datasets.create("god", root=tmp_path)
+    test = dataset.trials(1, "test")
+    predictions = np.random.default_rng(0).standard_normal((test.n_trials, 24)).astype(np.float32)
+    task = get_plugins().tasks.create("god-zeroshot")
+    ctx = EvalContext(predictions, predictions, test.stimulus_ids, dataset, target, 1, 0, tmp_path)
+    results = {r.name: r for r in task.evaluate(ctx)}
+    assert 0.0 <= results["top1"].value <= 1.0 and results["top1"].chance == pytest.approx(1 / 3)
+
+    class_names = [dataset.category_names()[c] for c in np.unique(dataset.categories(test.stimulus_ids))]
+    assert sorted(class_names) == ["airliner", "goldfish", "zebra"]
+    expected = [template.format(name) for name in class_names for template in DEFAULT_TEMPLATES]
+    assert seen == expected  # each prompt embedded once, exactly as the task wrote it
+    assert len(set(seen)) == len(seen) == 3 * len(DEFAULT_TEMPLATES)
+    assert all(p.count(" of ") == 1 and p.count(".") == 1 for p in seen)  # one template, not one inside another
+    with capsys.disabled():
+        print("\nGOD zero-shot prompts embedded by OpenClipTarget (tokenizer input, in order):")
+        for prompt in seen:
+            print(f"  {prompt}")

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
 import pickle
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -13,6 +18,7 @@ from brainbench.errors import DataError
 from brainbench.simulate.nsd import SCALES, generate_synthetic_nsd
 from brainbench_nsd.dataset import open_nsd, open_synthetic_nsd
 from brainbench_nsd.h5rows import RowView
+from tests.nsd_fixtures import write_mindeye2_release
 
 
 @pytest.fixture(autouse=True)
@@ -57,7 +63,8 @@ def test_synthetic_dataset_reads_lazily_through_the_real_reader(tmp_path):
 
 def test_open_nsd_detects_the_mindeye2_layout(written):
     ds = open_nsd(written)
-    assert ds.subjects() == [1, 2] and not ds.synthetic
+    # simulated files read back through the real reader are still labelled synthetic (the simulator's marker)
+    assert ds.subjects() == [1, 2] and ds.synthetic and ds.describe()["synthetic"] is True
     test = ds.trials(1, "test")
     with h5py.File(written / "betas_all_subj01_fp32_renorm.hdf5") as f:
         direct = f["betas"][:]
@@ -133,3 +140,51 @@ def test_average_repeats_and_predictions():
     np.testing.assert_allclose(mean_tokens[1], (tokens[0] + tokens[3]) / 2)
     with pytest.raises(ValueError):
         group_mean(voxels, ids[:3])
+
+
+# ------------------------------------------------------- the MindEye2 release through the installed CLI
+
+TINY_CLIP = {
+    "embed_dim": 32,
+    "quick_gelu": True,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 8},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+def console_script(*args: str, env: dict[str, str], cwd) -> subprocess.CompletedProcess[str]:
+    """The installed ``brainbench`` console script, as a user runs it."""
+    script = Path(sys.executable).with_name("brainbench")
+    return subprocess.run([str(script), *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+
+
+def test_release_folder_runs_ridge_retrieval_from_the_console_script(tmp_path):
+    release = write_mindeye2_release(tmp_path / "release")
+    config = tmp_path / "bb-tiny-release-clip.json"
+    config.write_text(json.dumps(TINY_CLIP))
+    env = {**os.environ, "BRAINBENCH_HOME": str(tmp_path / "home"), "COLUMNS": "250"}
+    env.pop("BRAINBENCH_CLIP_WEIGHTS", None)
+    run = ["run", "ridge", "--task", "retrieval", "--dataset", "nsd", "--data-path", str(release.root),
+           "--device", "cpu", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+
+    refused = console_script(*run, env=env, cwd=tmp_path)
+    assert refused.returncode != 0
+    said = " ".join(refused.stderr.split())
+    assert "needs target 'clip-vit-l-14'" in said and "Traceback" not in refused.stderr
+    assert f"brainbench targets build --dataset nsd --data-path {release.root}" in said
+    assert "ridge: refitting" not in refused.stdout + refused.stderr  # refused before any work
+
+    built = console_script("targets", "build", "--dataset", "nsd", "--data-path", str(release.root),
+                           "--model", str(config), "--weights", "random", "--device", "cpu", env=env, cwd=tmp_path)
+    assert built.returncode == 0, built.stderr
+    shown = [release.behav[1][folder][:, 0] for folder in ("train", "new_test")]
+    n_images = len(np.unique(np.concatenate(shown)))
+    assert f"{n_images} stimuli, {n_images} encoded now" in " ".join(built.stdout.split())
+
+    tiny = ["--target-opt", f"model={config}", "--target-opt", "weights=random"]
+    ran = console_script(*run, *tiny, env=env, cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    out = " ".join((ran.stdout + ran.stderr).split())
+    n_train, n_test = len(release.behav[1]["train"]), len(release.behav[1]["new_test"])
+    assert f"nsd (real), {n_train} train / {n_test} test trials, 40 voxels" in out
+    assert "fmri_to_image_top1_full" in out and "10-way" in out

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import webdataset as wds
 
 from brainbench.errors import DataError
 from brainbench.repeats import group_mean
@@ -18,6 +19,7 @@ from brainbench_nsd.dataset import open_nsd, read_trial_table
 from brainbench_nsd.h5rows import RowView
 from brainbench_nsd.litemind_npy import LiteMindNsd, write_litemind_files
 from brainbench_nsd.mindeye1 import MindEye1Nsd, ShardRows, write_mindeye1_shards
+from tests.nsd_fixtures import jpeg_bytes, write_mindeye2_release
 
 SUBJECTS = (1, 2)
 TINY = SCALES["tiny"]
@@ -166,8 +168,8 @@ def test_litemind_missing_and_misshapen_files_are_named(layouts, tmp_path):
     expected = rf"subj01_stims_tr\.npy: shape \(10,\); expected \({TINY.train_trials},\)"
     with pytest.raises(DataError, match=expected):
         LiteMindNsd(root).trials(1, "train")
-    np.save(root / "subj02_betas_ave_te.npy", np.zeros((30, 7), np.float32))
-    with pytest.raises(DataError, match=rf"subj02_betas_ave_te\.npy: shape \(30, 7\); expected \(n_images, "
+    np.save(root / "subj02_nsdgeneral_betas_ave_te.npy", np.zeros((30, 7), np.float32))
+    with pytest.raises(DataError, match=rf"subj02_nsdgeneral_betas_ave_te\.npy: shape \(30, 7\); expected \(n_images, "
                                         rf"{TINY.voxels[2]}\)"):
         LiteMindNsd(root).trials(2, "test")
     betas = np.load(root / "subj02_nsdgeneral_betas_tr.npy")
@@ -234,3 +236,116 @@ def test_mindeye1_val_shards_count_as_training(tmp_path):
     assert ds.subjects() == [3] and trials.sessions is None  # no trial numbers stored
     assert sorted(trials.stimulus_ids.tolist()) == [11, 11, 11, 12]
     np.testing.assert_array_equal(trials.load()[trials.stimulus_ids == 12], padded[:1])
+
+
+# ----------------------------------------------------------------- fixtures written by the formats' own tools
+
+
+def test_mindeye2_release_is_read_as_published(tmp_path):
+    """betas HDF5 + wds/subjNN/{train,test,new_test} behav shards (webdataset's TarWriter), no trial table."""
+    release = write_mindeye2_release(tmp_path / "release", subjects=(1, 2))
+    ds = open_nsd(release.root)
+    assert ds.describe()["layout"] == "mindeye2" and ds.subjects() == [1, 2] and not ds.synthetic
+    for subject in (1, 2):
+        betas = release.betas[subject]
+        assert ds.n_voxels(subject) == betas.shape[1]
+        for split, folder in (("train", "train"), ("test", "new_test")):
+            behav = release.behav[subject][folder]
+            order = np.argsort(behav[:, 5], kind="stable")
+            trials = ds.trials(subject, split)
+            # MindEye2's own indexing: betas[behav[:, 0, 5]] and images[behav[:, 0, 0]]
+            np.testing.assert_array_equal(trials.stimulus_ids, behav[order, 0].astype(int))
+            np.testing.assert_array_equal(trials.load(), betas[behav[order, 5].astype(int)])
+            np.testing.assert_array_equal(trials.sessions, behav[order, 2].astype(int))
+        test = ds.trials(subject, "test")
+        _, repeats = np.unique(test.stimulus_ids, return_counts=True)
+        assert (repeats == 3).all()  # repeats found from the image ids alone
+    ids = np.array([3, 0, 7])
+    np.testing.assert_allclose(ds.images(ids), release.images[ids].astype(np.float32))
+    assert ds.describe()["missing"] == []
+
+    older = open_nsd(release.root, test_split="test")  # the release's older test folder, chosen by option
+    behav = release.behav[1]["test"]
+    assert older.trials(1, "test").n_trials == len(behav) < ds.trials(1, "test").n_trials
+    np.testing.assert_array_equal(older.trials(1, "test").stimulus_ids, behav[np.argsort(behav[:, 5]), 0])
+    with pytest.raises(DataError, match="test_split must be one of auto, new_test, test"):
+        open_nsd(release.root, test_split="val")
+
+
+def test_mindeye2_release_without_new_test_or_images_says_what_is_missing(tmp_path):
+    release = write_mindeye2_release(tmp_path / "r", new_test=False, with_images=False)
+    ds = open_nsd(release.root)
+    assert ds.trials(1, "test").n_trials == len(release.behav[1]["test"])  # falls back to test/
+    assert ds.images(np.array([0])) is None
+    missing = " | ".join(ds.describe()["missing"])
+    assert "wds/subj01/new_test/ (MindEye2's test set); testing on test/" in missing
+    assert "coco_images_224_float16.hdf5: no stimulus images" in missing
+    with pytest.raises(DataError, match=r"new_test: no \*\.tar shards \(test_split='new_test'\)"):
+        open_nsd(release.root, test_split="new_test").trials(1, "test")
+
+    shutil.rmtree(release.root / "wds" / "subj01")
+    bare = open_nsd(release.root)
+    assert bare.subjects() == []
+    assert "betas_all_subj01_fp32_renorm.hdf5 is here but not which trial showed which image" in bare.missing()[0]
+
+
+def test_mindeye2_release_bad_behav_is_named(tmp_path):
+    release = write_mindeye2_release(tmp_path / "r")
+    shard = release.root / "wds" / "subj01" / "train" / "1.tar"
+    with wds.TarWriter(str(shard)) as sink:
+        sink.write({"__key__": "sample000000001", "behav.npy": np.zeros((1, 12), np.float32)})
+    with pytest.raises(DataError, match=r"1\.tar: member sample000000001\.behav\.npy has shape \(1, 12\); "
+                                        r"expected \(1, 17\)"):
+        open_nsd(release.root).trials(1, "train")
+    with wds.TarWriter(str(shard)) as sink:
+        row = np.zeros((1, 17), np.float32)
+        row[0, 5] = 10_000  # past the betas' rows
+        sink.write({"__key__": "sample000000001", "behav.npy": row})
+    with pytest.raises(DataError, match=r"trial_index up to 10000 points past the betas.*has 90 rows"):
+        open_nsd(release.root).trials(1, "train")
+
+
+def test_litemind_files_under_the_reference_names(tmp_path):
+    """numpy files named as the Lite-Mind reference writes them (subjNN_nsdgeneral_betas_ave_te.npy)."""
+    rng = np.random.default_rng(0)
+    train, test = rng.standard_normal((20, 6)).astype(np.float32), rng.standard_normal((4, 6)).astype(np.float32)
+    np.save(tmp_path / "subj01_nsdgeneral_betas_tr.npy", train)
+    np.save(tmp_path / "subj01_stims_tr.npy", rng.integers(10, 100, 20))
+    np.save(tmp_path / "subj01_nsdgeneral_betas_ave_te.npy", test)
+    np.save(tmp_path / "subj01_stims_te.npy", np.arange(4))
+    ds = open_nsd(tmp_path)
+    assert ds.describe()["layout"] == "litemind"
+    np.testing.assert_array_equal(ds.trials(1, "test").load(), test)
+    np.testing.assert_array_equal(ds.trials(1, "train").load(), train)
+    (tmp_path / "subj01_nsdgeneral_betas_ave_te.npy").rename(tmp_path / "subj01_betas_ave_te.npy")
+    np.testing.assert_array_equal(open_nsd(tmp_path).trials(1, "test").load(), test)  # the older name still read
+
+
+def test_mindeye1_shards_from_webdataset_with_jpg_images(tmp_path):
+    """MindEye1 shards written by webdataset's TarWriter; the jpg members decode with Pillow."""
+    rng = np.random.default_rng(1)
+    pictures, voxels = {}, {}
+    for split, ids in (("train", range(10, 16)), ("test", range(3))):
+        path = tmp_path / split / f"{split}_subj01_0.tar"
+        path.parent.mkdir(parents=True)
+        with wds.TarWriter(str(path)) as sink:
+            for k, image_id in enumerate(ids):
+                data, decoded = jpeg_bytes(rng)
+                pictures[image_id], voxels[image_id] = decoded, rng.standard_normal((3, 5)).astype(np.float32)
+                sink.write({
+                    "__key__": f"sample{k:09d}",
+                    "nsdgeneral.npy": voxels[image_id],
+                    "coco73k.npy": np.array([image_id]),
+                    "trial.npy": np.arange(3) + 3 * k + (0 if split == "train" else 100),
+                    "jpg": data,  # bytes are stored as they are
+                })
+    ds = open_nsd(tmp_path)
+    assert ds.describe()["layout"] == "mindeye1" and ds.subjects() == [1]
+    test = ds.trials(1, "test")
+    np.testing.assert_array_equal(test.load()[test.stimulus_ids == 2], voxels[2])
+    images = ds.images(np.array([12, 0]))
+    assert images.shape == (2, 3, 16, 16) and images.dtype == np.float32
+    np.testing.assert_allclose(images[0], pictures[12].transpose(2, 0, 1) / 255.0, atol=1e-6)
+    np.testing.assert_allclose(images[1], pictures[0].transpose(2, 0, 1) / 255.0, atol=1e-6)
+    with pytest.raises(DataError, match="no shard holds an image .* 73k image id 99"):
+        ds.images(np.array([99]))

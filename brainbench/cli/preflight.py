@@ -126,6 +126,7 @@ def build_cells(configs: list[Any]) -> None:
             raise BrainbenchError(f"{config.label()}: {exc}") from None
         try:
             cell.task.check_ready()  # e.g. a remote back end reachable, its index settled
+            cell.target.check_ready(cell.dataset)  # e.g. CLIP weights or a target cache present
         except BrainbenchError as exc:
             raise type(exc)(f"{config.label()}: {exc}") from None
         finally:

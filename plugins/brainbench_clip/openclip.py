@@ -3,6 +3,12 @@
 Pooled embeddings are the model's image embedding (768-d for ViT-L/14). Token embeddings are every visual
 token after ``ln_post`` multiplied by the visual projection (257x768 for ViT-L/14), so token 0 is the pooled
 embedding. ``normalize=True`` divides both by the norm of that CLS embedding, as MindEye does.
+
+Text: ``embed_text`` embeds finished prompts exactly as given (the ``Target`` contract: the task templates
+once); ``embed_class_names`` is the helper for callers holding bare class names, which applies the
+``templates`` set (OpenAI's 80 ImageNet prompts by default) and averages, as CLIP's zero-shot recipe does.
+
+``model`` may also be the path of an open_clip model config (``.json``), registered under its file stem.
 """
 
 from __future__ import annotations
@@ -138,6 +144,19 @@ def resolve_weights(
     return cached
 
 
+def register_config_file(model: str) -> str:
+    """``model`` itself, or for a path to an open_clip config ``NAME.json``: registers it and returns NAME."""
+    if not str(model).endswith(".json"):
+        return model
+    path = Path(model).expanduser()
+    if not path.is_file():
+        raise DataError(f"open_clip model config {path} not found (model=PATH.json registers a config file)")
+    import open_clip
+
+    open_clip.add_model_config(path)
+    return path.stem
+
+
 def _auto_device(device: str) -> str:
     if device != "auto":
         return device
@@ -166,7 +185,8 @@ class OpenClipTarget(Target):
         Option("pretrained_tag", str, DEFAULT_PRETRAINED_TAG, "open_clip pretrained tag, recorded with the cache"),
         Option("seed", int, 0, "seed for anything random in embedding", minimum=0),
         Option("normalize", bool, False, "L2-normalise each embedding"),
-        Option("templates", str, "openai", "prompt templates for text", choices=("openai", "simple", "none")),
+        Option("templates", str, "openai", "prompt templates embed_class_names applies to bare class names "
+               "(embed_text embeds finished prompts as given)", choices=("openai", "simple", "none")),
         Option("batch_size", int, 64, "images per forward pass", minimum=1),
         Option("device", str, "auto", "auto | cpu | cuda | cuda:N"),
         Option("use_cache", bool, True, "read and write the embedding cache"),
@@ -193,6 +213,7 @@ class OpenClipTarget(Target):
                 f"unknown prompt template set {templates!r}; expected one of {', '.join(TEMPLATE_SETS)}"
             )
         self.tokens = bool(tokens)
+        model = register_config_file(model)
         self.model_name = model
         self.weights = None if weights is None else str(weights)
         self.pretrained_tag = pretrained_tag
@@ -386,25 +407,64 @@ class OpenClipTarget(Target):
             raw[missing] = encoded[inverse]
         return self.finish(raw)
 
-    def embed_text(self, texts: Sequence[str], dataset: Dataset | None = None) -> np.ndarray:
-        """Unit-norm text embeddings (n, D): a text's prompts, each L2-normalised, averaged, renormalised."""
+    def check_ready(self, dataset: Dataset) -> None:
+        """Before any work: the weights are here, and the dataset has images or a cache was built for it."""
+        root = getattr(dataset, "root", None)
+        data = f" --data-path {root}" if root is not None else ""
+        build = f"brainbench targets build --dataset {dataset.name}{data} --target {self.name} --weights PATH"
+        try:
+            self.weights_id()
+        except DataError as err:
+            raise DataError(
+                f"dataset {dataset.name!r} needs target {self.name!r} (CLIP {self.model_name} {self.kind} "
+                f"embeddings of its images), computed from CLIP weights: {err} With the weights file, build "
+                f"the embedding cache once (resumable) with `{build}`, then run with --target-opt weights=PATH."
+            ) from None
+        if self.use_cache:
+            from brainbench_clip.cache import cache_path
+
+            if cache_path(dataset, self, root=self.cache_dir).exists():
+                return
+        try:
+            images = dataset.images(np.zeros(1, dtype=np.int64))
+        except Exception:  # an id-0 image that does not exist says nothing about the others
+            return
+        if images is None:
+            raise DataError(
+                f"target {self.name!r} embeds images, but dataset {dataset.name!r} has none here and no target "
+                f"cache was built for it; build one where the images are with `{build}`"
+            )
+
+    def _tokenize(self, prompts: Sequence[str]) -> Any:
         import open_clip
+
+        if self._tokenizer is None:
+            self._tokenizer = open_clip.get_tokenizer(self.model_name)
+        return self._tokenizer(list(prompts))
+
+    def embed_text(self, texts: Sequence[str], dataset: Dataset | None = None) -> np.ndarray:
+        """Unit-norm embeddings (n, D) of finished prompts, each embedded exactly as given (no template)."""
         import torch
 
         model = self.load_model()
-        if self._tokenizer is None:
-            self._tokenizer = open_clip.get_tokenizer(self.model_name)
-        templates = prompt_templates(self.templates)
         device = self._model_device()
+        texts = [str(t) for t in texts]
         out = np.empty((len(texts), self.shape[-1]), dtype=np.float32)
         with torch.no_grad():
-            for row, text in enumerate(texts):
-                prompts = [template(text) for template in templates]
-                features = model.encode_text(self._tokenizer(prompts).to(device)).float()
+            for start in range(0, len(texts), self.batch_size):
+                chunk = texts[start : start + self.batch_size]
+                features = model.encode_text(self._tokenize(chunk).to(device)).float()
                 features = features / features.norm(dim=-1, keepdim=True)
-                mean = features.mean(dim=0)
-                out[row] = (mean / mean.norm()).cpu().numpy()
+                out[start : start + len(chunk)] = features.cpu().numpy()
         return out
+
+    def embed_class_names(self, names: Sequence[str]) -> np.ndarray:
+        """Unit-norm (n, D): each name through the ``templates`` set, prompts embedded, averaged, renormalised."""
+        templates = prompt_templates(self.templates)
+        prompts = [template(name) for name in names for template in templates]
+        embedded = self.embed_text(prompts).reshape(len(names), len(templates), -1)
+        mean = embedded.mean(axis=1)
+        return (mean / np.linalg.norm(mean, axis=-1, keepdims=True)).astype(np.float32)
 
 
 def open_clip_mean() -> tuple[float, float, float]:

@@ -1,14 +1,19 @@
-"""NSD datasets: the MindEye2 HDF5 layout (real files and the simulator), plus layout detection.
+"""NSD datasets: the MindEye2 HDF5 layout (the public release and the simulator), plus layout detection.
 
 ``open_nsd`` also reads MindEye1 webdataset shards (``mindeye1.py``) and Lite-Mind's numpy files
 (``litemind_npy.py``), detected from what is on disk or named with ``layout=``.
 
-MindEye2 layout in one folder:
+MindEye2 layout in one folder, as the public release ships it:
 - ``betas_all_subj01_fp32_renorm.hdf5``: ``betas`` (n_trials, n_voxels) float32, one file per subject.
-- a trial table per subject, ``trials_subj01.csv`` with columns ``image_index,trial_index,session,split``
-  (``session`` optional; ``split`` is ``train`` or ``test``); ``trial_index`` is the row of the betas file.
-- optional ``clip_targets.hdf5`` (``pooled`` (n_images, 768), ``tokens`` (n_images, 257, 768),
-  ``category``, ``category_names``) and ``coco_images_224_float16.hdf5`` (``images`` (n_images, 3, S, S)).
+- which trial shows which image: the release's webdataset shards ``wds/subj01/{train,test,new_test}/*.tar``
+  (``behav.npy`` per sample: column 0 the 73k image id, column 5 the row of the betas; ``release.py``).
+  The test split is ``new_test`` (MindEye2's) when present, else ``test``; ``test_split=`` picks one.
+  Without shards, a plain trial table ``trials_subj01.csv`` (columns ``image_index,trial_index,session,split``,
+  ``session`` optional, ``split`` ``train`` or ``test``) is read instead; the simulator writes that.
+- ``coco_images_224_float16.hdf5`` (``images`` (73000, 3, 224, 224), row = 73k id), ``shared1000.npy``
+  (bool over the 73k ids) and ``COCO_73k_subj_indices.hdf5``; all optional for reading the betas.
+- brainbench's own optional ``clip_targets.hdf5`` (``pooled`` (n_images, 768), ``tokens`` (n_images, 257,
+  768), ``category``, ``category_names``); the release has none, so its runs use an open_clip target.
 
 Betas are read lazily (the files stay open). NaN/inf betas are checked on every read of trial rows, and
 in full when a betas file is first opened if it is under ``FULL_CHECK_BYTES``.
@@ -30,12 +35,16 @@ from brainbench.constants import EMBEDDING_POOLED, EMBEDDING_TOKENS
 from brainbench.errors import DataError
 from brainbench.interfaces import ArrayLike, Dataset, Trials
 from brainbench_nsd.h5rows import RowView, check_finite
+from brainbench_nsd.release import release_shards, release_subjects, release_table, wds_folder
 
 FULL_CHECK_BYTES = 64 * 2**20
 BETAS_KEY = "betas"
 TABLE_COLUMNS = ("image_index", "trial_index", "split")
 EMBEDDING_KEYS = {EMBEDDING_POOLED: "pooled", EMBEDDING_TOKENS: "tokens"}
 BETAS_PATTERN = re.compile(r"betas_all_subj(\d+)_fp32_renorm\.hdf5$")
+IMAGES_FILE, SHARED_FILE = "coco_images_224_float16.hdf5", "shared1000.npy"
+SUBJ_INDICES_FILE = "COCO_73k_subj_indices.hdf5"
+SYNTHETIC_MARKER = "brainbench_synthetic.json"
 
 
 def betas_name(subject: int) -> str:
@@ -85,17 +94,25 @@ class MindEye2Nsd(Dataset):
         subject_list: list[int] | None = None,
         prepare: Any = None,
         prepare_tokens: Any = None,
+        test_split: str = "auto",
     ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataError(f"{self.root}: NSD folder not found")
+        from brainbench_nsd.release import TEST_SPLITS
+
+        if test_split not in TEST_SPLITS:
+            raise DataError(f"test_split must be one of {', '.join(TEST_SPLITS)}, got {test_split!r}")
+        self.test_split = test_split
+        # Simulated data stay labelled synthetic however they are opened (the simulator leaves a marker).
+        synthetic = synthetic or (self.root / SYNTHETIC_MARKER).exists()
         self.name, self.synthetic = name, synthetic
         if synthetic:
             self.default_target = "synthetic-clip"
         self._subject_list = subject_list
         self._prepare, self._prepare_tokens = prepare, prepare_tokens
         self._files: dict[Path, h5py.File] = {}
-        self._tables: dict[int, dict[str, np.ndarray]] = {}
+        self._tables: dict[int, dict[str, Any]] = {}
 
     # ----------------------------------------------------------------------------- files and tables
     def _open(self, path: Path) -> h5py.File:
@@ -123,23 +140,30 @@ class MindEye2Nsd(Dataset):
             check_finite(ds[:], str(path), BETAS_KEY, np.arange(ds.shape[0]))
         return ds
 
-    def _table(self, subject: int) -> dict[str, np.ndarray]:
+    def _has_shards(self, subject: int) -> bool:
+        return bool(release_shards(self.root, subject)["train"])
+
+    def _table(self, subject: int) -> dict[str, Any]:
         if subject not in self._tables:
             betas = self._betas(subject)
-            path = self.root / table_name(subject)
-            table = read_trial_table(path)
+            if self._has_shards(subject):  # the release's own trial lists come first
+                path = wds_folder(self.root, subject)
+                table = release_table(self.root, subject, self.test_split)
+            else:
+                path = self.root / table_name(subject)
+                table = read_trial_table(path)
             past = table["trial_index"] >= betas.shape[0]
             if past.any() or (table["trial_index"] < 0).any():
                 raise DataError(
                     f"{path}: trial_index up to {int(table['trial_index'].max())} points past the betas in "
                     f"{self.root / betas_name(subject)} ({BETAS_KEY!r} has {betas.shape[0]} rows)"
                 )
-            n_images = self._n_stimuli()
-            if n_images is not None and len(table["image_index"]) and table["image_index"].max() >= n_images:
-                raise DataError(
-                    f"{path}: image_index up to {int(table['image_index'].max())} but the target file holds "
-                    f"{n_images} images"
-                )
+            for n_images, where in (self._n_stimuli(), "the target file"), (self._n_images(), IMAGES_FILE):
+                if n_images is not None and len(table["image_index"]) and table["image_index"].max() >= n_images:
+                    raise DataError(
+                        f"{path}: image_index up to {int(table['image_index'].max())} but {where} holds "
+                        f"{n_images} images"
+                    )
             self._tables[subject] = table
         return self._tables[subject]
 
@@ -153,18 +177,30 @@ class MindEye2Nsd(Dataset):
             return None
         return int(targets["pooled"].shape[0])
 
+    def _n_images(self) -> int | None:
+        path = self.root / IMAGES_FILE
+        if not path.exists():
+            return None
+        f = self._open(path)
+        return int(f["images"].shape[0]) if "images" in f else None
+
+    def _betas_subjects(self) -> list[int]:
+        return sorted(int(m.group(1)) for p in self.root.iterdir() if (m := BETAS_PATTERN.match(p.name)))
+
+    def _has_trials(self, subject: int) -> bool:
+        return self._has_shards(subject) or (self.root / table_name(subject)).exists()
+
     # ------------------------------------------------------------------------------------ Dataset
     def subjects(self) -> list[int]:
         if self._subject_list is not None:
             return list(self._subject_list)
-        found = [int(m.group(1)) for p in self.root.iterdir() if (m := BETAS_PATTERN.match(p.name))]
-        return sorted(s for s in found if (self.root / table_name(s)).exists())
+        return [s for s in self._betas_subjects() if self._has_trials(s)]
 
     def _check_subject(self, subject: int) -> None:
         if subject not in self.subjects():
             raise DataError(
-                f"{self.root}: no subject {subject} (found {self.subjects()}); expected "
-                f"{betas_name(subject)} and {table_name(subject)}"
+                f"{self.root}: no subject {subject} (found {self.subjects()}); expected {betas_name(subject)} "
+                f"and its trial list, wds/subj{subject:02d}/train/*.tar (the release) or {table_name(subject)}"
             )
 
     def n_voxels(self, subject: int) -> int:
@@ -214,13 +250,13 @@ class MindEye2Nsd(Dataset):
         return [n.decode() if isinstance(n, bytes) else str(n) for n in targets["category_names"][:]]
 
     def images(self, stimulus_ids: np.ndarray) -> np.ndarray | None:
-        path = self.root / "coco_images_224_float16.hdf5"
+        path = self.root / IMAGES_FILE
         if not path.exists():
             return None
         f = self._open(path)
         if "images" not in f or f["images"].ndim != 4 or f["images"].shape[1] != 3:
             raise DataError(f"{path}: expected dataset 'images' of shape (n_images, 3, H, W)")
-        from brainbench_nsd.h5rows import read_rows
+        from brainbench.rows import read_rows
 
         return read_rows(f["images"], np.asarray(stimulus_ids, dtype=np.int64))
 
@@ -228,11 +264,70 @@ class MindEye2Nsd(Dataset):
         info: dict[str, Any] = {"name": self.name, "synthetic": self.synthetic, "layout": "mindeye2"}
         info["root"] = str(self.root)
         info["subjects"] = self.subjects()
-        marker = self.root / "brainbench_synthetic.json"
+        marker = self.root / SYNTHETIC_MARKER
         if marker.exists():
             meta = json.loads(marker.read_text())
             info.update({k: meta[k] for k in ("scale", "seed", "generator_version") if k in meta})
+        if self._prepare is not None:  # the simulator writes subjects on first use; nothing is missing
+            return info
+        sources = {s: ("webdataset behav shards" if self._has_shards(s) else "trial table") for s in info["subjects"]}
+        if sources:
+            info["trial lists"] = ", ".join(f"subject {s}: {v}" for s, v in sources.items())
+        tests = {s: self._table(s)["test_folder"] for s, v in sources.items() if v != "trial table"}
+        if tests:
+            info["test split from"] = ", ".join(f"wds/subj{s:02d}/{t}/" for s, t in tests.items())
+        info["images"] = f"{IMAGES_FILE} ({self._n_images()} images)" if self._n_images() else "absent"
+        info["missing"] = self.missing()
         return info
+
+    def missing(self) -> list[str]:
+        """What is absent, in the user's words: what each missing part is for."""
+        missing = []
+        betas, shards = self._betas_subjects(), release_subjects(self.root)
+        for subject in betas:
+            if not self._has_trials(subject):
+                missing.append(
+                    f"subject {subject}: {betas_name(subject)} is here but not which trial showed which image: "
+                    f"expected wds/subj{subject:02d}/train/*.tar (MindEye2 release) or {table_name(subject)}"
+                )
+            elif self._has_shards(subject) and not release_shards(self.root, subject)["new_test"]:
+                missing.append(f"subject {subject}: wds/subj{subject:02d}/new_test/ (MindEye2's test set); "
+                               "testing on test/")
+        for subject in sorted(set(shards) - set(betas)):
+            missing.append(f"subject {subject}: wds/subj{subject:02d}/ shards but no {betas_name(subject)}")
+        if not (self.root / IMAGES_FILE).exists():
+            missing.append(
+                f"{IMAGES_FILE}: no stimulus images, so CLIP targets cannot be computed here; use a target "
+                "cache built where the images are (`brainbench targets build`)"
+            )
+        if not (self.root / SHARED_FILE).exists():
+            missing.append(f"{SHARED_FILE} (optional): which 73k ids are the shared-1000 test images")
+        return missing
+
+    def file_details(self) -> list[dict[str, Any]] | None:
+        """Per subject: betas shape, trial source, sessions; then the common files and their shapes."""
+        if self._prepare is not None:
+            return None
+        details: list[dict[str, Any]] = []
+        for subject in self.subjects():
+            table = self._table(subject)
+            shape = list(self._betas(subject).shape)
+            row: dict[str, Any] = {"subject": subject, "betas": f"{betas_name(subject)} {shape}"}
+            if "session" in table:
+                row["sessions"] = len(np.unique(table["session"]))
+            details.append(row)
+        shared = self.root / SHARED_FILE
+        if shared.exists():
+            mask = np.load(shared, allow_pickle=False)
+            test_ids = np.unique(np.concatenate([self.trials(s, "test").stimulus_ids for s in self.subjects()] or [[]]))
+            inside = int(mask[test_ids[test_ids < len(mask)].astype(np.int64)].sum()) if len(test_ids) else 0
+            details.append({"file": SHARED_FILE, "shared images": int(mask.sum()),
+                            "test images among them": f"{inside} of {len(test_ids)}"})
+        for name in (IMAGES_FILE, SUBJ_INDICES_FILE):
+            if (self.root / name).exists():
+                f = self._open(self.root / name)
+                details.append({"file": name, "datasets": {k: list(f[k].shape) for k in f if hasattr(f[k], "shape")}})
+        return details
 
     # --------------------------------------------------------------------------------- lifecycle
     def _close(self, path: Path) -> None:
@@ -254,7 +349,7 @@ LAYOUTS = ("mindeye2", "mindeye1", "litemind")
 
 
 def detect_layout(root: Path) -> str:
-    if any(BETAS_PATTERN.match(p.name) for p in root.iterdir()):
+    if any(BETAS_PATTERN.match(p.name) for p in root.iterdir()) or release_subjects(root):
         return "mindeye2"
     if any(root.rglob("*.tar")):
         return "mindeye1"
@@ -275,8 +370,11 @@ def open_nsd(root: str | Path | None, layout: str = "auto", **options: Any) -> D
         raise DataError(f"{root}: NSD folder not found")
     if layout == "auto":
         layout = detect_layout(root)
+    test_split = options.pop("test_split", "auto")
     if layout == "mindeye2":
-        return MindEye2Nsd(root, **options)
+        return MindEye2Nsd(root, test_split=test_split, **options)
+    if test_split != "auto":
+        raise DataError(f"test_split={test_split!r} picks a MindEye2 release folder; {root} is in the {layout} layout")
     if layout == "mindeye1":
         from brainbench_nsd.mindeye1 import MindEye1Nsd
 

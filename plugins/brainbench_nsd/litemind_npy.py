@@ -3,7 +3,8 @@
 Per subject ``subjNN``, in one folder (the root or any folder below it):
 - ``subjNN_nsdgeneral_betas_tr.npy``: single-trial training betas, (n_trials, n_voxels) float.
 - ``subjNN_stims_tr.npy``: (n_trials,) int, the NSD 73k image index of each training row.
-- ``subjNN_betas_ave_te.npy``: per-image test averages, (n_images, n_voxels) float.
+- ``subjNN_nsdgeneral_betas_ave_te.npy``: per-image test averages, (n_images, n_voxels) float (the name the
+  Lite-Mind reference writes; the older ``subjNN_betas_ave_te.npy`` is read when that is absent).
 - ``subjNN_stims_te.npy``: (n_images,) int, the 73k image index of each test row.
 Optional, beside the betas or in the root: ``clip_pooled.npy`` (n, 768) float image features whose row r is
 the image with 73k index r; exposed as ``stored_embeddings("clip-pooled")``.
@@ -28,6 +29,8 @@ from brainbench_nsd.h5rows import RowView
 
 BETAS_PATTERN = re.compile(r"subj0*(\d+)_nsdgeneral_betas_tr\.npy$")
 FEATURES_FILE = "clip_pooled.npy"
+#: What brainbench read before it followed the reference's name; still accepted.
+LEGACY_TEST_BETAS = "subj{subject:02d}_betas_ave_te.npy"
 EMBED_DIM = 768
 
 
@@ -37,14 +40,14 @@ def litemind_names(subject: int) -> dict[str, str]:
     return {
         "train_betas": f"{stem}_nsdgeneral_betas_tr.npy",
         "train_stims": f"{stem}_stims_tr.npy",
-        "test_betas": f"{stem}_betas_ave_te.npy",
+        "test_betas": f"{stem}_nsdgeneral_betas_ave_te.npy",
         "test_stims": f"{stem}_stims_te.npy",
     }
 
 
 NAMING = (
     "Lite-Mind layout: per subject subjNN_nsdgeneral_betas_tr.npy (n_trials, n_voxels), subjNN_stims_tr.npy "
-    "(n_trials,) 73k image index per training row, subjNN_betas_ave_te.npy (n_images, n_voxels), "
+    "(n_trials,) 73k image index per training row, subjNN_nsdgeneral_betas_ave_te.npy (n_images, n_voxels), "
     "subjNN_stims_te.npy (n_images,)"
 )
 
@@ -102,6 +105,9 @@ class LiteMindNsd(Dataset):
         if (subject, split) not in self._arrays:
             folder, names = self._folders[subject], litemind_names(subject)
             path = folder / names[f"{split}_betas"]
+            legacy = folder / LEGACY_TEST_BETAS.format(subject=subject)
+            if split == "test" and not path.exists() and legacy.exists():
+                path = legacy
             betas = load_npy(path)
             if betas.ndim != 2:
                 rows = "n_trials" if split == "train" else "n_images"

@@ -8,7 +8,8 @@ Layout (``root`` is the folder above the split folders):
   (``sample000001.nsdgeneral.npy`` -> ``sample000001``) and holds:
   ``nsdgeneral.npy`` (n_repeats, n_voxels) float (MindEye1: the image's 3 repeats; a row that is all NaN or
   all zero pads a missing repeat and is dropped), ``coco73k.npy`` (the NSD 73k image index, one value),
-  optionally ``trial.npy`` (one global trial number per repeat; -1 pads) and the image (``jpg``, not decoded).
+  optionally ``trial.npy`` (one global trial number per repeat; -1 pads) and the image (``jpg``, decoded with
+  Pillow by ``images()``, (n, 3, H, W) float in [0, 1]).
 
 Trials have one row per repeat (so the harness's repeat option decides averaging), ordered by trial number;
 ``average_repeats=True`` gives one row per sample, the mean of its repeats (what MindEye1 tests on).
@@ -47,6 +48,7 @@ from brainbench.interfaces import Dataset, Trials
 from brainbench_nsd.h5rows import RowView
 
 VOXELS_FIELD, IMAGE_ID_FIELD, TRIAL_FIELD = "nsdgeneral.npy", "coco73k.npy", "trial.npy"
+IMAGE_FIELDS = ("jpg", "jpeg", "png")
 SPLIT_FOLDERS = {"train": "train", "val": "train", "test": "test"}
 NSD_TRIALS_PER_SESSION = 750
 #: A split whose shards total less than this is kept in memory after the indexing pass (which reads it all).
@@ -110,6 +112,8 @@ class SplitIndex:
     n_voxels: int
     #: per sample, its (n_repeats, n_voxels) float32 array, kept from the indexing pass for a small split
     in_memory: list[np.ndarray] | None = None
+    #: per sample, (byte offset, size, member name) of its image (jpg) member, or None without one
+    image_member: list[tuple[int, int, str] | None] | None = None
 
 
 class ShardRows:
@@ -181,6 +185,7 @@ class _Sample:
     trial: np.ndarray  # trial numbers of the kept repeats
     n_voxels: int
     values: np.ndarray  # (n_repeats, n_voxels) float32
+    image_member: tarfile.TarInfo | None = None
 
 
 def _read_sample(tar: tarfile.TarFile, path: Path, key: str, fields: dict[str, tarfile.TarInfo]) -> _Sample:
@@ -216,7 +221,8 @@ def _read_sample(tar: tarfile.TarFile, path: Path, key: str, fields: dict[str, t
                 f"shape ({len(values)},), one per repeat of {fields[VOXELS_FIELD].name}"
             )
         trial = np.where(np.isfinite(stored), stored, -1).astype(np.int64)
-    return _Sample(fields[VOXELS_FIELD], kept, int(image[0]), trial[kept], int(values.shape[1]), values)
+    picture = next((fields[f] for f in IMAGE_FIELDS if f in fields), None)
+    return _Sample(fields[VOXELS_FIELD], kept, int(image[0]), trial[kept], int(values.shape[1]), values, picture)
 
 
 def _shard_samples(path: Path, keep: bool) -> list[_Sample]:
@@ -267,7 +273,23 @@ def _index_split(shards: list[Shard], in_memory_bytes: int) -> SplitIndex:
         trial=[s.trial for s in samples],
         n_voxels=n_voxels,
         in_memory=[s.values for s in samples] if in_memory else None,
+        image_member=[
+            None if s.image_member is None else (s.image_member.offset_data, s.image_member.size, s.image_member.name)
+            for s in samples
+        ],
     )
+
+
+def decode_image(data: bytes, where: str) -> np.ndarray:
+    """A jpg/png member as (3, H, W) float32 in [0, 1], decoded with Pillow."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as picture:
+            pixels = np.asarray(picture.convert("RGB"), dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError) as err:
+        raise DataError(f"{where}: not a readable image ({err})") from None
+    return pixels.transpose(2, 0, 1)
 
 
 class MindEye1Nsd(Dataset):
@@ -323,6 +345,39 @@ class MindEye1Nsd(Dataset):
 
     def n_voxels(self, subject: int) -> int:
         return self._index(subject, "train").n_voxels
+
+    def _image_members(self) -> dict[int, tuple[Path, int, int, str]]:
+        """73k image id -> where its image member is, over every subject's and split's shards."""
+        found: dict[int, tuple[Path, int, int, str]] = {}
+        for subject in self.subjects():
+            for split in sorted({s.split for s in self._shards if s.subject == subject}):
+                index = self._index(subject, split)
+                for k, member in enumerate(index.image_member or []):
+                    if member is not None:
+                        path = index.shard_paths[int(index.member_shard[k])]
+                        found.setdefault(int(index.image_id[k]), (path, *member))
+        return found
+
+    def images(self, stimulus_ids: np.ndarray) -> np.ndarray | None:
+        """The samples' ``jpg`` members decoded with Pillow, (n, 3, H, W) float32 in [0, 1]; None without any."""
+        members = self._image_members()
+        if not members:
+            return None
+        ids = np.asarray(stimulus_ids, dtype=np.int64)
+        out: np.ndarray | None = None
+        for row, image_id in enumerate(ids.tolist()):
+            if image_id not in members:
+                raise DataError(f"{self.root}: no shard holds an image (jpg) for 73k image id {image_id}")
+            path, offset, size, name = members[image_id]
+            with open(path, "rb") as handle:
+                handle.seek(offset)
+                pixels = decode_image(handle.read(size), f"{path}: member {name}")
+            if out is None:
+                out = np.empty((len(ids), *pixels.shape), dtype=np.float32)
+            if pixels.shape != out.shape[1:]:
+                raise DataError(f"{path}: member {name} is {pixels.shape[1:]} pixels; earlier images {out.shape[2:]}")
+            out[row] = pixels
+        return out if out is not None else np.empty((0, 3, 0, 0), dtype=np.float32)
 
     def trials(self, subject: int, split: str) -> Trials:
         index = self._index(subject, split)
