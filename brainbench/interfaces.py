@@ -58,17 +58,12 @@ class Trials:
         return int(self.voxels.shape[1])
 
     def load(self, rows: np.ndarray | None = None) -> np.ndarray:
-        """Materialise (some) rows as float32; HDF5 needs increasing row indices, so sort then restore."""
+        """Materialise (some) rows as float32, in the order asked (:func:`brainbench.rows.read_rows`)."""
         if rows is None:
             return np.asarray(self.voxels[:], dtype=np.float32)
-        rows = np.asarray(rows, dtype=np.int64)
-        order = np.argsort(rows, kind="stable")
-        sorted_rows = rows[order]
-        unique_rows, inverse = np.unique(sorted_rows, return_inverse=True)
-        block = np.asarray(self.voxels[unique_rows], dtype=np.float32)[inverse]
-        out = np.empty_like(block)
-        out[order] = block
-        return out
+        from brainbench.rows import read_rows
+
+        return read_rows(self.voxels, rows)
 
     def unique_stimuli(self) -> np.ndarray:
         return np.unique(self.stimulus_ids)

@@ -28,6 +28,7 @@ from brainbench.arrays import RowIndexed
 from brainbench.devices import free_memory_bytes
 from brainbench.errors import BrainbenchError, DataError
 from brainbench.interfaces import ArrayLike
+from brainbench.rows import read_rows
 
 STAGING_ENV = "BRAINBENCH_STAGING"
 #: Share of free device memory (or RAM) the staged split may take; the rest is for activations.
@@ -152,13 +153,6 @@ class StagedSource(BatchSource):
             rows = self.step_rows(order, step)
             target_rows = rows if self.target_rows is None else self.target_rows.index_select(0, rows)
             yield self.voxels.index_select(0, rows), self.targets.index_select(0, target_rows)
-
-
-def read_rows(array: ArrayLike, rows: np.ndarray) -> np.ndarray:
-    """``array[rows]`` as float32 for any row order; HDF5 wants increasing indices, so read sorted."""
-    ascending = np.sort(rows)
-    block = np.asarray(array[ascending], dtype=np.float32)
-    return block[np.searchsorted(ascending, rows)]
 
 
 class StreamingSource(BatchSource):

@@ -28,6 +28,7 @@ import numpy as np
 from brainbench import paths
 from brainbench.errors import DataError
 from brainbench.interfaces import Dataset
+from brainbench.rows import read_rows
 
 FORMAT_VERSION = 1
 READ_BLOCK_ROWS = 1024
@@ -122,20 +123,6 @@ def _open(path: Path, mode: str) -> h5py.File:
         ) from exc
 
 
-def _read_rows(dset: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
-    """Rows (sorted, unique) of a large on-disk array, read as slices of at most READ_BLOCK_ROWS rows."""
-    out = np.empty((len(rows), *dset.shape[1:]), dtype=np.float32)
-    start = 0
-    while start < len(rows):
-        lo = rows[start]
-        stop = int(np.searchsorted(rows, lo + READ_BLOCK_ROWS, side="left"))
-        hi = rows[stop - 1] + 1
-        block = dset[lo:hi]
-        out[start:stop] = block[rows[start:stop] - lo]
-        start = stop
-    return out
-
-
 def read_cached(
     dataset: Dataset, target: CacheableTarget, stimulus_ids: np.ndarray, root: str | Path | None = None
 ) -> tuple[np.ndarray, np.ndarray] | None:
@@ -157,8 +144,7 @@ def read_cached(
         held &= done[positions] if len(stored_ids) else held
         values = np.zeros((len(ids), *target.shape), dtype=np.float32)
         if held.any():
-            rows, inverse = np.unique(positions[held], return_inverse=True)
-            values[held] = _read_rows(handle["embeddings"], rows)[inverse]
+            values[held] = read_rows(handle["embeddings"], positions[held], READ_BLOCK_ROWS)
     return values, ~held
 
 

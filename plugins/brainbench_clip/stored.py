@@ -42,7 +42,7 @@ class StoredTarget(Target):
                 f"dataset {dataset.name!r}: stimulus id {int(ids.max())} outside the {store.shape[0]} stored "
                 f"{self.key!r} embeddings"
             )
-        from brainbench_nsd.h5rows import read_rows
+        from brainbench.rows import read_rows
 
         out = read_rows(store, ids)
         if self.normalize:

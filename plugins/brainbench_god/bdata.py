@@ -92,10 +92,10 @@ class BDataFile:
         with h5py.File(self.path, "r") as h5:
             data = h5[self.dataset_name]
             matrix = data[()] if data.shape[0] * data.shape[1] <= 2**28 else None
-            if matrix is None:  # very large file: read the rows only (h5py wants them increasing)
-                matrix_rows = data[np.sort(rows)]
-                order = np.argsort(np.argsort(rows))
-                return np.asarray(matrix_rows[order][:, columns], dtype=np.float32)
+            if matrix is None:  # very large file: read the rows only
+                from brainbench.rows import read_rows
+
+                return read_rows(data, rows)[:, columns]
         return np.asarray(matrix[np.ix_(rows, columns)], dtype=np.float32)
 
     def value_map(self, key: str) -> dict[float, str]:

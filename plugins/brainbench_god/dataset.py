@@ -23,6 +23,7 @@ import numpy as np
 
 from brainbench.errors import DataError
 from brainbench.interfaces import Dataset, Trials
+from brainbench.rows import read_rows
 
 from .bdata import BDataFile
 
@@ -268,9 +269,7 @@ class GodDataset(Dataset):
         with h5py.File(self.stimuli_path, "r") as h5:
             if "images" not in h5:
                 return None
-            ids = np.asarray(stimulus_ids, dtype=np.int64)
-            unique, inverse = np.unique(ids, return_inverse=True)
-            return np.asarray(h5["images"][unique], dtype=np.float32)[inverse]
+            return read_rows(h5["images"], stimulus_ids)
 
     def file_details(self) -> list[dict[str, Any]]:
         """BData keys, ROI keys and DataType counts of each subject file (for ``brainbench data inspect``)."""

@@ -140,10 +140,10 @@ def _draw_each(rng: np.random.Generator, probabilities: np.ndarray) -> np.ndarra
 
 
 def take_rows(array: Any, ids: np.ndarray) -> np.ndarray:
-    """Rows of an array-like (h5py needs increasing unique indices) in the order of ``ids``."""
-    ids = np.asarray(ids, dtype=np.int64)
-    unique, inverse = np.unique(ids, return_inverse=True)
-    return np.asarray(array[unique], dtype=np.float32)[inverse]
+    """Rows of an array-like in the order of ``ids`` (:func:`brainbench.rows.read_rows`)."""
+    from brainbench.rows import read_rows
+
+    return read_rows(array, ids)
 
 
 def stored_pooled(dataset: Dataset, ids: np.ndarray) -> np.ndarray:

@@ -7,28 +7,9 @@ from typing import Any
 import numpy as np
 
 from brainbench.errors import DataError
+from brainbench.rows import read_rows
 
-#: Rows read per HDF5 slice; reads are contiguous slices (fast) rather than point selections (slow).
-BLOCK_ROWS = 1024
-
-
-def read_rows(source: Any, rows: np.ndarray) -> np.ndarray:
-    """Rows of a 2-D+ array-like (h5py dataset or numpy), in the order asked, reading contiguous blocks."""
-    rows = np.asarray(rows, dtype=np.int64)
-    if len(rows) == 0:
-        return np.empty((0, *source.shape[1:]), dtype=np.float32)
-    order = np.argsort(rows, kind="stable")
-    sorted_rows = rows[order]
-    out = np.empty((len(rows), *source.shape[1:]), dtype=np.float32)
-    start = 0
-    while start < len(sorted_rows):
-        lo = sorted_rows[start]
-        stop = int(np.searchsorted(sorted_rows, lo + BLOCK_ROWS, side="left"))
-        hi = sorted_rows[stop - 1]
-        block = np.asarray(source[int(lo) : int(hi) + 1], dtype=np.float32)
-        out[order[start:stop]] = block[sorted_rows[start:stop] - lo]
-        start = stop
-    return out
+__all__ = ["RowView", "check_finite", "read_rows"]  # read_rows lives in the core (brainbench.rows)
 
 
 def check_finite(block: np.ndarray, file: str, key: str, rows: np.ndarray) -> None:
