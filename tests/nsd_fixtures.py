@@ -128,3 +128,82 @@ def jpeg_bytes(rng: np.random.Generator, size: int = 16) -> tuple[bytes, np.ndar
     data = buffer.getvalue()
     decoded = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
     return data, decoded
+
+
+@dataclass
+class FakeNsd:
+    """A raw-NSD tree (small) and what a correct preparation must produce from it."""
+
+    root: Path
+    subject: int
+    trials_per_session: int
+    volumes: list[np.ndarray]  # per session (trials, X, Y, Z) int16, the NIfTI's axis order
+    mask: np.ndarray  # (X, Y, Z) bool
+    image_of_trial: np.ndarray  # 0-based 73k id per global trial
+    shared: np.ndarray  # (73000,) bool
+
+
+def write_fake_nsd(
+    root: Path,
+    subject: int = 1,
+    sessions: int = 3,
+    trials_per_session: int = 20,
+    volume: tuple[int, int, int] = (6, 7, 8),
+    n_subject_images: int = 30,
+    n_shared: int = 5,
+    seed: int = 0,
+) -> FakeNsd:
+    """NSD's raw files, written by nibabel (ROI mask), scipy.io (design .mat) and h5py (session betas).
+
+    Departures from the real release, to stay small: ``trials_per_session`` trials per session (NSD: 750),
+    a ``volume`` of (X, Y, Z) voxels (NSD func1pt8mm: 81 x 104 x 83), ``n_subject_images`` images per subject
+    (NSD: 10,000) and a ``masterordering`` as long as these sessions (NSD: 30,000).
+    """
+    import nibabel
+    import scipy.io
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    n_trials = sessions * trials_per_session
+    subjectim = np.stack([rng.choice(np.arange(1, 73001), n_subject_images, replace=False) for _ in range(8)])
+    sharedix = subjectim[subject - 1, :n_shared]  # 1-based 73k ids, shown to every subject
+    shown = np.r_[np.repeat(np.arange(n_shared), 3), rng.integers(n_shared, n_subject_images, n_trials - 3 * n_shared)]
+    masterordering = rng.permutation(shown) + 1  # 1-based into the subject's images
+    design = root / "nsddata" / "experiments" / "nsd"
+    design.mkdir(parents=True)
+    scipy.io.savemat(design / "nsd_expdesign.mat", {
+        "masterordering": masterordering[None, :].astype(np.float64),
+        "subjectim": subjectim.astype(np.float64),
+        "sharedix": sharedix[None, :].astype(np.float64),
+    })
+    labels = rng.choice(np.array([1, 0, -1], dtype=np.int16), size=volume, p=[0.4, 0.4, 0.2])
+    roi = root / "nsddata" / "ppdata" / f"subj{subject:02d}" / "func1pt8mm" / "roi"
+    roi.mkdir(parents=True)
+    nibabel.save(nibabel.Nifti1Image(labels, affine=np.eye(4)), str(roi / "nsdgeneral.nii.gz"))
+    betas = (root / "nsddata_betas" / "ppdata" / f"subj{subject:02d}" / "func1pt8mm"
+             / "betas_fithrf_GLMdenoise_RR")
+    betas.mkdir(parents=True)
+    volumes = []
+    for session in range(1, sessions + 1):
+        offset = rng.normal(0, 2000, size=volume)  # sessions differ in baseline: what per-session z-scoring removes
+        data = np.clip(offset + rng.normal(0, 900, size=(trials_per_session, *volume)), -32000, 32000).astype(np.int16)
+        volumes.append(data)
+        with h5py.File(betas / f"betas_session{session:02d}.hdf5", "w") as f:
+            f.create_dataset("betas", data=data.transpose(0, 3, 2, 1))  # h5py shows the NIfTI's axes reversed
+    image_of_trial = subjectim[subject - 1, masterordering - 1] - 1
+    shared = np.zeros(73000, dtype=bool)
+    shared[sharedix - 1] = True
+    return FakeNsd(root, subject, trials_per_session, volumes, labels == 1, image_of_trial, shared)
+
+
+def expected_prepared_betas(fake: FakeNsd) -> np.ndarray:
+    """Masked, /300, z-scored per voxel per session; voxels in NIfTI order with X fastest (h5py C order)."""
+    x, y, z = np.nonzero(fake.mask)
+    order = np.lexsort((x, y, z))  # z slowest, x fastest
+    x, y, z = x[order], y[order], z[order]
+    parts = []
+    for data in fake.volumes:
+        session = data[:, x, y, z].astype(np.float64) / 300.0
+        std = session.std(axis=0)
+        parts.append((session - session.mean(axis=0)) / np.where(std > 0, std, np.inf))
+    return np.concatenate(parts).astype(np.float32)

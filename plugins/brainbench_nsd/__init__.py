@@ -58,3 +58,11 @@ def register_tasks(register):
         description="NSD test-set fMRI<->image retrieval: full N-way and 300-way x 30",
         options="brainbench_nsd.retrieval:RetrievalTask",
     )
+
+
+@hookimpl
+def register_commands(app):
+    from brainbench_nsd.commands import data_group, prepare_app
+
+    group = data_group(app)
+    (group or app).add_typer(prepare_app, name="prepare" if group else "prepare-data")
