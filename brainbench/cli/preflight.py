@@ -6,6 +6,7 @@ left behind for it.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -15,6 +16,7 @@ from brainbench.options import OptionError
 #: How each kind of option is written on the command line and in a spec file.
 CLI_FLAGS = {"encoder": "--opt ", "task": "--task-opt ", "dataset": "--dataset-opt ", "target": "--target-opt "}
 SPEC_PATHS = {kind: f"{kind}_options." for kind in CLI_FLAGS}
+Names = tuple[str | None, str | None]  # a cell's dataset and target names
 
 
 def spread_options(
@@ -82,30 +84,66 @@ def check_names(configs: list[Any]) -> None:
 
 
 def check_options(configs: list[Any], spec_source: str | None = None) -> None:
-    """Every option of every cell against its plugin's declaration; all problems reported at once."""
+    """Every option of every cell against its plugin's declaration; all problems reported at once.
+
+    A cell that names no dataset or target gets the task's (and the dataset's) default: its options are
+    checked against that plugin, so ``--dataset-opt scale=huge`` is named as such.
+    """
     from brainbench.plugins import get_plugins
 
     plugins = get_plugins()
     prefixes = SPEC_PATHS if spec_source else CLI_FLAGS
     problems: list[str] = []
+    defaults: dict[str, Names] = {}
+
+    def check(kind: str, name: str | None, values: dict[str, Any]) -> bool:
+        if name is None or not values:
+            return True
+        try:
+            plugins.registry(kind).entry(name).check_options(values, prefixes[kind])
+        except BrainbenchError as exc:
+            problems.append(str(exc))
+            return False
+        return True
+
     for config in configs:
-        dataset = config.dataset
-        if dataset is None and config.task in plugins.tasks:
-            dataset = None  # the task's default; checked when the cell's objects are built
-        named = {"encoder": config.encoder, "task": config.task, "dataset": dataset, "target": config.target}
-        for kind, name in named.items():
-            values = getattr(config, f"{kind}_options")
-            if name is None or not values:
-                continue
+        ok = check("encoder", config.encoder, config.encoder_options)
+        ok = check("task", config.task, config.task_options) and ok
+        dataset, target = config.dataset, config.target
+        if ok and (dataset is None or (target is None and config.target_options)):
             try:
-                plugins.registry(kind).entry(name).check_options(values, prefixes[kind])
-            except BrainbenchError as exc:
-                problems.append(str(exc))
+                dataset, target = _default_names(config, plugins, defaults)
+            except (BrainbenchError, ValueError, TypeError, KeyError) as exc:  # a task refusing its options
+                problems.append(f"{config.label()}: {exc}")
+                continue
+        ok = check("dataset", dataset, config.dataset_options) and ok
+        if ok:
+            check("target", target, config.target_options)
         problems += [f"{config.label()}: {p}" for p in check_numbers(config)]
     if problems:
         where = f"{spec_source}: " if spec_source else ""
         unique = list(dict.fromkeys(problems))
         raise OptionError(where + ("\n" + " " * len(where)).join(unique))
+
+
+def _default_names(config: Any, plugins: Any, seen: dict[str, Names]) -> Names:
+    """The dataset and target a cell gets when it names none: the task's, else the dataset's target."""
+    key = json.dumps([config.task, config.task_options, config.dataset, config.target, config.data_path,
+                      config.dataset_options, bool(config.target_options)], sort_keys=True, default=str)
+    if key not in seen:
+        task = plugins.tasks.create(config.task, **config.task_options)
+        dataset = config.dataset or task.default_dataset
+        target = config.target or task.default_target
+        if target is None and config.target_options:  # the dataset's default target: open it to ask
+            try:
+                opened = plugins.datasets.create(dataset, root=config.data_path, **config.dataset_options)
+            except BrainbenchError:
+                opened = None  # reported, with the cell, when the cell's objects are built
+            if opened is not None:
+                target = opened.default_target
+                opened.close()
+        seen[key] = (dataset, target)
+    return seen[key]
 
 
 def build_cells(configs: list[Any]) -> None:
