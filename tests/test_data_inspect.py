@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+import webdataset as wds
 
 from brainbench.cli.app import main
 from brainbench.simulate.god import write_synthetic_god
@@ -18,6 +22,7 @@ from brainbench_god.bdata import BDataFile
 from brainbench_nsd.dataset import open_nsd, read_trial_table
 from brainbench_nsd.litemind_npy import write_litemind_files
 from brainbench_nsd.mindeye1 import write_mindeye1_shards
+from tests.nsd_fixtures import write_mindeye2_release
 
 TINY = SCALES["tiny"]
 
@@ -137,3 +142,63 @@ def test_misshapen_litemind_file_is_named(nsd_root, tmp_path, capsys):
     problems = _only(report, "nsd")["problems"]
     assert any("subj01_stims_te.npy: shape (4,); expected (30,)" in p for p in problems), problems
     assert _only(report, "nsd")["subjects"][0]["splits"]["train"]["trials"] == TINY.train_trials
+
+
+# ------------------------------------------------ folders written by the formats' own tools, via the CLI
+
+
+def console_inspect(path: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    """The installed ``brainbench`` console script, as a user runs it."""
+    script = Path(sys.executable).with_name("brainbench")
+    env = {**os.environ, "COLUMNS": "250"}
+    return subprocess.run([str(script), "data", "inspect", str(path), *flags], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+def test_mindeye2_release_folder_in_the_users_words(tmp_path):
+    release = write_mindeye2_release(tmp_path / "release", subjects=(1, 2))
+    shown = console_inspect(release.root)
+    assert shown.returncode == 0, shown.stderr
+    text = " ".join(shown.stdout.split())
+    n_train, n_test = len(release.behav[1]["train"]), len(release.behav[1]["new_test"])
+    train_images = len(np.unique(release.behav[1]["train"][:, 0]))
+    assert "nsd: layout mindeye2, splits train, test" in text
+    assert f"│ 1 │ 40 │ {n_train} / {train_images} / 3 │ {n_test} / 10 / 3 │" in text  # trials / images / sessions
+    assert "10 x3" in text  # the test images' repeats, found from the image ids
+    assert "trial lists subject 1: webdataset behav shards, subject 2: webdataset behav shards" in text
+    assert "test split from wds/subj01/new_test/, wds/subj02/new_test/" in text
+    assert "images coco_images_224_float16.hdf5 (120 images)" in text
+    assert "shared images 10; test images among them 10 of 10" in text
+    assert "nothing missing" in text and "no problems found" in text
+
+    report = json.loads(console_inspect(release.root, "--json").stdout)
+    item = _only(report, "nsd")
+    assert [s["subject"] for s in item["subjects"]] == [1, 2]
+    assert item["subjects"][0]["splits"]["test"] == {"trials": n_test, "images": 10, "repeats": {"3": 10},
+                                                     "max_stimulus_id": 9, "sessions": 3}
+
+
+def test_what_is_missing_is_said(tmp_path):
+    release = write_mindeye2_release(tmp_path / "release", subjects=(1, 2), new_test=False, with_images=False)
+    shutil.rmtree(release.root / "wds" / "subj02")
+    text = " ".join(console_inspect(release.root).stdout.split())
+    assert "missing: subject 1: wds/subj01/new_test/ (MindEye2's test set); testing on test/" in text
+    assert ("missing: subject 2: betas_all_subj02_fp32_renorm.hdf5 is here but not which trial showed which "
+            "image: expected wds/subj02/train/*.tar (MindEye2 release) or trials_subj02.csv") in text
+    assert "missing: coco_images_224_float16.hdf5: no stimulus images" in text and "`brainbench targets build`" in text
+
+    lite = tmp_path / "lite"
+    lite.mkdir()
+    np.save(lite / "subj01_nsdgeneral_betas_tr.npy", np.ones((6, 4), np.float32))
+    np.save(lite / "subj01_stims_tr.npy", np.arange(6))
+    text = " ".join(console_inspect(lite).stdout.split())
+    assert "missing: subject 1: subj01_nsdgeneral_betas_ave_te.npy" in text
+    assert "missing: subject 1: subj01_stims_te.npy" in text and "missing: clip_pooled.npy" in text
+
+    me1 = tmp_path / "me1"
+    (me1 / "train").mkdir(parents=True)
+    with wds.TarWriter(str(me1 / "train" / "train_subj01_0.tar")) as sink:
+        sink.write({"__key__": "s0", "nsdgeneral.npy": np.ones((3, 4), np.float32), "coco73k.npy": np.array([5])})
+    text = " ".join(console_inspect(me1).stdout.split())
+    assert "missing: subject 1: no test shards (test/test_subj01_N.tar)" in text
+    assert "missing: stimulus images: no jpg members in the shards" in text

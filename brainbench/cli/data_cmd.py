@@ -51,6 +51,7 @@ def _split_summary(trials: Any) -> dict[str, Any]:
         "images": len(per_image),
         "repeats": {int(r): int(n) for r, n in zip(repeats, images, strict=True)},  # repeats -> images
         "max_stimulus_id": int(trials.stimulus_ids.max()) if trials.n_trials else None,
+        "sessions": None if trials.sessions is None else len(np.unique(trials.sessions)),
     }
 
 
@@ -162,21 +163,30 @@ def _print(report: dict[str, Any]) -> None:
         table = Table(title=f"{item['dataset']}: layout {layout}, splits {', '.join(item['splits'])}")
         table.add_column("subject", justify="right")
         table.add_column("voxels", justify="right")
+        with_sessions = any(i.get("sessions") for s in item["subjects"] for i in s["splits"].values())
         for split in item["splits"]:
-            table.add_column(f"{split}: trials / images\nimages x repeats")
+            table.add_column(f"{split}: trials / images" + (" / sessions" if with_sessions else "")
+                             + "\nimages x repeats")
         for subject in item["subjects"]:
             row = [str(subject["subject"]), str(subject["voxels"] or "-")]
             for split in item["splits"]:
                 info = subject["splits"].get(split)
-                row.append(f"{info['trials']} / {info['images']}\n{_repeats(info)}" if info else "-")
+                counts = f"{info['trials']} / {info['images']}" if info else ""
+                if info and with_sessions:
+                    counts += f" / {info.get('sessions') or '-'}"
+                row.append(f"{counts}\n{_repeats(info)}" if info else "-")
             table.add_row(*row)
         console.print(table)
         stored = ", ".join(f"{k} {v}" if v else f"{k} absent" for k, v in item["stored"].items())
         console.print(f"stored embeddings: {stored or '-'}")
-        extra = {k: v for k, v in describe.items() if k not in ("layout", "subjects", "trials")}
-        console.print(f"details: {extra}", highlight=False)
+        extra = {k: v for k, v in describe.items() if k not in ("layout", "subjects", "trials", "missing")}
+        console.print("found: " + "; ".join(f"{k} {_shown(v)}" for k, v in extra.items()), highlight=False)
         for detail in item.get("bdata", []):  # whatever the reader reports per file (Dataset.file_details)
             console.print("; ".join(f"{k} {_shown(v)}" for k, v in detail.items()), highlight=False)
+        for missing in describe.get("missing", []):  # absent parts, each with what it is for (Dataset.describe)
+            console.print(f"[yellow]missing:[/yellow] {missing}", highlight=False)
+        if describe.get("missing") == []:
+            console.print("[green]nothing missing[/green]")
         for problem in item["problems"]:
             console.print(f"[red]problem:[/red] {problem}", highlight=False)
         if not item["problems"]:

@@ -153,7 +153,24 @@ class LiteMindNsd(Dataset):
             "root": str(self.root),
             "subjects": self.subjects(),
             "test_rows": "per-image averages",
+            "images": "absent (Lite-Mind's files hold no images)",
+            "missing": self._missing(),
         }
+
+    def _missing(self) -> list[str]:
+        """Absent parts, in the user's words: every subject's four files, then the image features."""
+        missing = []
+        for subject, folder in self._folders.items():
+            for name in litemind_names(subject).values():
+                legacy = folder / LEGACY_TEST_BETAS.format(subject=subject)
+                if not (folder / name).exists() and not (name.endswith("_ave_te.npy") and legacy.exists()):
+                    missing.append(f"subject {subject}: {name}")
+        if self.stored_embeddings("clip-pooled") is None:
+            missing.append(
+                f"{FEATURES_FILE}: no image features stored and no images, so targets must come from a cache "
+                "built where the images are (`brainbench targets build`)"
+            )
+        return missing
 
 
 def write_litemind_files(

@@ -413,7 +413,24 @@ class MindEye1Nsd(Dataset):
             "shards": {split: sum(s.split == split for s in self._shards) for split in ("train", "test")},
             "average_repeats": self.average_repeats,
             "train_repeats": self.train_repeats,
+            **self._found_and_missing(),
         }
+
+    def _found_and_missing(self) -> dict[str, Any]:
+        """Whether the shards carry images, and which parts are absent, in the user's words."""
+        missing = []
+        for subject in self.subjects():
+            for split in ("train", "test"):
+                if not any(s.subject == subject and s.split == split for s in self._shards):
+                    missing.append(f"subject {subject}: no {split} shards ({split}/{split}_subj{subject:02d}_N.tar)")
+        try:
+            n_images = len(self._image_members())
+        except DataError as err:
+            return {"images": f"unknown ({err})", "missing": missing}
+        if not n_images:
+            missing.append("stimulus images: no jpg members in the shards, so CLIP targets cannot be computed here; "
+                           "use a target cache built where the images are (`brainbench targets build`)")
+        return {"images": f"jpg in the shards ({n_images} images)" if n_images else "absent", "missing": missing}
 
 
 # ------------------------------------------------------------------------------------------- writing
