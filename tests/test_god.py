@@ -252,3 +252,15 @@ def test_zeroshot_with_the_real_open_clip_target_templates_each_prompt_once(tmp_
         print("\nGOD zero-shot prompts embedded by OpenClipTarget (tokenizer input, in order):")
         for prompt in seen:
             print(f"  {prompt}")
+
+
+def test_simulated_god_read_through_the_real_reader_is_still_synthetic(tmp_path):
+    from brainbench.simulate.god import write_synthetic_god
+
+    write_synthetic_god(tmp_path / "sim", seed=0, subjects=(1,), scale="tiny")
+    dataset = get_plugins().datasets.create("god", root=tmp_path / "sim")
+    assert dataset.synthetic and dataset.describe()["synthetic"] is True
+    assert dataset.default_target == "synthetic-clip"
+    (tmp_path / "real").mkdir()
+    write_bdpy_file(tmp_path / "real" / "Subject1.h5")
+    assert not get_plugins().datasets.create("god", root=tmp_path / "real").synthetic

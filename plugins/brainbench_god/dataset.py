@@ -101,10 +101,13 @@ class GodDataset(Dataset):
         name: str = "god",
     ) -> None:
         self.name = name
-        self.synthetic = synthetic
-        self.default_target = "synthetic-clip" if synthetic else "clip-vit-l-14"
         self.roi = roi
         self.stimuli_path = stimuli if stimuli is not None and Path(stimuli).is_file() else None
+        if not synthetic and self.stimuli_path is not None:  # the simulator marks its stimuli file
+            with h5py.File(self.stimuli_path, "r") as h5:
+                synthetic = bool(h5.attrs.get("synthetic", False))
+        self.synthetic = synthetic
+        self.default_target = "synthetic-clip" if synthetic else "clip-vit-l-14"
         self._subjects = {number: self._open_subject(path) for number, path in sorted(files.items())}
         self._synsets: np.ndarray | None = None  # category ids from Label, when categories come from there
         self._stimulus_category = self._categories_by_stimulus()
