@@ -17,6 +17,14 @@ import numpy as np
 Shape = tuple[int, ...]
 
 
+def _check_options(cls: type, options: dict[str, Any], where: str = "option ") -> dict[str, Any]:
+    """``cls.check_options``: ``options`` coerced to the types ``cls.declared_options`` declares, or an
+    OptionError naming the option, the value and the closest declared name (see brainbench.options)."""
+    from brainbench.options import check_declared
+
+    return check_declared(cls, options, str(getattr(cls, "name", cls.__name__)), where)
+
+
 @runtime_checkable
 class ArrayLike(Protocol):
     """An array that may live on disk (h5py dataset) or in memory (numpy)."""
@@ -80,13 +88,7 @@ class Dataset(ABC):
     name: str = "dataset"
     #: The options this dataset accepts (a :class:`brainbench.options.Options`); None: undeclared, unchecked.
     declared_options: ClassVar[Any] = None
-
-    @classmethod
-    def check_options(cls, options: dict[str, Any], where: str = "option ") -> dict[str, Any]:
-        """``options`` coerced to the declared types, or an OptionError naming option, value and closest name."""
-        from brainbench.options import check_declared
-
-        return check_declared(cls, options, str(getattr(cls, "name", cls.__name__)), where)
+    check_options = classmethod(_check_options)
 
     #: True for data written by the built-in simulator; runs on it are labelled synthetic.
     synthetic: bool = False
@@ -168,13 +170,7 @@ class Target(ABC):
     shape: Shape = (768,)
     #: The options this target accepts (a :class:`brainbench.options.Options`); None: undeclared, unchecked.
     declared_options: ClassVar[Any] = None
-
-    @classmethod
-    def check_options(cls, options: dict[str, Any], where: str = "option ") -> dict[str, Any]:
-        """``options`` coerced to the declared types, or an OptionError naming option, value and closest name."""
-        from brainbench.options import check_declared
-
-        return check_declared(cls, options, str(getattr(cls, "name", cls.__name__)), where)
+    check_options = classmethod(_check_options)
 
 
     @abstractmethod
@@ -367,13 +363,7 @@ class Encoder(ABC):
     name: ClassVar[str] = "encoder"
     #: The options this encoder accepts (a :class:`brainbench.options.Options`); None: undeclared, unchecked.
     declared_options: ClassVar[Any] = None
-
-    @classmethod
-    def check_options(cls, options: dict[str, Any], where: str = "option ") -> dict[str, Any]:
-        """``options`` coerced to the declared types, or an OptionError naming option, value and closest name."""
-        from brainbench.options import check_declared
-
-        return check_declared(cls, options, str(getattr(cls, "name", cls.__name__)), where)
+    check_options = classmethod(_check_options)
 
 
     def __init__(self, **options: Any) -> None:
@@ -440,13 +430,7 @@ class Task(ABC):
     metrics: ClassVar[tuple[MetricSpec, ...]] = ()
     #: The options this task accepts (a :class:`brainbench.options.Options`); None: undeclared, unchecked.
     declared_options: ClassVar[Any] = None
-
-    @classmethod
-    def check_options(cls, options: dict[str, Any], where: str = "option ") -> dict[str, Any]:
-        """``options`` coerced to the declared types, or an OptionError naming option, value and closest name."""
-        from brainbench.options import check_declared
-
-        return check_declared(cls, options, str(getattr(cls, "name", cls.__name__)), where)
+    check_options = classmethod(_check_options)
 
     #: Dataset and target used when the run names none.
     default_dataset: ClassVar[str] = "synthetic-nsd"

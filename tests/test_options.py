@@ -134,3 +134,13 @@ def test_info_lists_declared_options_of_any_plugin():
     assert result.returncode == 0, result.stderr
     rows = {row["name"]: row for row in json.loads(result.stdout)["declared_options"]}
     assert rows["pooling"]["accepted"] == "one of cls, mean" and rows["k"]["default"] == "16"
+
+
+def test_base_classes_validate_against_their_declaration():
+    from brainbench.interfaces import Task
+    from brainbench_ridge.encoder import RidgeEncoder
+
+    assert RidgeEncoder.check_options({"alpha": "3"}) == {"alpha": 3.0}
+    with pytest.raises(OptionError, match="--opt alpah=3: unknown ridge option 'alpah'; did you mean 'alpha'"):
+        RidgeEncoder.check_options({"alpah": 3}, "--opt ")
+    assert Task.check_options({"anything": 1}) == {"anything": 1}  # undeclared: passed through
