@@ -172,7 +172,6 @@ class Target(ABC):
     declared_options: ClassVar[Any] = None
     check_options = classmethod(_check_options)
 
-
     @abstractmethod
     def embed(self, dataset: Dataset, stimulus_ids: np.ndarray) -> np.ndarray:
         """Embeddings (n, *shape) float32 of the given stimuli (from a cache where one exists)."""
@@ -364,7 +363,6 @@ class Encoder(ABC):
     #: The options this encoder accepts (a :class:`brainbench.options.Options`); None: undeclared, unchecked.
     declared_options: ClassVar[Any] = None
     check_options = classmethod(_check_options)
-
 
     def __init__(self, **options: Any) -> None:
         self.options = dict(options)
