@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import queue
 import shutil
+import signal
 import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -35,7 +37,26 @@ def worker_slots(workers: int | None) -> list[str | None]:
     return [None] * max(1, workers or 1)
 
 
-def _worker_loop(slot: str | None, threads: int | None, tasks: Any, results: Any) -> None:
+def die_with_parent(parent_pid: int) -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies (Linux), so a killed driver leaves no
+    worker training on; elsewhere the worker loop checks its parent before each cell."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:  # the parent died before the request took effect
+        os._exit(1)
+
+
+def _worker_loop(
+    slot: str | None, threads: int | None, tasks: Any, results: Any, parent_pid: int | None = None
+) -> None:
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
     # Set before anything imports torch in this fresh (spawned) process.
     if slot is None:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
@@ -50,6 +71,8 @@ def _worker_loop(slot: str | None, threads: int | None, tasks: Any, results: Any
             item = tasks.get()
             if item is None:
                 return
+            if parent_pid is not None and os.getppid() != parent_pid:
+                return  # the driver is gone: start no new cell
             index, job = item
             results.put(("start", index, os.getpid()))
             results.put(("done", index, execute_job(job, worker=name)))
@@ -74,7 +97,9 @@ def run_local_gpus(
     for _ in slots:
         tasks.put(None)
     processes = [
-        context.Process(target=_worker_loop, args=(slot, threads_per_worker, tasks, results), daemon=True)
+        context.Process(
+            target=_worker_loop, args=(slot, threads_per_worker, tasks, results, os.getpid()), daemon=True
+        )
         for slot in slots
     ]
     for process in processes:
