@@ -37,8 +37,9 @@ def layouts(tmp_path_factory) -> dict[str, Path]:
         splits = {split: source.trials(subject, split) for split in ("train", "test")}
         table = read_trial_table(roots["mindeye2"] / f"trials_subj{subject:02d}.csv")
         numbers = {split: np.sort(table["trial_index"][table["split"] == split]) for split in splits}
-        write_mindeye1_shards(roots["mindeye1"], subject, splits, numbers, samples_per_shard=40)
-        write_litemind_files(roots["litemind"], subject, splits["train"], splits["test"], features=pooled)
+        write_mindeye1_shards(roots["mindeye1"], subject, splits, numbers, samples_per_shard=40, synthetic=True)
+        write_litemind_files(roots["litemind"], subject, splits["train"], splits["test"], features=pooled,
+                             synthetic=True)
     source.close()
     return roots
 
@@ -59,6 +60,7 @@ def _by_stimulus(trials) -> tuple[np.ndarray, np.ndarray]:
 def test_layouts_are_detected_and_named(layouts):
     for layout, root in layouts.items():
         assert open_nsd(root).describe()["layout"] == layout
+        assert open_nsd(root).synthetic and open_nsd(root).describe()["synthetic"] is True  # simulated, rewritten
         assert open_nsd(root, layout=layout).subjects() == list(SUBJECTS)
     assert len(list((layouts["mindeye1"] / "train").glob("*.tar"))) > 2  # several shards per subject
     with pytest.raises(DataError, match="no subjNN_nsdgeneral_betas_tr.npy"):
@@ -314,7 +316,7 @@ def test_litemind_files_under_the_reference_names(tmp_path):
     np.save(tmp_path / "subj01_nsdgeneral_betas_ave_te.npy", test)
     np.save(tmp_path / "subj01_stims_te.npy", np.arange(4))
     ds = open_nsd(tmp_path)
-    assert ds.describe()["layout"] == "litemind"
+    assert ds.describe()["layout"] == "litemind" and not ds.synthetic  # files a lab wrote: real data
     np.testing.assert_array_equal(ds.trials(1, "test").load(), test)
     np.testing.assert_array_equal(ds.trials(1, "train").load(), train)
     (tmp_path / "subj01_nsdgeneral_betas_ave_te.npy").rename(tmp_path / "subj01_betas_ave_te.npy")
@@ -340,7 +342,7 @@ def test_mindeye1_shards_from_webdataset_with_jpg_images(tmp_path):
                     "jpg": data,  # bytes are stored as they are
                 })
     ds = open_nsd(tmp_path)
-    assert ds.describe()["layout"] == "mindeye1" and ds.subjects() == [1]
+    assert ds.describe()["layout"] == "mindeye1" and ds.subjects() == [1] and not ds.synthetic
     test = ds.trials(1, "test")
     np.testing.assert_array_equal(test.load()[test.stimulus_ids == 2], voxels[2])
     images = ds.images(np.array([12, 0]))

@@ -35,6 +35,7 @@ from brainbench.constants import EMBEDDING_POOLED, EMBEDDING_TOKENS
 from brainbench.errors import DataError
 from brainbench.interfaces import ArrayLike, Dataset, Trials
 from brainbench_nsd.h5rows import RowView, check_finite
+from brainbench_nsd.marker import SYNTHETIC_MARKER
 from brainbench_nsd.release import release_shards, release_subjects, release_table, wds_folder
 
 FULL_CHECK_BYTES = 64 * 2**20
@@ -44,7 +45,6 @@ EMBEDDING_KEYS = {EMBEDDING_POOLED: "pooled", EMBEDDING_TOKENS: "tokens"}
 BETAS_PATTERN = re.compile(r"betas_all_subj(\d+)_fp32_renorm\.hdf5$")
 IMAGES_FILE, SHARED_FILE = "coco_images_224_float16.hdf5", "shared1000.npy"
 SUBJ_INDICES_FILE = "COCO_73k_subj_indices.hdf5"
-SYNTHETIC_MARKER = "brainbench_synthetic.json"
 
 
 def betas_name(subject: int) -> str:

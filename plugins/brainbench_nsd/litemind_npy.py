@@ -26,6 +26,7 @@ from brainbench.errors import DataError
 from brainbench.interfaces import ArrayLike, Dataset, Trials
 from brainbench.repeats import group_mean
 from brainbench_nsd.h5rows import RowView
+from brainbench_nsd.marker import is_synthetic, mark_synthetic
 
 BETAS_PATTERN = re.compile(r"subj0*(\d+)_nsdgeneral_betas_tr\.npy$")
 FEATURES_FILE = "clip_pooled.npy"
@@ -84,6 +85,7 @@ class LiteMindNsd(Dataset):
         if not self.root.is_dir():
             raise DataError(f"{self.root}: NSD folder not found")
         self.name = name
+        self.synthetic = is_synthetic(self.root)  # rewritten from simulated data: still synthetic
         self._folders: dict[int, Path] = {}
         for path in sorted(self.root.rglob("*_nsdgeneral_betas_tr.npy")):
             match = BETAS_PATTERN.search(path.name)
@@ -148,7 +150,7 @@ class LiteMindNsd(Dataset):
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "synthetic": False,
+            "synthetic": self.synthetic,
             "layout": "litemind",
             "root": str(self.root),
             "subjects": self.subjects(),
@@ -174,11 +176,17 @@ class LiteMindNsd(Dataset):
 
 
 def write_litemind_files(
-    root: Path, subject: int, train: Trials, test: Trials, features: np.ndarray | None = None
+    root: Path, subject: int, train: Trials, test: Trials, features: np.ndarray | None = None,
+    synthetic: bool = False,
 ) -> list[Path]:
-    """Write one subject in the Lite-Mind layout; test trials are averaged per image first."""
+    """Write one subject in the Lite-Mind layout; test trials are averaged per image first.
+
+    ``synthetic=True`` (trials from the simulator) leaves the marker that keeps them labelled synthetic.
+    """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
+    if synthetic:
+        mark_synthetic(root, "write_litemind_files")
     names = litemind_names(subject)
     test_means, test_ids = group_mean(test.load(), test.stimulus_ids)
     arrays = {

@@ -46,6 +46,7 @@ import numpy as np
 from brainbench.errors import DataError
 from brainbench.interfaces import Dataset, Trials
 from brainbench_nsd.h5rows import RowView
+from brainbench_nsd.marker import is_synthetic, mark_synthetic
 
 VOXELS_FIELD, IMAGE_ID_FIELD, TRIAL_FIELD = "nsdgeneral.npy", "coco73k.npy", "trial.npy"
 IMAGE_FIELDS = ("jpg", "jpeg", "png")
@@ -312,6 +313,7 @@ class MindEye1Nsd(Dataset):
         if train_repeats not in TRAIN_REPEATS:
             raise DataError(f"train_repeats must be one of {', '.join(TRAIN_REPEATS)}, got {train_repeats!r}")
         self.name = name
+        self.synthetic = is_synthetic(self.root)  # rewritten from simulated data: still synthetic
         self.average_repeats = bool(average_repeats)
         if self.average_repeats and train_repeats != "all":
             raise DataError(
@@ -406,7 +408,7 @@ class MindEye1Nsd(Dataset):
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "synthetic": False,
+            "synthetic": self.synthetic,
             "layout": "mindeye1",
             "root": str(self.root),
             "subjects": self.subjects(),
@@ -452,12 +454,17 @@ def write_mindeye1_shards(
     trial_numbers: Mapping[str, np.ndarray] | None = None,
     samples_per_shard: int = 64,
     repeats: int = 3,
+    synthetic: bool = False,
 ) -> list[Path]:
     """Write trials as MindEye1 shards: one sample per image, its repeats padded with NaN rows to ``repeats``.
 
     ``trial_numbers[split]`` gives each trial row's global trial number (default: its row number).
+    ``synthetic=True`` (trials from the simulator) leaves the marker that keeps them labelled synthetic.
     """
     written = []
+    if synthetic:
+        Path(root).mkdir(parents=True, exist_ok=True)
+        mark_synthetic(Path(root), "write_mindeye1_shards")
     for split, trials in splits.items():
         voxels = trials.load()
         numbers = np.arange(trials.n_trials) if trial_numbers is None else np.asarray(trial_numbers[split])
