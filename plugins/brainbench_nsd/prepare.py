@@ -74,12 +74,24 @@ def find_sessions(nsd_root: Path, subject: int) -> list[int]:
     return found
 
 
+def _field_library(name: str) -> Any:
+    """nibabel / scipy, or an error saying how to install them (they are an optional extra)."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise DataError(
+            f"`brainbench data prepare nsd` reads NSD's files with {name}, which is not installed; "
+            "pip install 'brainbench[nsd-prepare]' (nibabel, scipy)"
+        ) from None
+
+
 def read_mask(path: Path) -> np.ndarray:
     """The ROI as a bool volume in h5py's (Z, Y, X) axis order."""
     if not path.exists():
         raise DataError(f"{path}: nsdgeneral ROI mask not found (NIfTI, 1 inside the ROI)")
-    import nibabel
-
+    nibabel = _field_library("nibabel")
     try:
         volume = np.asarray(nibabel.load(str(path)).get_fdata())
     except Exception as err:  # nibabel raises many kinds for a damaged file
@@ -101,6 +113,7 @@ class Design:
 def read_design(path: Path, subject: int) -> Design:
     if not path.exists():
         raise DataError(f"{path}: NSD experiment design not found (nsd_expdesign.mat)")
+    _field_library("scipy")
     import scipy.io
 
     try:
