@@ -81,6 +81,21 @@ def read_trial_table(path: Path) -> dict[str, np.ndarray]:
     return table
 
 
+def check_unique_rows(table: dict[str, Any], path: Path) -> None:
+    """Each betas row is one trial: two trials on one row (within a split or across train and test) mean a
+    broken trial list, and across splits a test trial trained on."""
+    rows, counts = np.unique(table["trial_index"], return_counts=True)
+    if (counts > 1).any():
+        shared = rows[counts > 1]
+        first = int(shared[0])
+        where = [f"{table['split'][i]} (image {int(table['image_index'][i])})"
+                 for i in np.flatnonzero(table["trial_index"] == first)]
+        raise DataError(
+            f"{path}: {len(shared)} betas row(s) are claimed by more than one trial, e.g. row {first} by "
+            f"{' and '.join(where)}; each trial must point at its own row of the betas"
+        )
+
+
 class MindEye2Nsd(Dataset):
     """NSD in the MindEye2 layout; ``prepare(subject)`` lets the simulator write a subject on first use."""
 
@@ -136,6 +151,12 @@ class MindEye2Nsd(Dataset):
         ds = f[BETAS_KEY]
         if ds.ndim != 2:
             raise DataError(f"{path}: dataset {BETAS_KEY!r} has shape {ds.shape}; expected (n_trials, n_voxels)")
+        if not np.issubdtype(ds.dtype, np.floating):
+            raise DataError(
+                f"{path}: dataset {BETAS_KEY!r} holds {ds.dtype} values; this layout holds z-scored float betas. "
+                "Integer betas are raw NSD (percent signal change x 300): prepare them with "
+                "`brainbench data prepare nsd NSD_ROOT OUT --subject N`"
+            )
         if fresh and ds.size * 4 <= FULL_CHECK_BYTES:
             check_finite(ds[:], str(path), BETAS_KEY, np.arange(ds.shape[0]))
         return ds
@@ -152,6 +173,7 @@ class MindEye2Nsd(Dataset):
             else:
                 path = self.root / table_name(subject)
                 table = read_trial_table(path)
+            check_unique_rows(table, path)
             past = table["trial_index"] >= betas.shape[0]
             if past.any() or (table["trial_index"] < 0).any():
                 raise DataError(
