@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy.linalg import blas, lapack
+from scipy.linalg import blas
 
 from brainbench.errors import BrainbenchError
 
@@ -110,11 +110,9 @@ class NumpyOps:
     def solve_shifted(self, gram, alpha, rhs64, scale=None, rank_one=None) -> np.ndarray:
         """(shifted gram)^{-1} rhs by one Cholesky factorisation; the pseudo-inverse if it is singular."""
         a = self.shifted(gram, alpha, scale, rank_one)
-        factor, info = lapack.dpotrf(a, lower=0, overwrite_a=1, clean=0)
-        if info == 0:
-            solution, info = lapack.dpotrs(factor, rhs64, lower=0)
-            if info == 0:
-                return solution
+        solution = cholesky_solve_in_place(a, np.asarray(rhs64, dtype=np.float64))
+        if solution is not None:
+            return solution
         # Singular (alpha = 0 on rank-deficient data): the eigendecomposition's pseudo-inverse, as before.
         lam, q = self.eigh(self.shifted(gram, 0.0, scale, rank_one))
         total = lam + alpha
@@ -131,6 +129,22 @@ class NumpyOps:
     def release(self) -> None:
         self._work = None
         self._scratch = None
+
+
+def cholesky_solve_in_place(a: np.ndarray, rhs: np.ndarray) -> np.ndarray | None:
+    """Solve a x = rhs for symmetric positive definite ``a`` (F-order float64, upper triangle), factoring
+    ``a`` in place; None when ``a`` is not positive definite.
+
+    The factorisation is torch's LAPACK (MKL) on ``a``'s own buffer: scipy's bundled OpenBLAS ``dpotrf``
+    crashes (segmentation fault) at NSD's 15,724 x 15,724 on this machine's CPUs, while it is fine at 6,000.
+    """
+    import torch
+
+    view = torch.from_numpy(a)  # column-major strides: LAPACK works on the buffer itself, no copy
+    factor, info = torch.linalg.cholesky_ex(view, upper=True, out=(view, torch.empty((), dtype=torch.int32)))
+    if int(info) != 0:
+        return None
+    return torch.cholesky_solve(torch.from_numpy(rhs), factor, upper=True).numpy()
 
 
 class TorchOps:
