@@ -181,7 +181,6 @@ def check_trials(trials: Any, split: str, config: RunConfig, dataset_name: str) 
 
 
 def run_params(cell: ResolvedCell, n_voxels: int) -> dict[str, Any]:
-    plugins = get_plugins()
     config = cell.config
     params: dict[str, Any] = {
         "encoder": config.encoder,
@@ -205,13 +204,44 @@ def run_params(cell: ResolvedCell, n_voxels: int) -> dict[str, Any]:
             params[name] = value
     params.update({f"encoder.{k}": v for k, v in cell.encoder.params().items()})
     params.update({f"task.{k}": v for k, v in cell.task.params().items()})
-    # Directions travel with the run so `brainbench compare` can mark the best value per column.
-    params.update({f"metric.{m.name}.higher_is_better": m.higher_is_better for m in cell.task.metrics})
     params.update({f"dataset.{k}": v for k, v in config.dataset_options.items()})
     params.update({f"target.{k}": v for k, v in cell.target.params().items() if k != "target"})
-    for info in plugins.plugins.values():
-        params[f"plugin.{info.name}.version"] = info.version
     return params
+
+
+def run_tags(cell: ResolvedCell) -> dict[str, str]:
+    """Tags, not params (they do not make runs differ): the run name that starts with what differs, plugin
+    versions, the code version. Metric directions are tagged after evaluation (brainbench.higher_is_better)."""
+    from brainbench.tracking import code_version, run_name
+
+    config = cell.config
+    tags = {f"brainbench.plugin.{info.name}.version": str(info.version) for info in get_plugins().plugins.values()}
+    tags["mlflow.runName"] = run_name(config.encoder, config.subject, config.seed, config.task)
+    commit = code_version()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
+def log_inputs(record: Any, cell: ResolvedCell, splits: dict[str, Any]) -> None:
+    """Each split the run read as an MLflow dataset input (name, digest, subject, split) for the UI's Dataset
+    column. The digest hashes the dataset's description and the split's stimulus ids."""
+    import hashlib
+
+    described = cell.dataset.describe()
+    for split, trials in splits.items():
+        digest = hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode())
+        digest.update(f"{cell.config.subject}/{split}".encode())
+        digest.update(np.ascontiguousarray(trials.stimulus_ids, dtype=np.int64).tobytes())
+        record.log_dataset(
+            f"{cell.dataset_name} s{cell.config.subject} {split}",
+            digest.hexdigest()[:16],
+            str(described.get("root") or cell.dataset_name),
+            split,
+            {"subject": cell.config.subject, "split": split, "n_trials": trials.n_trials,
+             "n_images": int(len(np.unique(trials.stimulus_ids))), "n_voxels": trials.n_voxels,
+             "synthetic": cell.dataset.synthetic},
+        )
 
 
 def training_overrides(cell: ResolvedCell) -> dict[str, Any]:
@@ -243,6 +273,8 @@ def run_cell(
     if record is not None:
         record.log_params(params)
         record.set_tags({"brainbench.synthetic": str(dataset.synthetic).lower(), "brainbench.cell": config.label()})
+        record.set_tags(run_tags(cell))
+        log_inputs(record, cell, {"train": train, task.split: test})
     if cell.quick is not None:
         reporter.info(
             f"demo-scale data: {config.encoder} uses its quick recipe ({cell.quick.note}); "

@@ -97,6 +97,47 @@ class RunRecord:
     def log_text(self, text: str, name: str) -> None:
         self._client.log_text(self.run_id, text, name)
 
+    def log_table(self, data: dict[str, list[Any]], name: str) -> None:
+        """A table artifact (columns -> values) the MLflow UI shows in its artifact and evaluation views."""
+        self._client.log_table(self.run_id, data=data, artifact_file=name)
+
+    def log_dataset(self, name: str, digest: str, source: str, context: str, profile: dict[str, Any]) -> None:
+        """An input the run used, shown in the runs table's Dataset column (``context``: train / test)."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        dataset = Dataset(
+            name=name, digest=digest[:36], source_type="local", source=json.dumps({"uri": source}),
+            profile=json.dumps(profile, default=str),
+        )
+        self._client.log_inputs(self.run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", context)])])
+
+
+def run_name(encoder: str, subject: Any, seed: Any, task: str) -> str:
+    """What tells sibling runs apart comes first, so the UI's narrow name column shows it: ``litemind s1 seed0``."""
+    return f"{encoder} s{subject} seed{seed} {task}"
+
+
+def code_version() -> str | None:
+    """The git commit of the installed brainbench source tree, when it is a git checkout (else None)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        return None
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = done.stdout.strip()
+    return commit if done.returncode == 0 and len(commit) == 40 else None
+
+
+#: Experiment tag MLflow 3.x reads to choose its view: runs table (classic ML) instead of GenAI traces.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
 
 class Tracker:
     """Creates parent (matrix) and child (cell) runs in one MLflow experiment."""
@@ -129,7 +170,8 @@ class Tracker:
 
     def _create_experiment(self) -> str:
         try:
-            return self._client.create_experiment(self.experiment)
+            # Tagged as a classic (custom model) experiment: MLflow 3 opens it on the runs table, not traces.
+            return self._client.create_experiment(self.experiment, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
         except Exception:
             # Another process created it between our lookup and create.
             return self._client.get_experiment_by_name(self.experiment).experiment_id

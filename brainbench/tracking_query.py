@@ -164,6 +164,28 @@ def children(tracker: Tracker, parent_run_id: str) -> list[RunView]:
     return search(tracker, f"tags.`{PARENT_TAG}` = {_quote(parent_run_id)}")
 
 
+PER_ITEM_ARTIFACT = "per_item.json"
+
+
+def per_item_outcomes(tracker: Tracker, run_id: str) -> dict[str, Any] | None:
+    """A run's per-item outcomes (the ``per_item.json`` artifact), or None when it has none."""
+    import os
+    import tempfile
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bar per run on the terminal
+    try:
+        names = {item.path for item in tracker.client.list_artifacts(run_id)}
+        if PER_ITEM_ARTIFACT not in names:
+            return None
+        with tempfile.TemporaryDirectory() as folder:
+            path = tracker.client.download_artifacts(run_id, PER_ITEM_ARTIFACT, folder)
+            with open(path) as handle:
+                record = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and "outcomes" in record and "stimulus_ids" in record else None
+
+
 def finished_cell_keys(tracker: Tracker, parent_run_id: str) -> set[str]:
     return {
         run.cell_key for run in children(tracker, parent_run_id) if run.status == "FINISHED" and run.cell_key

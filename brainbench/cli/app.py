@@ -52,6 +52,9 @@ def build_app() -> typer.Typer:
     info_cmd.register(app)
     matrix_cmd.register(app)
     compare_cmd.register(app)
+    from brainbench.cli import report_cmd
+
+    report_cmd.register(app)
     from brainbench.cli import data_cmd
 
     data_cmd.register(app)

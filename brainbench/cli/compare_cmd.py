@@ -9,7 +9,7 @@ import typer
 
 from brainbench.errors import BrainbenchError
 
-FORMATS = ("table", "csv", "markdown", "json")
+FORMATS = ("table", "csv", "markdown", "json", "latex")
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -21,7 +21,16 @@ def register(app: typer.Typer) -> None:
             help="An experiment name (its latest matrix) or a parent run id. Default: experiment "
             "'brainbench'.",
         ),
-        output_format: str = typer.Option("table", "--format", "-f", help="table | csv | markdown | json."),
+        output_format: str = typer.Option(
+            "table", "--format", "-f", help="table | csv | markdown | json | latex."
+        ),
+        baseline: str | None = typer.Option(
+            None,
+            "--baseline",
+            "-b",
+            help="An encoder (or row label, e.g. 'ridge alpha=10'): mark each row better / no difference / "
+            "worse than it, by a paired test over the same test images, Holm-corrected.",
+        ),
         tracking_uri: str | None = typer.Option(
             None,
             "--tracking-uri",
@@ -35,16 +44,17 @@ def register(app: typer.Typer) -> None:
             False, "--all", help="Every cell run of the experiment, not one matrix."
         ),
     ) -> None:
-        """Rows: cells grouped over seeds; columns: test metrics as mean ± 95% t-interval, best marked."""
+        """Rows: encoders (and settings) per subject over seeds; columns: test metrics with 95% intervals over
+        test images, best marked; with --baseline, paired tests against one encoder. See docs/compare.md."""
         if output_format not in FORMATS:
             raise typer.BadParameter(f"choose one of {', '.join(FORMATS)}", param_hint="--format")
-        title, runs = select_runs(target, tracking_uri, experiment, all_cells)
-        print_comparison(title, runs, output_format)
+        title, runs, tracker = select_runs(target, tracking_uri, experiment, all_cells)
+        print_comparison(title, runs, output_format, baseline, tracker)
 
 
 def select_runs(
     target: str | None, tracking_uri: str | None, experiment: str, all_cells: bool = False
-) -> tuple[str, list[Any]]:
+) -> tuple[str, list[Any], Any]:
     from brainbench.tracking_query import SafeTracker, cell_runs, children, get_run, matrix_parents
 
     if target and RUN_ID.match(target):
@@ -53,7 +63,7 @@ def select_runs(
         run = get_run(tracker, target)
         if run is None:
             raise BrainbenchError(f"no run {target} in {tracker.uri}")
-        return f"matrix {run.name!r} (run {target})", children(tracker, target)
+        return f"matrix {run.name!r} (run {target}, {run.status})", children(tracker, target), tracker
     name = target or experiment
     tracker = SafeTracker(tracking_uri, name)
     tracker.check()
@@ -64,11 +74,12 @@ def select_runs(
         return (
             f"matrix {parent.name!r} (latest in experiment {name!r}, run {parent.run_id}, {parent.status})",
             children(tracker, parent.run_id),
+            tracker,
         )
     runs = cell_runs(tracker)
     if not runs:
         raise BrainbenchError(f"experiment {name!r} in {tracker.uri} has no cell runs yet")
-    return f"all cell runs of experiment {name!r}", runs
+    return f"all cell runs of experiment {name!r}", runs, tracker
 
 
 def _ensure_experiment(tracker: Any, name: str) -> None:
@@ -81,29 +92,65 @@ def _ensure_experiment(tracker: Any, name: str) -> None:
         )
 
 
-def print_comparison(title: str, runs: list[Any], output_format: str) -> None:
-    from brainbench.matrix.summary import cell_rows, directions, group_rows, to_csv, to_json, to_markdown
+def print_comparison(
+    title: str, runs: list[Any], output_format: str, baseline: str | None = None, tracker: Any | None = None
+) -> None:
+    from brainbench.matrix.summary import (
+        BaselineError,
+        cell_rows,
+        compare_to_baseline,
+        directions,
+        group_rows,
+        to_csv,
+        to_json,
+        to_latex,
+        to_markdown,
+    )
 
-    rows = cell_rows(runs)
+    rows = cell_rows(runs, tracker)
+    unfinished = [row for row in rows if row.status != "FINISHED"]
+    if not rows:
+        raise BrainbenchError(f"{title}: no cells ran (the matrix has no child runs)")
+    if len(unfinished) == len(rows):
+        first = next((row.error for row in unfinished if row.error), None)
+        raise BrainbenchError(
+            f"{title}: no cell finished ({_status_counts(unfinished)}), so there is nothing to compare"
+            + (f"; first error: {first}" if first else "")
+        )
     groups = group_rows(rows)
     higher = directions(rows)
+    if baseline:
+        try:
+            compare_to_baseline(groups, baseline, higher)
+        except BaselineError as exc:
+            raise BrainbenchError(str(exc)) from None
     if output_format == "csv":
         typer.echo(to_csv(groups), nl=False)
     elif output_format == "markdown":
-        typer.echo(to_markdown(groups, higher), nl=False)
+        typer.echo(to_markdown(groups, higher, baseline), nl=False)
     elif output_format == "json":
-        typer.echo(to_json(groups, higher))
+        typer.echo(to_json(groups, higher, baseline))
+    elif output_format == "latex":
+        typer.echo(to_latex(groups, higher, baseline), nl=False)
     else:
         from rich.console import Console
 
         from brainbench.matrix.summary import rich_table
 
         console = Console()
-        console.print(rich_table(groups, higher, title))
-        unfinished = [row for row in rows if row.status != "FINISHED"]
+        console.print(rich_table(groups, higher, title, baseline))
         if unfinished:
             console.print(
                 f"[yellow]{len(unfinished)} cell(s) not finished:[/yellow] "
                 + ", ".join(f"{row.label} ({row.status})" for row in unfinished),
                 highlight=False,
             )
+    if unfinished and output_format != "table":
+        typer.echo(f"note: {len(unfinished)} cell(s) not finished ({_status_counts(unfinished)})", err=True)
+
+
+def _status_counts(rows: list[Any]) -> str:
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row.status] = counts.get(row.status, 0) + 1
+    return ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))

@@ -168,7 +168,8 @@ def execute(
         options,
         echo=lambda line: console.print(line, highlight=False, markup=False),
     )
-    rows = cell_rows(children(SafeTracker(tracking_uri, experiment), report.parent_run_id))
+    tracker = SafeTracker(tracking_uri, experiment)
+    rows = cell_rows(children(tracker, report.parent_run_id), tracker)  # with per-item outcomes: item intervals
     console.print(rich_table(group_rows(rows), directions(rows), f"matrix {spec.name!r}"))
     console.print(
         f"[bold]{report.counts()}[/bold] | parent run {report.parent_run_id} "

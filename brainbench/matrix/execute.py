@@ -197,17 +197,28 @@ def _progress_line(outcome: CellOutcome, done: int, total: int) -> str:
 def _log_summary(tracker: object, parent: object, echo: Callable[[str], None]) -> list[str]:
     """Summary tables and figures of every child (this session's and earlier ones) into the parent run."""
     from brainbench.matrix.figures import write_figures
-    from brainbench.matrix.summary import cell_rows, cells_csv, directions, group_rows, to_csv, to_markdown
+    from brainbench.matrix.summary import (
+        cell_rows,
+        cells_csv,
+        comparison_table,
+        directions,
+        group_rows,
+        parent_metrics,
+        to_csv,
+        to_markdown,
+    )
     from brainbench.tracking_query import children
 
     try:
-        rows = cell_rows(children(tracker, parent.run_id))  # type: ignore[arg-type, attr-defined]
+        rows = cell_rows(children(tracker, parent.run_id), tracker)  # type: ignore[arg-type, attr-defined]
         groups = group_rows(rows)
         higher = directions(rows)
+        parent.log_metrics(parent_metrics(groups))  # type: ignore[attr-defined]
+        parent.log_table(comparison_table(groups), "summary/comparison.json")  # type: ignore[attr-defined]
         parent.log_text(cells_csv(rows), "summary/cells.csv")  # type: ignore[attr-defined]
         parent.log_text(to_csv(groups), "summary/summary.csv")  # type: ignore[attr-defined]
         parent.log_text(to_markdown(groups, higher), "summary/summary.md")  # type: ignore[attr-defined]
-        names = ["summary/cells.csv", "summary/summary.csv", "summary/summary.md"]
+        names = ["summary/cells.csv", "summary/summary.csv", "summary/summary.md", "summary/comparison.json"]
         with tempfile.TemporaryDirectory() as folder:
             for path in write_figures(groups, rows, Path(folder)):
                 parent.log_artifact(path, "figures")  # type: ignore[attr-defined]

@@ -31,16 +31,31 @@ def write_figures(groups: list[GroupRow], rows: list[CellRow], folder: Path) -> 
     written: list[Path] = []
     for task in sorted({g.task for g in groups}):
         task_groups = [g for g in groups if g.task == task]
-        metric = primary_metric(task, sorted({m for g in task_groups for m in g.metrics}))
+        metrics = sorted({m for g in task_groups for m in g.metrics})
+        metric = primary_metric(task, metrics)
         if metric is None:
             continue
-        written.append(_accuracy_bars(plt, task_groups, task, metric, folder))
+        for name in metrics:  # one figure per metric
+            written.append(_accuracy_bars(plt, task_groups, task, name, folder))
         written.append(
             _parameters_scatter(plt, [r for r in rows if r.field("task") == task], task, metric, folder)
         )
     if rows:
         written.append(_train_times(plt, rows, folder))
     return written
+
+
+def _title(ax, fig, text: str) -> None:
+    """A title wrapped to the figure's width, so no word is cut off at the edge of the PNG."""
+    import textwrap
+
+    characters = max(20, int(fig.get_figwidth() * 11))  # ~11 characters per inch at 10 pt
+    ax.set_title(textwrap.fill(text, characters, break_long_words=False), fontsize=10)
+
+
+def _interval_words(groups: list[GroupRow], metric: str) -> str:
+    methods = sorted({g.metrics[metric].method for g in groups if metric in g.metrics and g.metrics[metric].method})
+    return "; ".join(methods) if methods else "no interval"
 
 
 def _group_label(group: GroupRow) -> str:
@@ -69,7 +84,7 @@ def _accuracy_bars(plt, groups: list[GroupRow], task: str, metric: str, folder: 
         ax.bar(xs, means, width=width, yerr=errors, capsize=3, label=f"subject {subject}")
     ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right")
     ax.set_ylabel(metric)
-    ax.set_title(f"{task}: {metric} per encoder x subject (95% t-interval over seeds)")
+    _title(ax, fig, f"{task}: {metric} per encoder and subject (95% interval: {_interval_words(groups, metric)})")
     ax.legend()
     fig.tight_layout()
     path = folder / f"{task}_{metric}_by_encoder_subject.png"
@@ -91,7 +106,7 @@ def _parameters_scatter(plt, rows: list[CellRow], task: str, metric: str, folder
     ax.set_xscale("log")
     ax.set_xlabel("trained parameters")
     ax.set_ylabel(metric)
-    ax.set_title(f"{task}: parameters vs {metric} (one point per cell)")
+    _title(ax, fig, f"{task}: parameters vs {metric} (one point per cell)")
     ax.legend()
     fig.tight_layout()
     path = folder / f"{task}_parameters_vs_{metric}.png"
@@ -106,7 +121,7 @@ def _train_times(plt, rows: list[CellRow], folder: Path) -> Path:
     ax.barh([r.label for r in timed], [r.train_seconds for r in timed])
     ax.invert_yaxis()
     ax.set_xlabel("training time (s)")
-    ax.set_title("training time per cell")
+    _title(ax, fig, "training time per cell")
     fig.tight_layout()
     path = folder / "train_seconds_per_cell.png"
     fig.savefig(path, dpi=110)

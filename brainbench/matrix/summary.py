@@ -1,20 +1,31 @@
-"""Cells read back from MLflow, grouped over seeds: mean and 95% t-interval per test metric, best marked."""
+"""Cells read back from MLflow, grouped over seeds, with intervals over test items and paired tests.
+
+Per group (encoder variant x task x dataset x subject) and metric: the mean over seeds of the logged value
+and a 95% interval. Where the cells stored per-item outcomes (``per_item.json``), the interval is a
+hierarchical bootstrap over seeds and test items (brainbench.stats); otherwise a Student t interval over
+seeds (clipped to [0, 1] for accuracies), and the table says which. ``--baseline`` adds paired tests of each
+row against the baseline on the same test items, Holm-corrected over every test in the table.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+from brainbench.stats import PairedResult, align_items, bootstrap_interval, holm, paired_test, seed_interval
 from brainbench.tracking_query import RunView
 
 GROUP_FIELDS = ("encoder", "task", "dataset", "subject")
 # Params that do not make a cell a different variant: the seed (averaged over) and bookkeeping.
 NOT_VARIANT = {"seed", "cell_key", "brainbench_version", "n_voxels", "synthetic", *GROUP_FIELDS}
-NOT_VARIANT_PREFIXES = ("plugin.", "metric.")
+NOT_VARIANT_PREFIXES = ("plugin.", "metric.", "recipe.")  # recipe.*: what a fit chose, per seed
+DIRECTIONS_TAG = "brainbench.higher_is_better"
+VERDICT_MARKS = {"better": "▲", "worse": "▼", "no difference": "=", "baseline": "·", "untested": "?"}
 
 
 @dataclass
@@ -27,6 +38,8 @@ class CellRow:
     n_parameters: float | None
     train_seconds: float | None
     error: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    per_item: dict[str, Any] | None = None  # the run's per_item.json, when loaded
 
     def field(self, name: str) -> str:
         return self.params.get(name, "")
@@ -40,14 +53,15 @@ class CellRow:
 @dataclass
 class Stat:
     mean: float
-    low: float | None = None  # t-interval over seeds; None for a single seed
+    low: float | None = None  # None: one seed and no per-item outcomes, so no interval
     high: float | None = None
-    n: int = 1
+    n: int = 1  # seeds
+    method: str = ""
 
-    def text(self, digits: int = 4) -> str:
+    def text(self, digits: int = 3) -> str:
         if self.low is None or self.high is None:
             return f"{self.mean:.{digits}f}"
-        return f"{self.mean:.{digits}f} ± {(self.high - self.low) / 2:.{digits}f}"
+        return f"{self.mean:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
 
 
 @dataclass
@@ -62,10 +76,23 @@ class GroupRow:
     n_parameters: float | None
     train_seconds: Stat | None
     best: set[str] = field(default_factory=set)  # metric names where this row is the best
+    # metric -> (stimulus ids, (n_seeds, n_items) outcomes) where every seed stored them
+    outcomes: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    tests: dict[str, PairedResult] = field(default_factory=dict)  # metric -> this row minus the baseline
+    verdicts: dict[str, str] = field(default_factory=dict)  # metric -> better / worse / no difference / ...
+
+    @property
+    def label(self) -> str:
+        """What tells this row apart, first: the encoder, then its differing settings."""
+        return f"{self.encoder} {self.variant}".strip()
 
 
-def cell_rows(runs: list[RunView]) -> list[CellRow]:
-    """One row per cell key: the latest FINISHED run if any (a resumed matrix has KILLED ones too)."""
+def cell_rows(runs: list[RunView], tracker: Any | None = None) -> list[CellRow]:
+    """One row per cell key: the latest FINISHED run if any (a resumed matrix has KILLED ones too).
+
+    With ``tracker``, each finished cell's per-item outcomes are read from its ``per_item.json`` artifact,
+    so intervals are over test items and ``compare_to_baseline`` can pair encoders.
+    """
     chosen: dict[str, RunView] = {}
     for run in sorted(runs, key=lambda r: r.start_time):
         key = run.cell_key or run.run_id
@@ -89,8 +116,15 @@ def cell_rows(runs: list[RunView]) -> list[CellRow]:
                 run.metrics.get("n_parameters"),
                 run.metrics.get("train_seconds"),
                 run.tags.get("brainbench.error"),
+                dict(run.tags),
             )
         )
+    if tracker is not None:
+        from brainbench.tracking_query import per_item_outcomes
+
+        for row in rows:
+            if row.status == "FINISHED":
+                row.per_item = per_item_outcomes(tracker, row.run_id)
     return sorted(
         rows,
         key=lambda r: (
@@ -112,25 +146,29 @@ def _number(text: str) -> Any:
 
 
 def directions(rows: list[CellRow]) -> dict[str, bool]:
-    """Metric name -> higher is better, from the ``metric.<name>.higher_is_better`` params."""
+    """Metric name -> higher is better: the run's tag, or (older runs) ``metric.<name>.higher_is_better``."""
     found: dict[str, bool] = {}
     for row in rows:
         for name, value in row.params.items():
             if name.startswith("metric.") and name.endswith(".higher_is_better"):
                 found[name[len("metric.") : -len(".higher_is_better")]] = value.strip().lower() == "true"
+        tagged = row.tags.get(DIRECTIONS_TAG)
+        if tagged:
+            try:
+                found.update({k: bool(v) for k, v in json.loads(tagged).items()})
+            except (ValueError, AttributeError):
+                pass
+        if row.per_item:
+            found.update(row.per_item.get("higher_is_better", {}))
     return found
 
 
-def t_interval(values: list[float], confidence: float = 0.95) -> Stat:
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return Stat(mean, n=n)
-    from scipy.stats import t
-
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = float(t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
-    return Stat(mean, mean - half, mean + half, n)
+def t_interval(values: list[float], bounds: tuple[float, float] | None = None) -> Stat:
+    """Mean and 95% Student t interval over seeds (no interval for one seed)."""
+    interval = seed_interval(values, bounds)
+    if interval.n_seeds < 2:
+        return Stat(interval.mean, n=interval.n_seeds, method=interval.method)
+    return Stat(interval.mean, interval.low, interval.high, interval.n_seeds, interval.method)
 
 
 def _variant_params(row: CellRow) -> dict[str, str]:
@@ -139,9 +177,47 @@ def _variant_params(row: CellRow) -> dict[str, str]:
     }
 
 
+def _short_setting(name: str) -> str:
+    return name.removeprefix("encoder.")
+
+
+def _cell_outcomes(cells: list[CellRow], name: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(ids, (n_seeds, n_items)) on the items every seed scored, or None when any seed lacks them."""
+    ids: np.ndarray | None = None
+    found = []
+    for cell in cells:
+        record = cell.per_item or {}
+        values = record.get("outcomes", {}).get(name)
+        if values is None:
+            return None
+        cell_ids = np.asarray(record["stimulus_ids"])
+        found.append((cell_ids, np.asarray(values, dtype=np.float64)))
+        ids = cell_ids if ids is None else np.intersect1d(ids, cell_ids)
+    if ids is None or len(ids) == 0:
+        return None
+    matrix = np.stack([_take(cell_ids, values, ids) for cell_ids, values in found])
+    return ids, matrix
+
+
+def _take(cell_ids: np.ndarray, values: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    order = np.argsort(cell_ids)
+    return values[order[np.searchsorted(cell_ids, ids, sorter=order)]]
+
+
+def _metric_stat(cells: list[CellRow], name: str, higher: bool, outcomes: Any, seed: int) -> Stat:
+    values = [c.metrics[name] for c in cells if name in c.metrics]
+    mean = float(np.mean(values))
+    if outcomes is not None:
+        interval = bootstrap_interval(outcomes[1], seed=seed)
+        return Stat(mean, min(interval.low, mean), max(interval.high, mean), len(values), interval.method)
+    accuracy_like = higher and all(0.0 <= v <= 1.0 for v in values)
+    return t_interval(values, (0.0, 1.0) if accuracy_like else None)
+
+
 def group_rows(rows: list[CellRow]) -> list[GroupRow]:
     """FINISHED cells grouped over seeds; the variant names the settings that tell apart rows of one base."""
     finished = [row for row in rows if row.status == "FINISHED"]
+    higher = directions(finished)
     by_base: dict[tuple[str, ...], list[CellRow]] = {}
     for row in finished:
         by_base.setdefault(tuple(row.field(f) for f in GROUP_FIELDS), []).append(row)
@@ -152,12 +228,14 @@ def group_rows(rows: list[CellRow]) -> list[GroupRow]:
         differing = [k for k in keys if len({v.get(k) for v in variants}) > 1]
         by_variant: dict[str, list[CellRow]] = {}
         for row, params in zip(members, variants, strict=True):
-            label = ", ".join(f"{k}={params.get(k, '-')}" for k in differing)
+            label = " ".join(f"{_short_setting(k)}={params.get(k, '-')}" for k in differing)
             by_variant.setdefault(label, []).append(row)
         for label, cells in by_variant.items():
             names = sorted({m for cell in cells for m in cell.metrics})
+            outcomes = {name: found for name in names if (found := _cell_outcomes(cells, name)) is not None}
             metrics = {
-                name: t_interval([c.metrics[name] for c in cells if name in c.metrics]) for name in names
+                name: _metric_stat(cells, name, higher.get(name, True), outcomes.get(name), seed=index)
+                for index, name in enumerate(names)
             }
             n_params = [c.n_parameters for c in cells if c.n_parameters is not None]
             times = [c.train_seconds for c in cells if c.train_seconds is not None]
@@ -169,26 +247,116 @@ def group_rows(rows: list[CellRow]) -> list[GroupRow]:
                     metrics=metrics,
                     n_parameters=max(n_params) if n_params else None,
                     train_seconds=t_interval(times) if times else None,
+                    outcomes=outcomes,
                 )
             )
-    mark_best(groups, directions(finished))
+    groups.sort(key=lambda g: (g.task, g.dataset, _number(g.subject), g.label))
+    mark_best(groups, higher)
     return groups
 
 
 def mark_best(groups: list[GroupRow], higher: dict[str, bool]) -> None:
-    for name in metric_names(groups):
-        scored = [(g.metrics[name].mean, g) for g in groups if name in g.metrics]
-        if len(scored) < 2:
-            continue
-        pick = max if higher.get(name, True) else min
-        best = pick(value for value, _ in scored)
-        for value, group in scored:
-            if value == best:
-                group.best.add(name)
+    """Best mean per metric among rows of the same task, dataset and subject."""
+    blocks: dict[tuple[str, str, str], list[GroupRow]] = {}
+    for g in groups:
+        blocks.setdefault((g.task, g.dataset, g.subject), []).append(g)
+    for block in blocks.values():
+        for name in metric_names(block):
+            scored = [(g.metrics[name].mean, g) for g in block if name in g.metrics]
+            if len(scored) < 2:
+                continue
+            pick = max if higher.get(name, True) else min
+            best = pick(value for value, _ in scored)
+            for value, group in scored:
+                if value == best:
+                    group.best.add(name)
 
 
 def metric_names(groups: list[GroupRow]) -> list[str]:
     return sorted({name for g in groups for name in g.metrics})
+
+
+# ------------------------------------------------------------------------------------------ paired tests
+
+
+class BaselineError(ValueError):
+    pass
+
+
+def compare_to_baseline(groups: list[GroupRow], baseline: str, higher: dict[str, bool], seed: int = 0) -> int:
+    """Paired tests of every row against the baseline row of its task, dataset and subject.
+
+    ``baseline`` names an encoder (or a row label such as ``ridge alpha=10``). Each metric of each row is
+    tested on the test items both stored outcomes for; p-values are Holm-corrected over all tests made.
+    Returns the number of tests.
+    """
+    names = {g.encoder for g in groups} | {g.label for g in groups}
+    if baseline not in names:
+        rows = ", ".join(sorted({g.label for g in groups}))
+        raise BaselineError(f"no encoder or row {baseline!r} in this comparison; rows: {rows}")
+    blocks: dict[tuple[str, str, str], list[GroupRow]] = {}
+    for g in groups:
+        blocks.setdefault((g.task, g.dataset, g.subject), []).append(g)
+    tested: list[tuple[GroupRow, str]] = []
+    for block in blocks.values():
+        bases = [g for g in block if g.label == baseline] or [g for g in block if g.encoder == baseline]
+        if len(bases) > 1:
+            raise BaselineError(
+                f"{baseline!r} names {len(bases)} rows ({', '.join(g.label for g in bases)}); pass one of them"
+            )
+        if not bases:
+            continue
+        base = bases[0]
+        for g in block:
+            for name in g.metrics:
+                if g is base:
+                    g.verdicts[name] = "baseline"
+                    continue
+                if name not in g.outcomes or name not in base.outcomes:
+                    g.verdicts[name] = "untested"
+                    continue
+                ids, mine, theirs = align_items(*g.outcomes[name], *base.outcomes[name])
+                if len(ids) == 0:
+                    g.verdicts[name] = "untested"
+                    continue
+                g.tests[name] = paired_test(mine, theirs, seed=seed + len(tested))
+                tested.append((g, name))
+    adjusted = holm([g.tests[name].p_value for g, name in tested])
+    for (g, name), p in zip(tested, adjusted, strict=True):
+        test = g.tests[name]
+        g.tests[name] = PairedResult(
+            test.difference, test.low, test.high, test.p_value, test.n_items, test.n_seeds_a, test.n_seeds_b,
+            float(p),
+        )
+        g.verdicts[name] = g.tests[name].verdict(higher.get(name, True))
+    return len(tested)
+
+
+# --------------------------------------------------------------------------------------------- labels
+
+
+_DIRECTION_SHORT = {"fmri_to_image": "f→i", "image_to_fmri": "i→f"}
+
+
+def short_label(name: str) -> str:
+    """A short column label: retrieval names become e.g. ``f→i 300w``; others stay if short."""
+    for long, short in _DIRECTION_SHORT.items():
+        if name.startswith(long + "_"):
+            rest = name[len(long) + 1 :].removeprefix("top1_")
+            return f"{short} {rest.replace('way', 'w')}"
+    return name if len(name) <= 12 else name[:11] + "…"
+
+
+def short_labels(names: list[str]) -> dict[str, str]:
+    labels = {name: short_label(name) for name in names}
+    if len(set(labels.values())) < len(labels):  # truncation collided: number them instead
+        labels = {name: f"m{i + 1}" if len(name) > 12 else name for i, name in enumerate(names)}
+    return labels
+
+
+def interval_methods(groups: list[GroupRow]) -> list[str]:
+    """How the intervals in the table were made, e.g. "hierarchical bootstrap over 2 seeds and 400 items"."""
+    return sorted({stat.method for g in groups for stat in g.metrics.values() if stat.method})
 
 
 # --------------------------------------------------------------------------------------------- formats
@@ -196,6 +364,7 @@ def metric_names(groups: list[GroupRow]) -> list[str]:
 
 def to_records(groups: list[GroupRow]) -> list[dict[str, Any]]:
     records = []
+    names = metric_names(groups)
     for g in groups:
         record: dict[str, Any] = {
             "encoder": g.encoder,
@@ -205,11 +374,20 @@ def to_records(groups: list[GroupRow]) -> list[dict[str, Any]]:
             "variant": g.variant,
             "n_seeds": len(g.seeds),
         }
-        for name in metric_names(groups):
+        for name in names:
             stat = g.metrics.get(name)
             record[f"{name}.mean"] = stat.mean if stat else None
             record[f"{name}.ci_low"] = stat.low if stat else None
             record[f"{name}.ci_high"] = stat.high if stat else None
+            record[f"{name}.interval"] = stat.method if stat else None
+            if g.verdicts:
+                test = g.tests.get(name)
+                record[f"{name}.vs_baseline"] = g.verdicts.get(name)
+                record[f"{name}.diff"] = test.difference if test else None
+                record[f"{name}.diff_low"] = test.low if test else None
+                record[f"{name}.diff_high"] = test.high if test else None
+                record[f"{name}.p"] = test.p_value if test else None
+                record[f"{name}.p_holm"] = test.p_adjusted if test else None
         record["n_parameters"] = g.n_parameters
         record["train_seconds"] = g.train_seconds.mean if g.train_seconds else None
         record["best"] = sorted(g.best)
@@ -221,76 +399,257 @@ def to_csv(groups: list[GroupRow]) -> str:
     records = to_records(groups)
     buffer = io.StringIO()
     if records:
-        writer = csv.DictWriter(buffer, fieldnames=list(records[0]))
+        fields = list(dict.fromkeys(k for record in records for k in record))
+        writer = csv.DictWriter(buffer, fieldnames=fields)
         writer.writeheader()
         for record in records:
             writer.writerow({**record, "best": ";".join(record["best"])})
     return buffer.getvalue()
 
 
-def to_json(groups: list[GroupRow], higher: dict[str, bool]) -> str:
-    return json.dumps({"higher_is_better": higher, "rows": to_records(groups)}, indent=2)
+def to_json(groups: list[GroupRow], higher: dict[str, bool], baseline: str | None = None) -> str:
+    return json.dumps(
+        {
+            "higher_is_better": higher,
+            "intervals": interval_methods(groups),
+            "baseline": baseline,
+            "correction": "Holm over all paired tests" if baseline else None,
+            "rows": to_records(groups),
+        },
+        indent=2,
+    )
 
 
-def _headers(groups: list[GroupRow], higher: dict[str, bool]) -> list[str]:
-    arrows = {name: "↑" if higher.get(name, True) else "↓" for name in metric_names(groups)}
-    return [
-        "encoder",
-        "task",
-        "dataset",
-        "subject",
-        "variant",
-        "seeds",
-        *(f"{name} {arrows[name]}" for name in metric_names(groups)),
-        "parameters",
-        "train s",
-    ]
+def blocks(groups: list[GroupRow]) -> list[tuple[str, str, list[GroupRow]]]:
+    """Groups by (task, dataset): each block has its own metrics and is one table."""
+    found: dict[tuple[str, str], list[GroupRow]] = {}
+    for g in groups:
+        found.setdefault((g.task, g.dataset), []).append(g)
+    return [(task, dataset, members) for (task, dataset), members in found.items()]
 
 
-def _cells(group: GroupRow, groups: list[GroupRow], best_mark: tuple[str, str]) -> list[str]:
-    values = []
-    for name in metric_names(groups):
-        stat = group.metrics.get(name)
-        text = stat.text() if stat else ""
-        values.append(f"{best_mark[0]}{text}{best_mark[1]}" if name in group.best else text)
-    params = f"{group.n_parameters:,.0f}" if group.n_parameters is not None else ""
-    seconds = f"{group.train_seconds.mean:.2f}" if group.train_seconds else ""
-    return [
-        group.encoder,
-        group.task,
-        group.dataset,
-        group.subject,
-        group.variant,
-        str(len(group.seeds)),
-        *values,
-        params,
-        seconds,
-    ]
+def arrow(name: str, higher: dict[str, bool]) -> str:
+    return "↑" if higher.get(name, True) else "↓"
 
 
-def to_markdown(groups: list[GroupRow], higher: dict[str, bool]) -> str:
-    headers = _headers(groups, higher)
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(_cells(g, groups, ("**", "**"))) + " |" for g in groups]
+def table_cells(
+    groups: list[GroupRow], higher: dict[str, bool], best_mark: tuple[str, str] = ("", "*"), pad_marks: bool = False
+) -> tuple[list[str], list[str], list[list[str]]]:
+    """Headers (key columns, then value columns) and rows of text for one block."""
+    names = metric_names(groups)
+    labels = short_labels(names)
+    keys = ["encoder", "sub", "n"]
+    values = [f"{labels[name]} {arrow(name, higher)}" for name in names] + ["params", "train s"]
+    rows = []
+    for g in groups:
+        cells = []
+        for name in names:
+            stat = g.metrics.get(name)
+            text = stat.text() if stat else ""
+            if text and name in g.best:
+                text = f"{best_mark[0]}{text}{best_mark[1]}"
+            elif text and pad_marks:  # a blank in the mark's place keeps the digits of a column aligned
+                text += " " * len(best_mark[1])
+            if text and g.verdicts:
+                text += " " + VERDICT_MARKS.get(g.verdicts.get(name, "untested"), "?")
+            cells.append(text)
+        params = _count(g.n_parameters)
+        seconds = f"{g.train_seconds.mean:.3g}" if g.train_seconds else ""
+        rows.append([g.label, g.subject, str(len(g.seeds)), *cells, params, seconds])
+    return keys, values, rows
+
+
+def _count(n: float | None) -> str:
+    if n is None:
+        return ""
+    for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= limit:
+            return f"{n / limit:.3g}{suffix}"
+    return f"{n:.0f}"
+
+
+def legend(groups: list[GroupRow], higher: dict[str, bool], baseline: str | None, best: str = "*") -> list[str]:
+    names = metric_names(groups)
+    labels = short_labels(names)
+    lines = [f"{labels[n]} = {n} ({'higher' if higher.get(n, True) else 'lower'} is better)" for n in names]
+    lines.append("sub: subject; n: seeds; params: trained parameters; train s: mean training seconds")
+    lines.append(f"value [95% interval]; {best} best in its subject")
+    methods = interval_methods(groups)
+    if methods:
+        lines.append("intervals: " + "; ".join(methods))
+    if baseline:
+        lines.append(
+            f"vs {baseline}: ▲ better, ▼ worse, = no difference (paired test over the same test images, "
+            "Holm-corrected, 5%); · the baseline; ? no per-item outcomes to test"
+        )
+    return lines
+
+
+def paired_rows(groups: list[GroupRow]) -> tuple[list[str], list[str], list[list[str]]]:
+    """One row per paired test: difference [95% interval], p, Holm p, verdict."""
+    labels = short_labels(metric_names(groups))
+    rows = []
+    for g in groups:
+        for name, test in sorted(g.tests.items()):
+            rows.append(
+                [
+                    g.label,
+                    g.subject,
+                    labels[name],
+                    f"{_signed(test.difference)} [{_signed(test.low)}, {_signed(test.high)}]",
+                    f"{test.p_value:.3g}",
+                    f"{test.p_adjusted:.3g}" if test.p_adjusted is not None else "",
+                    g.verdicts.get(name, ""),
+                ]
+            )
+    return ["encoder", "sub", "metric"], ["difference [95%]", "p", "p Holm", "verdict"], rows
+
+
+def _signed(value: float) -> str:
+    text = f"{value:+.3f}"
+    return "0.000" if text in ("+0.000", "-0.000") else text
+
+
+def to_markdown(groups: list[GroupRow], higher: dict[str, bool], baseline: str | None = None) -> str:
+    out = []
+    for task, dataset, members in blocks(groups):
+        keys, values, rows = table_cells(members, higher, ("**", "**"))
+        headers = keys + values
+        out.append(f"**{task}** on {dataset}\n")
+        out.append("| " + " | ".join(headers) + " |")
+        out.append("|" + "|".join("---" if i < len(keys) else "--:" for i in range(len(headers))) + "|")
+        out += ["| " + " | ".join(row) + " |" for row in rows]
+        out.append("")
+        out += [f"- {line}" for line in legend(members, higher, baseline, "**bold**")]
+        out.append("")
+        if baseline:
+            pk, pv, prow = paired_rows(members)
+            if prow:
+                out.append(f"Paired tests against {baseline}:\n")
+                out.append("| " + " | ".join(pk + pv) + " |")
+                out.append("|" + "---|" * len(pk + pv))
+                out += ["| " + " | ".join(row) + " |" for row in prow]
+                out.append("")
+    return "\n".join(out)
+
+
+def _latex(text: str) -> str:
+    for raw, escaped in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#")):
+        text = text.replace(raw, escaped)
     return (
-        "\n".join(lines)
-        + "\n\nmean ± half-width of the 95% t-interval over seeds; **bold**: best per column\n"
+        text.replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$").replace("→", r"$\to$")
+        .replace("▲", r"$\blacktriangle$").replace("▼", r"$\blacktriangledown$").replace("·", r"$\cdot$")
+        .replace("…", r"\ldots{}")
     )
 
 
-def rich_table(groups: list[GroupRow], higher: dict[str, bool], title: str) -> Any:
-    from rich.table import Table
+def to_latex(groups: list[GroupRow], higher: dict[str, bool], baseline: str | None = None) -> str:
+    """booktabs tables, one per task and dataset (needs \\usepackage{booktabs} and amssymb)."""
+    out = []
+    for task, dataset, members in blocks(groups):
+        keys, values, rows = table_cells(members, higher, ("\x00", "\x01"))
+        headers = keys + values
+        out.append(r"\begin{table}[t]")
+        out.append(r"\centering")
+        out.append(r"\begin{tabular}{" + "l" * len(keys) + "r" * len(values) + "}")
+        out.append(r"\toprule")
+        out.append(" & ".join(_latex(h) for h in headers) + r" \\")
+        out.append(r"\midrule")
+        for row in rows:
+            cells = [_latex(c).replace("\x00", r"\textbf{").replace("\x01", "}") for c in row]
+            out.append(" & ".join(cells) + r" \\")
+        out.append(r"\bottomrule")
+        out.append(r"\end{tabular}")
+        caption = f"{task} on {dataset}. " + " ".join(
+            line.rstrip(".") + "." for line in legend(members, higher, baseline, "bold")
+        )
+        out.append(r"\caption{" + _latex(caption) + "}")
+        out.append(r"\end{table}")
+        out.append("")
+    return "\n".join(out)
 
-    table = Table(
-        title=title,
-        caption="mean ± half-width of the 95% t-interval over seeds; "
-        "[bold green]★[/bold green] best per column",
-    )
-    for index, header in enumerate(_headers(groups, higher)):
-        table.add_column(header, justify="left" if index < 5 else "right", overflow="fold")
-    for group in groups:
-        table.add_row(*_cells(group, groups, ("[bold green]★ ", "[/bold green]")))
-    return table
+
+def wrap(text: str, width: int, first: str = "", rest: str = "  ") -> list[str]:
+    """Lines of at most ``width`` characters, broken between words only (a word longer stays whole)."""
+    import textwrap
+
+    return textwrap.wrap(
+        text, width, initial_indent=first, subsequent_indent=rest, break_long_words=False, break_on_hyphens=False
+    ) or [""]
+
+
+def _lift_constant_keys(
+    keys: list[str], rows: list[list[str]], liftable: dict[str, str]
+) -> tuple[list[str], list[list[str]], list[str]]:
+    """Key columns with one value in every row (one subject, one seed count) move into the heading, so the
+    metric columns get the width."""
+    drop = [i for i, k in enumerate(keys) if k in liftable and len({r[i] for r in rows}) == 1 and rows]
+    shared = [liftable[keys[i]].format(rows[0][i]) for i in drop]
+    keep = [i for i in range(len(rows[0]) if rows else len(keys)) if i not in drop]
+    return [k for i, k in enumerate(keys) if i not in drop], [[r[i] for i in keep] for r in rows], shared
+
+
+def rich_table(groups: list[GroupRow], higher: dict[str, bool], title: str, baseline: str | None = None) -> Any:
+    """The comparison as text that fits the terminal (rich Text: no markup, no re-wrapping)."""
+    import shutil
+
+    from rich.text import Text
+
+    from brainbench.cli.tables import fit_table
+
+    width = shutil.get_terminal_size((80, 24)).columns
+    out = wrap(title, width)
+    if not groups:
+        out.append("no finished cells")
+    for task, dataset, members in blocks(groups):
+        keys, values, rows = table_cells(members, higher, pad_marks=True)
+        keys, rows, shared = _lift_constant_keys(keys, rows, {"sub": "subject {}", "n": "{} seed(s)"})
+        out.append("")
+        out += wrap(", ".join([f"{task} on {dataset}", *shared]), width)
+        out += fit_table(keys, values, rows, width)
+        for line in legend(members, higher, baseline):
+            out += wrap(line, width, "  ", "    ")
+        if baseline:
+            pk, pv, prow = paired_rows(members)
+            pk, prow, _ = _lift_constant_keys(pk, prow, {"sub": "subject {}"})
+            if prow:
+                out.append("")
+                out += wrap(f"paired tests against {baseline} (this row minus {baseline}):", width)
+                out += fit_table(pk, pv, prow, width)
+    return Text("\n".join(out), no_wrap=True, overflow="ignore")
+
+
+def _metric_key(text: str) -> str:
+    """MLflow metric names allow letters, digits, ``_ - . / :`` and spaces."""
+    return "".join(c if c.isalnum() or c in "_-./: " else "_" for c in text)
+
+
+def parent_metrics(groups: list[GroupRow]) -> dict[str, float]:
+    """Summary metrics for the parent run, one per row and metric: ``<row label>/s<subject>/<metric>``, so the
+    runs table and its compare view show the answer on the matrix's own run."""
+    found: dict[str, float] = {}
+    for g in groups:
+        for name, stat in g.metrics.items():
+            found[_metric_key(f"{g.label}/s{g.subject}/{name}")] = stat.mean
+    return found
+
+
+def comparison_table(groups: list[GroupRow]) -> dict[str, list[Any]]:
+    """The comparison in long form (one row per encoder row x metric), for ``mlflow.log_table``."""
+    columns: dict[str, list[Any]] = {
+        k: []
+        for k in ("encoder", "variant", "task", "dataset", "subject", "n_seeds", "metric", "mean", "ci_low",
+                  "ci_high", "interval", "best", "vs_baseline", "diff", "p_holm")
+    }
+    for g in groups:
+        for name, stat in sorted(g.metrics.items()):
+            test = g.tests.get(name)
+            values = (g.encoder, g.variant, g.task, g.dataset, g.subject, len(g.seeds), name, stat.mean, stat.low,
+                      stat.high, stat.method, name in g.best, g.verdicts.get(name, ""),
+                      test.difference if test else None, test.p_adjusted if test else None)
+            for key, value in zip(columns, values, strict=True):
+                columns[key].append(value)
+    return columns
 
 
 def cells_csv(rows: list[CellRow]) -> str:

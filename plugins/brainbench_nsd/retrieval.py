@@ -138,7 +138,35 @@ class RetrievalTask(Task):
                 "expected_accuracy": float(expected.mean()),
             }
         self._write_draws(ctx, way, draws)
+        self._write_rank_figure(ctx, sim)
         return results
+
+    def _write_rank_figure(self, ctx: EvalContext, sim: np.ndarray) -> None:
+        """Histogram of the true item's rank among all N candidates, per direction (rank 1 = top-1 hit)."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        n = len(sim)
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
+        bins = np.unique(np.geomspace(1, n + 1, num=min(n, 30)).astype(int))
+        for ax, direction, matrix in zip(axes, DIRECTIONS, (sim, sim.T), strict=True):
+            ranks = 1 + (matrix > np.diag(matrix)[:, None] + 1e-6).sum(axis=1)
+            ax.hist(ranks, bins=bins, color="tab:blue")
+            ax.axhline(n / len(bins), color="grey", linestyle="--", linewidth=1, label="uniform (chance)")
+            ax.set_xscale("log")
+            query, candidate = direction.split("_to_")
+            ax.set_title(f"{query} -> {candidate}: top-1 {float((ranks == 1).mean()):.3f}", fontsize=10)
+            ax.set_xlabel(f"rank of the true item among {n}")
+        axes[0].set_ylabel("test items")
+        axes[0].legend(fontsize=8)
+        fig.suptitle(f"retrieval ranks, subject {ctx.subject}, seed {ctx.seed}", fontsize=11)
+        fig.tight_layout()
+        path = ctx.output_dir / "retrieval_ranks.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        ctx.artifacts.append(path)
 
     def _write_draws(self, ctx: EvalContext, way: int, draws: dict[str, dict[str, Any]]) -> None:
         """Per-draw accuracies as a run artifact: the draws' spread is Monte-Carlo noise, not a 95% interval."""
