@@ -12,7 +12,10 @@ BUDGETS = ("auto", "quick", "reference")
 COMPILE_MODES = ("auto", "on", "off")
 #: Settings added after cell keys were first recorded: left out of the key while at these defaults, so
 #: cells logged by earlier versions keep their keys (and ``--resume`` still finds them).
-KEY_OMITTED_DEFAULTS: dict[str, Any] = {"compile": "auto", "checkpoint_every": None}
+KEY_OMITTED_DEFAULTS: dict[str, Any] = {"compile": "auto"}
+#: Settings that change how a cell runs, not what it computes: never part of the key (so a rerun with another
+#: checkpoint interval resumes the same cell).
+KEY_IGNORED = frozenset({"checkpoint_every"})
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,7 @@ class RunConfig:
         settings = {
             name: value
             for name, value in self.to_dict().items()
-            if KEY_OMITTED_DEFAULTS.get(name, object()) != value
+            if KEY_OMITTED_DEFAULTS.get(name, object()) != value and name not in KEY_IGNORED
         }
         blob = json.dumps(settings, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
