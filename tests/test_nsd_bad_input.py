@@ -31,3 +31,16 @@ def test_integer_betas_are_named_as_raw_nsd_with_the_way_to_prepare_them(tmp_pat
         f.create_dataset("betas", data=(release.betas[1] * 300).astype(np.int16))
     with pytest.raises(DataError, match=r"holds int16 values.*brainbench data prepare nsd"):
         open_nsd(release.root).trials(1, "train")
+
+
+def test_data_inspect_calls_an_empty_train_split_a_problem(tmp_path):
+    from tests.conftest import run_cli
+
+    with h5py.File(tmp_path / "betas_all_subj01_fp32_renorm.hdf5", "w") as f:
+        f.create_dataset("betas", data=np.random.default_rng(0).normal(size=(30, 20)).astype(np.float32))
+    rows = "".join(f"{t % 10},{t},1,test\n" for t in range(30))  # every trial in the test split
+    (tmp_path / "trials_subj01.csv").write_text("image_index,trial_index,session,split\n" + rows)
+    inspected = run_cli("data", "inspect", str(tmp_path), env={"COLUMNS": "200"}, timeout=300)
+    assert inspected.returncode == 2, inspected.stdout + inspected.stderr
+    assert "subject 1, split train: no trials; a run on this subject cannot start" in inspected.stdout
+    assert "no problems found" not in inspected.stdout

@@ -27,6 +27,10 @@ def _message(err: BaseException) -> str:
     return str(err) if isinstance(err, BrainbenchError) else f"{type(err).__name__}: {err}"
 
 
+#: Splits every run reads: an empty one is a problem, not a detail.
+REQUIRED_SPLITS = ("train", "test")
+
+
 def _scan(voxels: Any, n_rows: int) -> None:
     """Read every row; lazy views raise DataError naming file and key, arrays are checked here."""
     import numpy as np
@@ -65,6 +69,8 @@ def _subject_summary(dataset: Any, subject: int, splits: list[str], scan: bool, 
         try:
             trials = dataset.trials(subject, split)
             summary["splits"][split] = _split_summary(trials)
+            if trials.n_trials == 0 and split in REQUIRED_SPLITS:
+                problems.append(f"subject {subject}, split {split}: no trials; a run on this subject cannot start")
             if scan:
                 _scan(trials.voxels, trials.n_trials)
         except Exception as err:
