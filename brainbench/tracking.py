@@ -7,7 +7,7 @@ import math
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,65 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         folder = Path(uri.removeprefix("sqlite:///")).expanduser().resolve().parent
         if not folder.is_dir():
             raise TrackingError(f"MLflow store {uri}: folder {folder} does not exist")
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (relative to the working directory unless absolute)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///").split("?", 1)[0]).expanduser()
+
+
+def _schema_version(db: Path) -> str | None:
+    """MLflow's schema revision in this SQLite file (a read-only peek, no mlflow import), None if none."""
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as con:
+            row = con.execute("select version_num from alembic_version").fetchone()
+    except sqlite3.Error:
+        return None
+    return row[0] if row else None
+
+
+def _ready_note(db: Path) -> Path:
+    return db.with_name(db.name + ".ready")
+
+
+def schema_ready(db: Path) -> bool:
+    """Whether a brainbench process finished opening this very file (same inode, same schema revision)."""
+    from brainbench.locks import read_owner
+
+    note = read_owner(_ready_note(db)) or {}
+    try:
+        inode = db.stat().st_ino
+    except OSError:
+        return False
+    return note.get("inode") == inode and note.get("version") is not None and note["version"] == _schema_version(db)
+
+
+def open_sqlite_once(uri: str, open_store: Callable[[], None]) -> None:
+    """Run ``open_store`` so that processes opening a new SQLite store at once do not break each other.
+
+    MLflow creates (and migrates) the schema on first use; two processes doing it at once fail with SQLAlchemy
+    errors. Until a process has opened the file once, opening is done under a lock file next to it
+    (``mlflow.db.lock``): the first process makes the tables, the others wait. It then leaves a note
+    (``mlflow.db.ready``: the file's inode and schema revision), and later processes open it side by side.
+    """
+    db = sqlite_path(uri)
+    if db is None or str(db) in ("", ":memory:") or not db.parent.is_dir():
+        open_store()
+        return
+    if not schema_ready(db):
+        from brainbench.locks import atomic_write_text, hold
+
+        with hold(db.with_name(db.name + ".lock"), f"MLflow store {uri}", patience=30.0):
+            if not schema_ready(db):
+                open_store()
+                note = {"inode": db.stat().st_ino, "version": _schema_version(db)}
+                atomic_write_text(_ready_note(db), json.dumps(note))
+                return
+    open_store()
 
 
 def flatten_params(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -157,14 +216,18 @@ class Tracker:
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # a file:// store is the user's choice
             from mlflow.tracking import MlflowClient
 
-            try:
+            def open_store() -> None:
                 self._client = MlflowClient(tracking_uri=self.uri)
                 existing = self._client.get_experiment_by_name(self.experiment)
                 if existing is None:
                     self._experiment_id = self._create_experiment()
                 else:
                     self._experiment_id = existing.experiment_id
+
+            try:
+                open_sqlite_once(self.uri, open_store)
             except Exception as exc:  # mlflow raises many types; the user needs one clear line
+                self._client = None
                 raise TrackingError(f"cannot open MLflow store {self.uri}: {exc}") from exc
         return self._client
 

@@ -2,15 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
-
 from brainbench.config import RunConfig
-
-
-def cell_work_dir(config: RunConfig):
-    from brainbench.paths import home
-
-    return home() / "runs" / config.key
 
 
 def run_single(config: RunConfig, tracking_uri: str | None, experiment: str, resume: bool) -> None:
@@ -18,17 +10,20 @@ def run_single(config: RunConfig, tracking_uri: str | None, experiment: str, res
 
     from brainbench.reporting import RichReporter, TrackingReporter
     from brainbench.runner import run_cell
-    from brainbench.tracking import Tracker
+    from brainbench.tracking_query import SafeTracker
+    from brainbench.workdirs import claim_run_folder
 
     console = Console()
-    tracker = Tracker(tracking_uri, experiment)
+    errors = Console(stderr=True)
+    tracker = SafeTracker(tracking_uri, experiment)  # retries while other processes write the same SQLite file
     tracker.check()  # an unreachable server is reported before any training
-    work_dir = cell_work_dir(config)
-    if not resume and work_dir.exists():
-        shutil.rmtree(work_dir)
-    with tracker.run(config.label(), tags={"brainbench.kind": "cell"}) as record:
-        reporter = TrackingReporter(RichReporter(Console(stderr=True)), record)
-        result = run_cell(config, reporter, work_dir, record=record)
+    # A folder of this run's own (see brainbench/workdirs.py): runs of the same cell never share files.
+    with claim_run_folder(config.key, config.label(), resume, say=errors.print) as folder:
+        tags = {"brainbench.kind": "cell", "brainbench.work_dir": str(folder.path)}
+        with tracker.run(config.label(), tags=tags) as record:
+            folder.note_run_id(record.run_id)
+            reporter = TrackingReporter(RichReporter(errors), record)
+            result = run_cell(config, reporter, folder.path, record=record)
     from brainbench.cli.tables import results_table
 
     console.print(results_table(result))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -49,32 +48,32 @@ def cell_tags(config: RunConfig, matrix_id: str) -> dict[str, str]:
 
 def execute_job(job: CellJob, worker: str = "") -> CellOutcome:
     """One cell as a child run of the parent: a failure becomes a FAILED outcome; Ctrl-C propagates."""
-    from brainbench.paths import home
     from brainbench.reporting import QuietReporter, TrackingReporter
     from brainbench.runner import run_cell
     from brainbench.tracking_query import SafeTracker, SystemMetrics
+    from brainbench.workdirs import claim_run_folder
 
     config = RunConfig.from_dict(job.config)
     started = time.perf_counter()
-    work_dir = home() / "runs" / config.key  # the same folder `brainbench run` uses for a single cell
-    if not job.resume and work_dir.exists():
-        shutil.rmtree(work_dir, ignore_errors=True)
     tracker = SafeTracker(job.tracking_uri, job.experiment)
     run_id: str | None = None
     try:
-        with tracker.run(
+        # A folder of this run's own, as for `brainbench run` (brainbench/workdirs.py): no shared files.
+        with claim_run_folder(config.key, config.label(), job.resume) as folder, tracker.run(
             config.label(),
             parent_run_id=job.parent_run_id,
-            tags={**cell_tags(config, job.matrix_id), "brainbench.worker": worker},
+            tags={**cell_tags(config, job.matrix_id), "brainbench.worker": worker,
+                  "brainbench.work_dir": str(folder.path)},
         ) as record:
             run_id = record.run_id
+            folder.note_run_id(run_id)
             monitor = SystemMetrics(tracker.uri, run_id) if job.system_metrics else None
             reporter = TrackingReporter(QuietReporter(), record)
             if monitor is not None:
                 with monitor:
-                    result = run_cell(config, reporter, work_dir, record=record)
+                    result = run_cell(config, reporter, folder.path, record=record)
             else:
-                result = run_cell(config, reporter, work_dir, record=record)
+                result = run_cell(config, reporter, folder.path, record=record)
     except Exception as exc:
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         return CellOutcome(

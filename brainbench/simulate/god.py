@@ -51,9 +51,44 @@ def _subject_voxels(n_voxels: int, subject: int) -> int:
 
 
 def write_synthetic_god(root: Path, seed: int = 0, subjects=(1,), scale: str = "small") -> list[Path]:
-    """Write ``Subject{N}.h5`` for each subject and ``stimuli.hdf5``; returns the subject files."""
-    n_train_cat, per_cat, n_test_cat, test_reps, imagery_reps, n_vox = GOD_SCALES[scale]
+    """Write ``Subject{N}.h5`` for each subject and ``stimuli.hdf5``; returns the subject files.
+
+    Processes started together write it once: one writes under a lock next to ``root`` (the others wait,
+    then find it complete), into a temporary folder renamed to ``root`` (when ``root`` is new or empty), so a
+    reader never sees some subjects' files without the others.
+    """
+    from brainbench.locks import hold
+
     root = Path(root)
+    with hold(root.with_name(root.name + ".lock"), f"the synthetic GOD in {root}", patience=30.0):
+        done = _complete(root, seed, subjects, scale)
+        if done is not None:
+            return done
+        if root.is_dir() and any(root.iterdir()):  # a folder with other files: each file renamed into it
+            return _write_all(root, seed, subjects, scale)
+        from brainbench.locks import building_directory
+
+        with building_directory(root) as staging:
+            paths = _write_all(staging, seed, subjects, scale)
+        return [root / path.name for path in paths]
+
+
+def _complete(root: Path, seed: int, subjects, scale: str) -> list[Path] | None:
+    """The subject files, when ``root`` already holds this seed's and scale's data for every subject."""
+    paths = [root / f"Subject{subject}.h5" for subject in subjects]
+    if not all(path.is_file() for path in paths) or not (root / "stimuli.hdf5").is_file():
+        return None
+    try:
+        with h5py.File(root / "stimuli.hdf5", "r") as f:
+            marker = json.loads(f.attrs["marker"])
+    except (OSError, KeyError, ValueError):
+        return None
+    wanted = {"generator": "brainbench.simulate.god", "version": GENERATOR_VERSION, "seed": seed, "scale": scale}
+    return paths if marker == wanted else None
+
+
+def _write_all(root: Path, seed: int, subjects, scale: str) -> list[Path]:
+    n_train_cat, per_cat, n_test_cat, test_reps, imagery_reps, n_vox = GOD_SCALES[scale]
     root.mkdir(parents=True, exist_ok=True)
     n_cat = n_train_cat + n_test_cat
     gen = rng(seed, "god-design")

@@ -11,7 +11,8 @@ Files in ``root``:
 - ``brainbench_synthetic.json``: marker saying the data are synthetic (generator, version, scale, seed).
 
 Test images are shared by all subjects, as in NSD. Every file is written under a temporary name and renamed,
-so an interrupted generation never leaves a file that looks complete.
+so an interrupted generation never leaves a file that looks complete; one process at a time writes (a lock
+file in ``root``), so processes started together generate the data once.
 """
 
 from __future__ import annotations
@@ -148,6 +149,9 @@ def subject_trials(scale: NsdScale, seed: int, design: Design, subject: int) -> 
 # -------------------------------------------------------------------------------------------- writing
 
 
+GENERATE_LOCK = ".generate.lock"  # held while a process writes files of the folder
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary sibling path; rename it to ``path`` only if the block finishes."""
@@ -194,20 +198,38 @@ class SyntheticNsd:
             "sizes": asdict(self.scale),
         }
 
-    # Each ensure_* is a no-op when its file is already complete.
+    # Each ensure_* is a no-op when its file is already complete. Several processes may ask at once (runs
+    # started together on a fresh BRAINBENCH_HOME): one writes, under the folder's lock, the others wait.
+    def _generating(self):
+        from brainbench.locks import hold
+
+        return hold(self.root / GENERATE_LOCK, f"the synthetic NSD in {self.root}", patience=30.0)
+
+    def _common_missing(self, tokens: bool, images: bool) -> bool:
+        target = self.root / TARGETS_FILE
+        return (
+            not (self.root / MARKER).exists()
+            or not target.exists()
+            or (tokens and not _has_key(target, "tokens"))
+            or (images and not (self.root / IMAGES_FILE).exists())
+        )
+
     def ensure_common(self, tokens: bool = False, images: bool = False) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        marker = self.root / MARKER
-        if not marker.exists():
-            with atomic_path(marker) as tmp:
-                tmp.write_text(json.dumps(self.marker(), indent=2, default=str))
-        target = self.root / TARGETS_FILE
-        if not target.exists() or (tokens and not _has_key(target, "tokens")):
-            with atomic_path(target) as tmp:
-                self._write_targets(tmp, tokens)
-        if images and not (self.root / IMAGES_FILE).exists():
-            with atomic_path(self.root / IMAGES_FILE) as tmp:
-                self._write_images(tmp)
+        if not self._common_missing(tokens, images):
+            return
+        with self._generating():
+            marker = self.root / MARKER
+            if not marker.exists():
+                with atomic_path(marker) as tmp:
+                    tmp.write_text(json.dumps(self.marker(), indent=2, default=str))
+            target = self.root / TARGETS_FILE
+            if not target.exists() or (tokens and not _has_key(target, "tokens")):
+                with atomic_path(target) as tmp:
+                    self._write_targets(tmp, tokens)
+            if images and not (self.root / IMAGES_FILE).exists():
+                with atomic_path(self.root / IMAGES_FILE) as tmp:
+                    self._write_images(tmp)
 
     def ensure_subject(self, subject: int) -> None:
         if subject not in SUBJECTS:
@@ -218,11 +240,14 @@ class SyntheticNsd:
         betas, table = self.root / betas_file(subject), self.root / trials_file(subject)
         if betas.exists() and table.exists():
             return
-        trials = subject_trials(self.scale, self.seed, self.design, subject)
-        with atomic_path(betas) as tmp:
-            self._write_betas(tmp, subject, trials)
-        with atomic_path(table) as tmp:  # written last: its presence marks the subject complete
-            write_trial_table(tmp, trials)
+        with self._generating():
+            if betas.exists() and table.exists():  # another process wrote them while this one waited
+                return
+            trials = subject_trials(self.scale, self.seed, self.design, subject)
+            with atomic_path(betas) as tmp:
+                self._write_betas(tmp, subject, trials)
+            with atomic_path(table) as tmp:  # written last: its presence marks the subject complete
+                write_trial_table(tmp, trials)
 
     def _write_targets(self, path: Path, tokens: bool) -> None:
         clip = ClipSpace(self.seed)

@@ -10,11 +10,13 @@ Layout of a cache file:
 The build writes rows chunk by chunk, flushes them, and only then marks them done and flushes again. The
 datasets are allocated when the file is created, so later writes touch raw data only, never HDF5 metadata: a
 build killed at any moment leaves a readable file whose done rows are valid, and a restart skips them.
+Builds of one cache file take turns (``<name>.lock`` beside it), so two processes never write it at once.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import time
 from collections.abc import Callable
@@ -164,7 +166,7 @@ class BuildResult:
 def _create(path: Path, ids: np.ndarray, target: CacheableTarget, attrs: dict[str, Any]) -> None:
     """Write an empty cache under a temporary name, then rename: the final name always has full structure."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".creating")
+    partial = path.with_name(f"{path.name}.{os.getpid()}.creating")  # this process's own
     with h5py.File(partial, "w") as handle:
         handle.create_dataset("stimulus_ids", data=ids)
         dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
@@ -207,7 +209,27 @@ def build_cache(
 
     ``progress(done_rows, total_rows)`` is called after every chunk; ``after_chunk(k)`` too (k counts the
     chunks written by this call), which tests use to interrupt a build.
+
+    One build at a time per cache file: a second process waits for the first (a lock next to the file),
+    then finds its rows done and encodes only what is left.
     """
+    from brainbench.locks import hold
+
+    path = cache_path(dataset, target, root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with hold(path.with_suffix(".lock"), f"the target cache {path}", patience=5.0):
+        return _build_cache(dataset, target, root, batch_size, overwrite, progress, after_chunk)
+
+
+def _build_cache(
+    dataset: Dataset,
+    target: CacheableTarget,
+    root: str | Path | None,
+    batch_size: int | None,
+    overwrite: bool,
+    progress: Callable[[int, int], None] | None,
+    after_chunk: Callable[[int], None] | None,
+) -> BuildResult:
     began = time.perf_counter()
     ids = all_stimulus_ids(dataset)
     path = cache_path(dataset, target, root)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, ClassVar
@@ -73,6 +74,7 @@ def default_gallery_dir(dataset: Dataset, size: int, seed: int) -> Path:
 
 def ensure_default_gallery(dataset: Dataset, size: int, seed: int) -> Path:
     """Simulated gallery + its index for ``dataset``, built on first use and reused afterwards."""
+    from brainbench.locks import building_directory, hold
     from brainbench_laion.index import MANIFEST, build_index
     from brainbench_laion.simulate import simulate_for_dataset
 
@@ -80,9 +82,17 @@ def ensure_default_gallery(dataset: Dataset, size: int, seed: int) -> Path:
     index_dir = root / "index"
     if (index_dir / MANIFEST).exists():
         return index_dir
-    info(f"building a simulated {size}-item gallery for {dataset.name} under {root} (once)")
-    simulate_for_dataset(dataset, size, root / "gallery", include_test=True, seed=seed)
-    build_index(root / "gallery", index_dir, "auto", seed=seed, progress=False)
+    # One process builds (the others wait on the lock, then find it); the index folder appears whole, by a
+    # rename, only once the gallery it points to is complete: its presence marks the gallery built.
+    with hold(root.with_name(root.name + ".lock"), f"the simulated gallery {root}", patience=5.0, say=info):
+        if (index_dir / MANIFEST).exists():
+            return index_dir
+        info(f"building a simulated {size}-item gallery for {dataset.name} under {root} (once)")
+        if (root / "gallery").exists():  # left by a build that was killed: no index points to it
+            shutil.rmtree(root / "gallery")
+        simulate_for_dataset(dataset, size, root / "gallery", include_test=True, seed=seed)
+        with building_directory(index_dir) as staging:
+            build_index(root / "gallery", staging, "auto", seed=seed, progress=False)
     return index_dir
 
 
