@@ -15,7 +15,7 @@ from brainbench.arrays import RowIndexed
 from brainbench.config import RunConfig
 from brainbench.errors import BrainbenchError
 from brainbench.interfaces import Dataset, EvalContext, FitData, MetricResult, Reporter, Target, TrainSettings
-from brainbench.plugins import PluginSet, get_plugins
+from brainbench.plugins import PluginSet, get_plugins, used_plugin_tags
 from brainbench.repeats import group_mean
 
 
@@ -216,6 +216,9 @@ def run_tags(cell: ResolvedCell) -> dict[str, str]:
 
     config = cell.config
     tags = {f"brainbench.plugin.{info.name}.version": str(info.version) for info in get_plugins().plugins.values()}
+    # Which distribution (name, version, path) provided each object this run used: same-named plugins differ.
+    used = {"encoder": config.encoder, "task": config.task, "dataset": cell.dataset_name, "target": cell.target_name}
+    tags.update(used_plugin_tags(get_plugins(), used))
     tags["mlflow.runName"] = run_name(config.encoder, config.subject, config.seed, config.task)
     commit = code_version()
     if commit:

@@ -6,7 +6,7 @@ import types
 import pytest
 
 from brainbench import hookimpl
-from brainbench.errors import DuplicateNameError, PluginError
+from brainbench.errors import PluginError
 from brainbench.plugins import load_plugins
 from tests.conftest import write_dist
 
@@ -86,16 +86,36 @@ def test_misspelled_hook_is_an_error_at_startup(site):
         load_plugins()
 
 
-def test_duplicate_name_across_plugins_names_both():
+def test_duplicate_name_across_plugins_names_both(capsys, monkeypatch):
     module = types.ModuleType("dup_plugin")
 
     @hookimpl
     def register_encoders(register):
         register("ridge", lambda **o: o)
+        register("dup-own", lambda **o: o)
 
     module.register_encoders = register_encoders
-    with pytest.raises(DuplicateNameError, match="'ridge'.*'dup'"):
+    plugins = load_plugins(extra_modules=[("dup", module)])  # refused loudly, the rest keeps working
+    err = capsys.readouterr().err
+    assert "encoder 'ridge' is registered twice" in err and "plugin 'ridge'" in err and "plugin 'dup'" in err
+    assert plugins.encoders.entry("ridge").provider == "ridge" and "dup-own" in plugins.encoders
+    monkeypatch.setenv("BRAINBENCH_STRICT_PLUGINS", "1")
+    with pytest.raises(PluginError, match="'ridge'.*'dup'"):
         load_plugins(extra_modules=[("dup", module)])
+
+
+def test_one_plugin_registering_a_name_twice_is_refused_the_second_time(capsys):
+    module = types.ModuleType("twice_plugin")
+
+    @hookimpl
+    def register_tasks(register):
+        register("twice-task", lambda **o: "first")
+        register("twice-task", lambda **o: "second")
+
+    module.register_tasks = register_tasks
+    plugins = load_plugins(extra_modules=[("twice", module)])
+    assert plugins.tasks.create("twice-task") == "first"
+    assert "task 'twice-task' is registered twice" in capsys.readouterr().err
 
 
 def test_plugin_hook_that_raises_is_skipped_with_warning(capsys):

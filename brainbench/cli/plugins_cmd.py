@@ -20,33 +20,47 @@ class Kind(StrEnum):
 def register(app: typer.Typer) -> None:
     @app.command("plugins")
     def plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
-        """List installed plugins: version, hooks, and what each provides."""
-        infos = list(get_plugins().plugins.values())
+        """List installed plugins: distribution, version, path, hooks, and what each provides.
+
+        Plugins refused because their name was taken are listed too, with the reason.
+        """
+        plugin_set = get_plugins()
+        rows = [
+            (p, "loaded" if p.error is None else f"loaded, with problems: {p.error}")
+            for p in plugin_set.plugins.values()
+        ]
+        rows += [(p, f"refused: {p.error}") for p in plugin_set.refused]
         if as_json:
-            rows = [
+            payload = [
                 {
                     "name": p.name,
                     "distribution": p.distribution,
                     "version": p.version,
+                    "path": p.path,
                     "builtin": p.builtin,
                     "hooks": p.hooks,
                     "provides": p.provides,
+                    "status": "refused" if status.startswith("refused") else "loaded",
                     "error": p.error,
                 }
-                for p in infos
+                for p, status in rows
             ]
-            typer.echo(json.dumps(rows, indent=2))
+            typer.echo(json.dumps(payload, indent=2))
             return
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table
 
         table = Table(title="brainbench plugins")
-        for column in ("plugin", "distribution", "version", "hooks", "provides"):
-            table.add_column(column)
-        for p in infos:
+        for column in ("plugin", "distribution", "version", "path", "hooks", "provides", "status"):
+            table.add_column(column, overflow="fold")
+        for p, status in rows:
             provides = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in p.provides.items())
-            label = p.name + ("" if p.builtin else " [yellow](third-party)[/yellow]")
-            table.add_row(label, p.distribution, p.version, ", ".join(p.hooks), provides or "-")
+            label = escape(p.name) + ("" if p.builtin else " [yellow](third-party)[/yellow]")
+            table.add_row(
+                label, escape(p.distribution), escape(p.version), escape(p.path), ", ".join(p.hooks),
+                escape(provides or "-"), escape(status) if p.error else status,
+            )
         Console().print(table)
 
     @app.command("list")
