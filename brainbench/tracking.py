@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -140,8 +141,15 @@ class RunRecord:
             for k, v in metrics.items()
             if v is not None and math.isfinite(float(v))
         ]
-        if items:
-            self._client.log_batch(self.run_id, metrics=items)
+        tags = []
+        if step is not None:  # an epoch ended: the owner is alive (see brainbench.liveness)
+            from mlflow.entities import RunTag
+
+            from brainbench.liveness import HEARTBEAT_TAG
+
+            tags.append(RunTag(HEARTBEAT_TAG, f"{now / 1000:.0f}"))
+        if items or tags:
+            self._client.log_batch(self.run_id, metrics=items, tags=tags)
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         for key, value in tags.items():
@@ -229,7 +237,24 @@ class Tracker:
             except Exception as exc:  # mlflow raises many types; the user needs one clear line
                 self._client = None
                 raise TrackingError(f"cannot open MLflow store {self.uri}: {exc}") from exc
+            self._close_orphans()
         return self._client
+
+    def _close_orphans(self) -> None:
+        """Killed means closed: runs left RUNNING by processes that are gone become KILLED on every start."""
+        from brainbench.liveness import close_orphaned_runs
+
+        try:
+            closed = close_orphaned_runs(self._client, [self._experiment_id])
+        except Exception as exc:  # never let the clean-up stop a run; say so
+            print(f"brainbench: could not check for orphaned runs in {self.uri}: {exc}", file=sys.stderr)
+            return
+        if closed:
+            print(
+                f"brainbench: marked {len(closed)} run(s) KILLED whose process is gone "
+                f"({', '.join(c[:8] for c in closed[:5])}{', ...' if len(closed) > 5 else ''})",
+                file=sys.stderr,
+            )
 
     def _create_experiment(self) -> str:
         try:
@@ -254,13 +279,18 @@ class Tracker:
         run_id: str | None = None,
     ) -> Iterator[RunRecord]:
         """A run marked FINISHED on success, FAILED on error, KILLED on Ctrl-C."""
+        from brainbench.liveness import owner_tags
+
         client = self.client
-        all_tags = {"mlflow.runName": name, **(tags or {})}
+        all_tags = {"mlflow.runName": name, **owner_tags(), **(tags or {})}
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         if run_id is None:
             run = client.create_run(self.experiment_id, run_name=name, tags={k: str(v) for k, v in all_tags.items()})
             run_id = run.info.run_id
+        else:  # an existing run taken over by this process: it is the owner now
+            for key, value in owner_tags().items():
+                client.set_tag(run_id, key, value)
         record = RunRecord(client, run_id)
         try:
             yield record
