@@ -17,6 +17,13 @@ from brainbench.errors import TrackingError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # MLflow's own default since 3.7, made explicit
 DEFAULT_EXPERIMENT = "brainbench"
+#: MLflow's HTTP defaults (7 retries, backoff factor 2, 120 s timeout) stall a run ~8 minutes when a tracking
+#: server goes away; these fail within seconds (refused) or ~2 minutes (a server that hangs).
+BOUNDED_HTTP_RETRIES = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
 MAX_PARAM_LENGTH = 6000
 
 
@@ -222,6 +229,8 @@ class Tracker:
     def client(self) -> Any:
         if self._client is None:
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # a file:// store is the user's choice
+            for name, value in BOUNDED_HTTP_RETRIES.items():  # the user's own settings win
+                os.environ.setdefault(name, value)
             from mlflow.tracking import MlflowClient
 
             def open_store() -> None:
