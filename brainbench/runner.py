@@ -219,7 +219,7 @@ def run_tags(cell: ResolvedCell) -> dict[str, str]:
     # Which distribution (name, version, path) provided each object this run used: same-named plugins differ.
     used = {"encoder": config.encoder, "task": config.task, "dataset": cell.dataset_name, "target": cell.target_name}
     tags.update(used_plugin_tags(get_plugins(), used))
-    tags["mlflow.runName"] = run_name(config.encoder, config.subject, config.seed, config.task)
+    tags["mlflow.runName"] = run_name(config.encoder, config.subject, config.seed, config.task, config.encoder_options)
     commit = code_version()
     if commit:
         tags["mlflow.source.git.commit"] = commit

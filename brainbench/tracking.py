@@ -186,9 +186,11 @@ class RunRecord:
         self._client.log_inputs(self.run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", context)])])
 
 
-def run_name(encoder: str, subject: Any, seed: Any, task: str) -> str:
-    """What tells sibling runs apart comes first, so the UI's narrow name column shows it: ``litemind s1 seed0``."""
-    return f"{encoder} s{subject} seed{seed} {task}"
+def run_name(encoder: str, subject: Any, seed: Any, task: str, options: dict[str, Any] | None = None) -> str:
+    """What tells sibling runs apart comes first, so the UI's narrow name column shows it: ``litemind s1 seed0``
+    (with the encoder options the run sets: ``ridge alpha=10000.0 s1 seed0``)."""
+    settings = "".join(f" {k}={v}" for k, v in sorted((options or {}).items()))
+    return f"{encoder}{settings} s{subject} seed{seed} {task}"
 
 
 def code_version() -> str | None:

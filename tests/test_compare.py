@@ -290,7 +290,8 @@ def test_the_mlflow_store_shows_the_answer(ridge_store):
     runs = client.search_runs([experiment.experiment_id])
     parent = next(r for r in runs if r.data.tags.get("brainbench.kind") == "matrix")
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert sorted(r.info.run_name for r in children) == ["ridge s1 seed0 retrieval"] * 2
+    assert sorted(r.info.run_name for r in children) == [  # what differs first: encoder, options, subject, seed
+        "ridge alpha=10000.0 s1 seed0 retrieval", "ridge alpha=1000000000.0 s1 seed0 retrieval"]
     # Summary metrics per row on the parent; the comparison as an MLflow table; a figure per metric.
     assert 0 < parent.data.metrics["ridge alpha_10000.0/s1/fmri_to_image_top1_full"] <= 1
     assert len([k for k in parent.data.metrics if k.endswith("/fmri_to_image_top1_300way")]) == 2
