@@ -130,7 +130,7 @@ def _read_safely(path: Path, read: Callable[[], Any], what: str) -> Any:
             reason = "it holds Python objects or is not a torch file, and brainbench never unpickles code"
         raise CheckpointCorruptError(
             f"{what} {path} is damaged or not a brainbench file ({type(error).__name__}: {reason[:160]}); "
-            f"delete it (or rerun the cell from scratch) to train again — the interrupted epochs in it are lost"
+            "start the cell again with --restart (or delete the file); the interrupted epochs in it are lost"
         ) from None
 
 

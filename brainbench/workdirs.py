@@ -8,7 +8,9 @@
     a finished one) into its own folder: two resumers never continue from the same checkpoint. When the only
     checkpoints are those of a run still in progress it stops, naming that process (pid, host, MLflow run).
   * without ``--resume`` a run starts over: it removes the folders of the cell's runs that are not running
-    (as brainbench always did with the cell's folder), never those of runs in progress.
+    (as brainbench always did with the cell's folder), never those of runs in progress. An INTERRUPTED
+    training among them (checkpoints but no final model) is never removed without a word: the run stops and
+    asks for ``--resume`` (continue it) or ``--restart`` (discard it and start again).
 - A cell folder of the old layout (``runs/<key>/checkpoints``) is resumed from like any other.
 """
 
@@ -25,6 +27,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from brainbench.errors import BrainbenchError
 from brainbench.locks import LockBusy, atomic_write_text, describe, hold, is_held, owner_path, read_owner
 
 CELL_LOCK = ".cell.lock"
@@ -82,6 +85,16 @@ def _newest_mtime(folder: Path) -> float | None:
     return max(times) if times else None
 
 
+def interrupted(folder: Path) -> bool:
+    """A training that stopped before its end: checkpoints written, the final model not."""
+    checkpoints = folder / CHECKPOINTS
+    return (checkpoints / "last.pt").is_file() and not (checkpoints / "model.safetensors").is_file()
+
+
+class InterruptedTrainingError(BrainbenchError):
+    """A fresh start would delete an interrupted training."""
+
+
 def _remove_stale(cell: Path, folders: list[Path]) -> None:
     """Remove idle run folders (and the old layout's files in the cell folder); callers hold the cell lock."""
     for folder in folders:
@@ -97,7 +110,7 @@ def _remove_stale(cell: Path, folders: list[Path]) -> None:
 
 @contextmanager
 def claim_run_folder(
-    cell_key: str, label: str, resume: bool, say: Callable[[str], None] | None = None
+    cell_key: str, label: str, resume: bool, say: Callable[[str], None] | None = None, restart: bool = False
 ) -> Iterator[RunFolder]:
     """A new folder for one run of the cell, with the cell's checkpoints when resuming (see the module doc)."""
     say = say or (lambda message: None)
@@ -120,6 +133,14 @@ def claim_run_folder(
                         holder,
                     )
             else:
+                stopped = [folder for folder in idle if interrupted(folder)]
+                if stopped and not restart:
+                    raise InterruptedTrainingError(
+                        f"cell {label} has an interrupted training in {stopped[-1] / CHECKPOINTS}; pass --resume to "
+                        "continue it, or --restart to discard it and start again"
+                    )
+                if stopped:
+                    say(f"--restart: discarding the interrupted training in {', '.join(map(str, stopped))}")
                 _remove_stale(cell, [cell, *(folder for folder in idle if folder != cell)])
             path = cell / new_folder_name()
             path.mkdir(parents=True)

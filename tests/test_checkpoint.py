@@ -223,7 +223,7 @@ def test_a_damaged_checkpoint_is_named_with_the_way_out_and_never_unpickled(tmp_
             import pickle
 
             path.write_bytes(pickle.dumps(print))
-    with pytest.raises(CheckpointCorruptError, match=r"last\.pt is damaged.*delete it") as caught:
+    with pytest.raises(CheckpointCorruptError, match=r"last\.pt is damaged.*--restart") as caught:
         load_checkpoint(tmp_path / "last.pt")
     assert "weights_only" not in str(caught.value)
     with pytest.raises(CheckpointCorruptError, match=r"model\.safetensors is damaged"):

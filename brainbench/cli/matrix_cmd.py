@@ -27,6 +27,11 @@ def register(app: typer.Typer) -> None:
         resume: bool = typer.Option(
             False, "--resume", help="Rerun only the cells the last run left unfinished."
         ),
+        restart: bool = typer.Option(
+            False, "--restart",
+            help="Discard interrupted checkpoints of the cells and start them again (without it, a cell with "
+            "an interrupted training refuses to start over it).",
+        ),
         launcher: str = typer.Option("local", "--launcher", help=LAUNCHER_HELP),
         ray_address: str | None = typer.Option(
             None, "--ray-address", help="Ray cluster (default: start one here)."
@@ -62,6 +67,9 @@ def register(app: typer.Typer) -> None:
         if dry_run:
             print_cells(spec.name, cells)
             return
+        if resume and restart:
+            raise typer.BadParameter("--resume continues interrupted cells, --restart discards them: pick one",
+                                     param_hint="--restart")
         execute(
             spec,
             cells,
@@ -72,6 +80,7 @@ def register(app: typer.Typer) -> None:
             ray_address,
             workers=workers,
             cpus_per_cell=cpus_per_cell,
+            restart=restart,
         )
 
     app.add_typer(matrix_app, name="matrix")
@@ -120,6 +129,7 @@ def run_configs(
     name: str | None = None,
     spec: Any | None = None,
     workers: int | None = None,
+    restart: bool = False,
 ) -> Any:
     """Run a list of RunConfigs as a matrix (the one-liner form); the spec logged is generated from them."""
     from brainbench.matrix.spec import Cell, matrix_id, spec_from_configs
@@ -135,6 +145,7 @@ def run_configs(
         launcher,
         ray_address,
         workers=workers,
+        restart=restart,
     )
 
 
@@ -148,6 +159,7 @@ def execute(
     ray_address: str | None,
     workers: int | None = None,
     cpus_per_cell: float = 1,
+    restart: bool = False,
 ) -> Any:
     from rich.console import Console
 
@@ -157,7 +169,7 @@ def execute(
 
     console = Console()
     options = LaunchOptions(
-        launcher=launcher, ray_address=ray_address, workers=workers, cpus_per_cell=cpus_per_cell
+        launcher=launcher, ray_address=ray_address, workers=workers, cpus_per_cell=cpus_per_cell, restart=restart
     )
     report = run_matrix(
         spec,

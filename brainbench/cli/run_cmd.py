@@ -75,6 +75,11 @@ def register(app: typer.Typer) -> None:
         ),
         experiment: str = typer.Option("brainbench", "--experiment", help="MLflow experiment name."),
         resume: bool = typer.Option(False, "--resume", help="Continue from checkpoints / skip finished cells."),
+        restart: bool = typer.Option(
+            False, "--restart",
+            help="Discard an interrupted training's checkpoints and start again (without it, a run refuses "
+            "to start over an interrupted one: use --resume to continue it).",
+        ),
         launcher: str = typer.Option("local", "--launcher", help="local | local-gpus | ray (several cells)."),
         ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster address (--launcher ray)."),
         dry_run: bool = typer.Option(
@@ -89,6 +94,9 @@ def register(app: typer.Typer) -> None:
         from brainbench.cli.preflight import preflight, spread_options
         from brainbench.config import BUDGETS, COMPILE_MODES, REPEAT_MODES, RunConfig
 
+        if resume and restart:
+            raise typer.BadParameter("--resume continues an interrupted training, --restart discards it: pick one",
+                                     param_hint="--restart")
         check_choice(repeats, REPEAT_MODES, "--repeats")
         check_choice(compile, COMPILE_MODES, "--compile")
         check_choice(budget, BUDGETS, "--budget")
@@ -146,8 +154,9 @@ def register(app: typer.Typer) -> None:
         if len(configs) == 1:
             from brainbench.cli.single import run_single
 
-            run_single(configs[0], tracking_uri, experiment, resume)
+            run_single(configs[0], tracking_uri, experiment, resume, restart)
         else:
             from brainbench.cli.matrix_cmd import run_configs
 
-            run_configs(configs, tracking_uri, experiment, resume, launcher, ray_address, name=None, spec=None)
+            run_configs(configs, tracking_uri, experiment, resume, launcher, ray_address, name=None, spec=None,
+                        restart=restart)

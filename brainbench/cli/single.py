@@ -5,7 +5,9 @@ from __future__ import annotations
 from brainbench.config import RunConfig
 
 
-def run_single(config: RunConfig, tracking_uri: str | None, experiment: str, resume: bool) -> None:
+def run_single(
+    config: RunConfig, tracking_uri: str | None, experiment: str, resume: bool, restart: bool = False
+) -> None:
     from rich.console import Console
 
     from brainbench.reporting import RichReporter, TrackingReporter
@@ -18,7 +20,7 @@ def run_single(config: RunConfig, tracking_uri: str | None, experiment: str, res
     tracker = SafeTracker(tracking_uri, experiment)  # retries while other processes write the same SQLite file
     tracker.check()  # an unreachable server is reported before any training
     # A folder of this run's own (see brainbench/workdirs.py): runs of the same cell never share files.
-    with claim_run_folder(config.key, config.label(), resume, say=errors.print) as folder:
+    with claim_run_folder(config.key, config.label(), resume, say=errors.print, restart=restart) as folder:
         tags = {"brainbench.kind": "cell", "brainbench.work_dir": str(folder.path)}
         with tracker.run(config.label(), tags=tags) as record:
             folder.note_run_id(record.run_id)

@@ -19,6 +19,7 @@ class CellJob:
     matrix_id: str
     resume: bool = False  # keep the cell's work dir (checkpoints) from an interrupted run
     system_metrics: bool = True
+    restart: bool = False  # discard an interrupted run's checkpoints (without it, a fresh start refuses to)
 
     @property
     def key(self) -> str:
@@ -59,7 +60,7 @@ def execute_job(job: CellJob, worker: str = "") -> CellOutcome:
     run_id: str | None = None
     try:
         # A folder of this run's own, as for `brainbench run` (brainbench/workdirs.py): no shared files.
-        with claim_run_folder(config.key, config.label(), job.resume) as folder, tracker.run(
+        with claim_run_folder(config.key, config.label(), job.resume, restart=job.restart) as folder, tracker.run(
             config.label(),
             parent_run_id=job.parent_run_id,
             tags={**cell_tags(config, job.matrix_id), "brainbench.worker": worker,

@@ -23,6 +23,7 @@ class LaunchOptions:
     cpus_per_cell: float = 1
     threads_per_worker: int | None = None
     system_metrics: bool = True
+    restart: bool = False  # cells discard interrupted checkpoints instead of refusing to start over them
 
 
 @dataclass
@@ -127,6 +128,7 @@ def run_matrix(
                 mid,
                 resume=resume,
                 system_metrics=options.system_metrics,
+                restart=options.restart,
             )
             for cell in cells
             if cell.config.key not in done
