@@ -185,8 +185,14 @@ def test_resume_finds_an_interrupted_checkpoint_of_the_old_layout_and_a_killed_r
     killed.wait(timeout=600)
     with claim_run_folder("cellkey", "label", resume=True) as resumed:
         assert resumed.resumed_from == held
-    with claim_run_folder("cellkey", "label", resume=False) as fresh:
-        assert run_folders(cell) == [fresh.path]  # a fresh start removed the idle folders, as before
+    # a fresh start never deletes an interrupted training without a word (issue 17): it asks, --restart discards
+    from brainbench.workdirs import InterruptedTrainingError
+
+    with pytest.raises(InterruptedTrainingError, match="--resume to continue it, or --restart"):
+        with claim_run_folder("cellkey", "label", resume=False):
+            pass
+    with claim_run_folder("cellkey", "label", resume=False, restart=True) as fresh:
+        assert run_folders(cell) == [fresh.path]  # the idle folders are gone
 
 
 def test_a_held_lock_names_its_holder_or_is_waited_for(tmp_path: Path):
