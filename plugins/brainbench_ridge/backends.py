@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy.linalg import blas
+from scipy.linalg import blas, lapack
 
 from brainbench.errors import BrainbenchError
 
@@ -131,20 +131,31 @@ class NumpyOps:
         self._scratch = None
 
 
+def _one_blas_thread():
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # not installed: OpenBLAS_NUM_THREADS decides
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
 def cholesky_solve_in_place(a: np.ndarray, rhs: np.ndarray) -> np.ndarray | None:
     """Solve a x = rhs for symmetric positive definite ``a`` (F-order float64, upper triangle), factoring
-    ``a`` in place; None when ``a`` is not positive definite.
+    ``a`` in place (``dpotrf``/``dpotrs`` on its own buffer: no copy); None when ``a`` is not positive
+    definite.
 
-    The factorisation is torch's LAPACK (MKL) on ``a``'s own buffer: scipy's bundled OpenBLAS ``dpotrf``
-    crashes (segmentation fault) at NSD's 15,724 x 15,724 on this machine's CPUs, while it is fine at 6,000.
+    Single-threaded: the bundled OpenBLAS's multithreaded ``dpotrf`` crashes (segmentation fault) at NSD's
+    15,724 x 15,724 on this machine's CPUs; its single-threaded one does not (22 s there), and torch's
+    (MKL) works on a temporary copy of the whole matrix (+2 GB at NSD scale).
     """
-    import torch
-
-    view = torch.from_numpy(a)  # column-major strides: LAPACK works on the buffer itself, no copy
-    factor, info = torch.linalg.cholesky_ex(view, upper=True, out=(view, torch.empty((), dtype=torch.int32)))
-    if int(info) != 0:
-        return None
-    return torch.cholesky_solve(torch.from_numpy(rhs), factor, upper=True).numpy()
+    with _one_blas_thread():
+        factor, info = lapack.dpotrf(a, lower=0, overwrite_a=1, clean=0)
+        if info != 0:
+            return None
+        solution, info = lapack.dpotrs(factor, rhs, lower=0)
+    return solution if info == 0 else None
 
 
 class TorchOps:
