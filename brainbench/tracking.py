@@ -270,10 +270,26 @@ class Tracker:
     def _create_experiment(self) -> str:
         try:
             # Tagged as a classic (custom model) experiment: MLflow 3 opens it on the runs table, not traces.
-            return self._client.create_experiment(self.experiment, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+            # A SQLite store keeps its artifacts beside it (mlruns/ next to the .db), not in whatever folder the
+            # first run happened to start in: a store given by --tracking-uri stays whole and writable.
+            db = sqlite_path(self.uri)
+            location = (db.expanduser().resolve().parent / "mlruns").as_uri() if db is not None else None
+            return self._client.create_experiment(
+                self.experiment, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+            )
         except Exception:
             # Another process created it between our lookup and create.
             return self._client.get_experiment_by_name(self.experiment).experiment_id
+
+    def check_writable(self) -> None:
+        """Before any training: the home, a SQLite store's folder and a local artifact root can be written."""
+        from brainbench.paths import home_folder
+        from brainbench.writable import check_run_paths
+
+        db = sqlite_path(self.uri)
+        check_run_paths(home_folder(), db, None)  # the store's folder first: opening a new store creates it
+        artifact_root = self.client.get_experiment(self.experiment_id).artifact_location
+        check_run_paths(home_folder(), None, artifact_root)
 
     @property
     def experiment_id(self) -> str:

@@ -19,6 +19,7 @@ def run_single(
     errors = Console(stderr=True)
     tracker = SafeTracker(tracking_uri, experiment)  # retries while other processes write the same SQLite file
     tracker.check()  # an unreachable server is reported before any training
+    tracker.check_writable()  # so is a folder this run could not write
     # A folder of this run's own (see brainbench/workdirs.py): runs of the same cell never share files.
     with claim_run_folder(config.key, config.label(), resume, say=errors.print, restart=restart) as folder:
         tags = {"brainbench.kind": "cell", "brainbench.work_dir": str(folder.path)}

@@ -96,6 +96,7 @@ def run_matrix(
     mid = matrix_id([cell.config for cell in cells])
     tracker = SafeTracker(tracking_uri, experiment)
     tracker.check()
+    tracker.check_writable()
 
     previous = matrix_parents(tracker, mid)[:1] if resume else []
     done: set[str] = set()
