@@ -45,7 +45,9 @@ def test_small_cpu_run_prints_table_ratios_and_json(tmp_path: Path) -> None:
     assert all(row["target_met"] is None for row in ratios.values())  # targets are judged on a GPU only
 
     same = report["same_function"]
-    assert same["tokens"] == 33 and same["passed"] and same["max_relative_error_fp32"] < 1e-4
+    # the formulation is judged in float64; fp32 shows rounding (amplified by the reference's LN eps 1e-6)
+    assert same["tokens"] == 33 and same["passed"] and same["max_relative_error_fp64"] < 1e-9
+    assert same["max_relative_error_fp32"] < 1e-3
     assert 0 <= same["loss_relative_error_fp32"] < 1e-4
     head_loss = report["head_loss"]  # always the real subject-1 head; timed, so only its shape is asserted
     assert head_loss["tokens"] == 34 and head_loss["target_shape"] == [257, 768] and head_loss["batch"] == 64

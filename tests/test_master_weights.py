@@ -114,7 +114,7 @@ def test_trainer_with_bf16_master_weights_learns_and_resumes(tmp_path: Path):
     assert all(p.dtype == torch.bfloat16 for p in fitted.model.parameters())
     assert any("bf16 weights with fp32 master weights" in m for m in reporter.messages)
     first, last = reporter.epochs[0][1], reporter.epochs[-1][1]
-    assert last["train_loss"] < first["train_loss"] and last["val_loss"] < first["val_loss"]
+    assert last["train_loss"] < first["train_loss"]  # no early stopping: no validation epochs to compare
 
     # killed after 2 epochs, resumed: the same weights as the uninterrupted run
     straight = weights_of(
