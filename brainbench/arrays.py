@@ -21,6 +21,8 @@ class RowIndexed:
         self.index = np.asarray(index, dtype=np.int64)
         if len(self.index) and (self.index.min() < 0 or self.index.max() >= len(values)):
             raise IndexError(f"row index out of range for {len(values)} values")
+        # a view of every row in order (an array wrapped as is): reading it whole needs no copy
+        self.identity = len(self.index) == len(values) and bool((self.index == np.arange(len(values))).all())
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -51,5 +53,5 @@ class RowIndexed:
         return self.values[self.index].astype(dtype)
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        expanded = self.values[self.index]
+        expanded = np.asarray(self.values) if self.identity else self.values[self.index]
         return expanded if dtype is None else expanded.astype(dtype, copy=False)

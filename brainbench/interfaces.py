@@ -233,9 +233,10 @@ class FitData:
     """
 
     voxels: np.ndarray  # (n, V) float32
-    # (n, *target_shape) float32. When the expanded array would exceed 1 GiB (e.g. 257x768 tokens at NSD
-    # scale) the runner passes a row-indexed view (brainbench.arrays.RowIndexed) that repeats each stimulus'
-    # embedding per trial without copying it: index its rows, or np.asarray() it for the whole array.
+    # (n, *target_shape) float32, always ONE type: a brainbench.arrays.RowIndexed view that holds each
+    # stimulus' embedding once and repeats it per trial without copying (257x768 tokens at NSD scale would be
+    # ~20 GB expanded). Index or slice its rows (numpy arrays come back), .astype() it, or np.asarray() it for
+    # the whole array. An array given here is wrapped in one.
     targets: ArrayLike
     n_validation: int = 0
     #: (n_images, R) row numbers of each image's repeats when the data asks for one repeat per training step
@@ -244,6 +245,11 @@ class FitData:
 
     def __post_init__(self) -> None:
         n = int(self.voxels.shape[0])
+        if not hasattr(self.targets, "row_range"):  # encoders receive one documented type, whatever was given
+            from brainbench.arrays import RowIndexed
+
+            values = np.asarray(self.targets)
+            self.targets = RowIndexed(values, np.arange(len(values)))
         if int(self.targets.shape[0]) != n:
             raise ValueError(f"FitData: {n} voxel rows but {self.targets.shape[0]} target rows")
         if not 0 <= self.n_validation <= n:

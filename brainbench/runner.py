@@ -105,10 +105,6 @@ def split_train_validation(
     return ~val_mask, val_mask
 
 
-#: Above this size the per-trial targets stay a view over the distinct embeddings (257x768 tokens at NSD
-#: scale would be ~20 GB expanded); below it encoders get a plain array.
-ROW_VIEW_MIN_BYTES = 1 << 30
-
 
 #: Source rows read at once when gathering training rows (bounds the transient block, ~60 MB at NSD scale).
 GATHER_BLOCK_ROWS = 1024
@@ -154,8 +150,7 @@ def embed_rows(target: Target, dataset: Dataset, stimulus_ids: np.ndarray) -> np
             f"target {target.name!r} returned shape {embeddings.shape}, expected {expected}"
         )
     check_finite_embeddings(embeddings, unique, target, dataset)
-    expanded_bytes = len(inverse) * embeddings[0].nbytes if len(embeddings) else 0
-    return RowIndexed(embeddings, inverse) if expanded_bytes > ROW_VIEW_MIN_BYTES else embeddings[inverse]
+    return RowIndexed(embeddings, inverse)  # one type for every encoder (see FitData.targets)
 
 
 def check_finite_embeddings(embeddings: np.ndarray, stimulus_ids: np.ndarray, target: Target, dataset: Dataset) -> None:

@@ -41,8 +41,9 @@ def test_training_on_a_view_equals_training_on_the_expanded_array(staging, monke
     assert a.history == b.history
 
 
-def test_runner_keeps_large_targets_as_a_view(monkeypatch):
+def test_runner_gives_encoders_targets_as_one_view_type():
     from brainbench import runner
+    from brainbench.interfaces import FitData
 
     class Stored:
         name, shape = "stored", (2, 3)
@@ -51,9 +52,11 @@ def test_runner_keeps_large_targets_as_a_view(monkeypatch):
             return np.stack([np.full((2, 3), i, np.float32) for i in ids])
 
     ids = np.array([5, 1, 5, 5, 1])
-    small = runner.embed_rows(Stored(), None, ids)
-    assert isinstance(small, np.ndarray) and small[:, 0, 0].tolist() == [5, 1, 5, 5, 1]
-    monkeypatch.setattr(runner, "ROW_VIEW_MIN_BYTES", 0)
-    large = runner.embed_rows(Stored(), None, ids)
-    assert isinstance(large, RowIndexed) and len(large.values) == 2  # each stimulus stored once
-    np.testing.assert_array_equal(np.asarray(large), small)
+    view = runner.embed_rows(Stored(), None, ids)
+    assert isinstance(view, RowIndexed) and len(view.values) == 2  # each stimulus stored once
+    assert view[:, 0, 0].tolist() == [5, 1, 5, 5, 1] and view.astype(np.float64).dtype == np.float64
+    # an encoder gets the same type whether the runner or a caller with a plain array built its FitData
+    plain = FitData(np.zeros((5, 4), np.float32), np.asarray(view), n_validation=2)
+    assert isinstance(plain.targets, RowIndexed) and isinstance(plain.fit_targets, RowIndexed)
+    np.testing.assert_array_equal(np.asarray(plain.targets), np.asarray(view))
+    np.testing.assert_array_equal(np.asarray(plain.val_targets), np.asarray(view)[3:])
