@@ -59,17 +59,23 @@ def alternatives(command: str) -> list[str]:
 TOML_BLOCK = re.compile(r"```toml\n(.*?)```", re.DOTALL)
 
 
+#: Fence languages that mark output, not commands.
+OUTPUT_FENCES = ("text", "output")
+
+
 def documented_commands() -> list[tuple[str, str]]:
     """(where, command) for each ``brainbench ...`` line of a code block in the documents."""
     found = []
     for document in DOCUMENTS:
         lines = document.read_text().splitlines()
-        in_fence = False
+        in_fence = output = False
         i = 0
         while i < len(lines):
             line = lines[i]
             if line.lstrip().startswith("```"):
                 in_fence = not in_fence
+                # a ```text block is printed output (a benchmark's table), not commands to run
+                output = in_fence and line.strip().removeprefix("```").strip() in OUTPUT_FENCES
                 i += 1
                 continue
             previous = lines[i - 1] if i else ""
@@ -80,7 +86,7 @@ def documented_commands() -> list[tuple[str, str]]:
                 i += 1
                 text = text[:-1].rstrip() + " " + lines[i].strip()
             i += 1
-            if (in_fence or indented) and text.startswith("brainbench "):
+            if ((in_fence and not output) or (indented and not in_fence)) and text.startswith("brainbench "):
                 command = re.split(r"\s+#\s", text, maxsplit=1)[0].strip()
                 found.append((f"{document.relative_to(REPO)}:{number}", command))
     return found
