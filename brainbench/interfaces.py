@@ -215,12 +215,6 @@ class TrainSettings:
     val_every: int = 1
 
 
-def _row_range(array: ArrayLike, start: int, stop: int) -> ArrayLike:
-    """Rows [start, stop) as a view: numpy slices are views; a row-indexed view slices its index only."""
-    take = getattr(array, "row_range", None)
-    return take(start, stop) if take is not None else array[start:stop]
-
-
 @dataclass
 class FitData:
     """An encoder's training data: every training trial, the last ``n_validation`` rows marked as validation.
@@ -282,7 +276,7 @@ class FitData:
 
     @property
     def fit_targets(self) -> ArrayLike:
-        return _row_range(self.targets, 0, self.n_fit)
+        return self.targets.row_range(0, self.n_fit)  # a view of the same distinct values
 
     @property
     def val_voxels(self) -> np.ndarray:
@@ -290,7 +284,7 @@ class FitData:
 
     @property
     def val_targets(self) -> ArrayLike:
-        return _row_range(self.targets, self.n_fit, self.n_rows)
+        return self.targets.row_range(self.n_fit, self.n_rows)
 
     @property
     def n_voxels(self) -> int:

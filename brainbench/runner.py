@@ -140,7 +140,7 @@ def repeat_groups(stimulus_ids: np.ndarray) -> np.ndarray:
     return groups[np.argsort(first, kind="stable")]  # images in the order their first row appears
 
 
-def embed_rows(target: Target, dataset: Dataset, stimulus_ids: np.ndarray) -> np.ndarray | RowIndexed:
+def embed_rows(target: Target, dataset: Dataset, stimulus_ids: np.ndarray) -> RowIndexed:
     """Target embeddings for each row's stimulus, each distinct stimulus embedded once."""
     unique, inverse = np.unique(stimulus_ids, return_inverse=True)
     embeddings = np.asarray(target.embed(dataset, unique), dtype=np.float32)

@@ -19,6 +19,7 @@ from brainbench.losses import MindEyeLoss, bimixco_loss, mix_voxels, mixco_targe
 from brainbench.schedules import build_schedule
 from brainbench.training import parameter_groups, train_torch_encoder
 from brainbench_mindeye.encoder import MindEyeEncoder
+from tests.test_losses import _Recorder
 
 SMALL = {"hidden": 32, "blocks": 2, "projector_hidden": 24}
 
@@ -234,18 +235,6 @@ def test_softclip_temperature_per_epoch_equals_the_restated_anneal():
     assert loss.temperature(79) == pytest.approx(0.004)  # the first SoftCLIP epoch
     assert loss.temperature(80) == pytest.approx(0.0075 - 0.00175 * (1 + math.cos(math.pi / 160)))
     assert loss.temperature(239) == pytest.approx(0.0075)  # reached at the last epoch
-
-
-class _Recorder(torch.nn.Module):
-    """Returns (x, x) and remembers its last input."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: torch.Tensor | None = None
-
-    def forward(self, x):
-        self.seen = x
-        return x, x
 
 
 def test_the_objective_mixes_before_epoch_79_and_uses_the_epochs_temperature_after():

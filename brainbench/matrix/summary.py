@@ -510,15 +510,21 @@ def _signed(value: float) -> str:
     return "0.000" if text in ("+0.000", "-0.000") else text
 
 
+def _markdown_table(headers: list[str], rows: list[list[str]], rules: list[str]) -> list[str]:
+    """Header, alignment rule and body lines of one Markdown table."""
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(cells) + " |"
+
+    return [line(headers), "|" + "|".join(rules) + "|", *(line(row) for row in rows)]
+
+
 def to_markdown(groups: list[GroupRow], higher: dict[str, bool], baseline: str | None = None) -> str:
     out = []
     for task, dataset, members in blocks(groups):
         keys, values, rows = table_cells(members, higher, ("**", "**"))
         headers = keys + values
         out.append(f"**{task}** on {dataset}\n")
-        out.append("| " + " | ".join(headers) + " |")
-        out.append("|" + "|".join("---" if i < len(keys) else "--:" for i in range(len(headers))) + "|")
-        out += ["| " + " | ".join(row) + " |" for row in rows]
+        out += _markdown_table(headers, rows, ["---"] * len(keys) + ["--:"] * len(values))
         out.append("")
         out += [f"- {line}" for line in legend(members, higher, baseline, "**bold**")]
         out.append("")
@@ -526,9 +532,7 @@ def to_markdown(groups: list[GroupRow], higher: dict[str, bool], baseline: str |
             pk, pv, prow = paired_rows(members)
             if prow:
                 out.append(f"Paired tests against {baseline}:\n")
-                out.append("| " + " | ".join(pk + pv) + " |")
-                out.append("|" + "---|" * len(pk + pv))
-                out += ["| " + " | ".join(row) + " |" for row in prow]
+                out += _markdown_table(pk + pv, prow, ["---"] * len(pk + pv))
                 out.append("")
     return "\n".join(out)
 
