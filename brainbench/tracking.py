@@ -289,7 +289,7 @@ class Tracker:
         db = sqlite_path(self.uri)
         check_run_paths(home_folder(), db, None)  # the store's folder first: opening a new store creates it
         artifact_root = self.client.get_experiment(self.experiment_id).artifact_location
-        check_run_paths(home_folder(), None, artifact_root)
+        check_run_paths(None, None, artifact_root)  # the home was checked just above
 
     @property
     def experiment_id(self) -> str:

@@ -32,9 +32,10 @@ def local_folder(uri: str | None) -> Path | None:
     return None
 
 
-def check_run_paths(home: Path, store_db: Path | None, artifact_root: str | None) -> None:
+def check_run_paths(home: Path | None, store_db: Path | None, artifact_root: str | None) -> None:
     """The brainbench home (work folders, caches), a SQLite store's folder and a local artifact root."""
-    check_writable(home, "run folders and caches (BRAINBENCH_HOME)", "set BRAINBENCH_HOME to a writable folder")
+    if home is not None:
+        check_writable(home, "run folders and caches (BRAINBENCH_HOME)", "set BRAINBENCH_HOME to a writable folder")
     if store_db is not None:
         folder = store_db.expanduser().resolve().parent
         check_writable(folder, f"the MLflow store {store_db.name}", "pass --tracking-uri with a writable location")
