@@ -304,8 +304,14 @@ class Tracker:
         parent_run_id: str | None = None,
         tags: dict[str, Any] | None = None,
         run_id: str | None = None,
-    ) -> Iterator[RunRecord]:
-        """A run marked FINISHED on success, FAILED on error, KILLED on Ctrl-C."""
+        keep_in: Path | None = None,
+    ) -> Iterator[Any]:
+        """A run marked FINISHED on success, FAILED on error, KILLED on Ctrl-C.
+
+        With ``keep_in`` (the run's folder) every record is also kept there (brainbench.journal): a store that
+        goes away mid-run loses nothing, the run goes on, and ends in a StoreOfflineError that says how to log
+        the kept records (``brainbench log FOLDER``).
+        """
         from brainbench.liveness import owner_tags
 
         client = self.client
@@ -318,15 +324,54 @@ class Tracker:
         else:  # an existing run taken over by this process: it is the owner now
             for key, value in owner_tags().items():
                 client.set_tag(run_id, key, value)
-        record = RunRecord(client, run_id)
+        record: Any = RunRecord(client, run_id)
+        if keep_in is not None:
+            from brainbench.journal import JournaledRecord
+
+            header = {"uri": self.uri, "experiment": self.experiment, "name": name,
+                      "tags": {k: str(v) for k, v in all_tags.items()}}
+            record = JournaledRecord(record, keep_in, header)
         try:
             yield record
         except KeyboardInterrupt:
-            client.set_terminated(run_id, status="KILLED")
+            self._close(record, "KILLED")
             raise
         except BaseException as exc:
-            client.set_tag(run_id, "brainbench.error", f"{type(exc).__name__}: {exc}"[:5000])
-            client.set_terminated(run_id, status="FAILED")
+            self._close(record, "FAILED", f"{type(exc).__name__}: {exc}"[:5000])
             raise
         else:
-            client.set_terminated(run_id, status="FINISHED")
+            self._close(record, "FINISHED")
+            if getattr(record, "offline", False):
+                from brainbench.journal import StoreOfflineError
+
+                raise StoreOfflineError(record.offline_message(self.uri))
+
+    def _close(self, record: Any, status: str, error: str | None = None) -> None:
+        """End the run in the store; a journaled run that cannot reach it keeps its end in its folder instead."""
+        from brainbench.journal import JournaledRecord
+
+        if not isinstance(record, JournaledRecord):
+            try:
+                if error:
+                    self.client.set_tag(record.run_id, "brainbench.error", error)
+                self.client.set_terminated(record.run_id, status=status)
+            except Exception as exc:  # one clear line instead of a chained traceback
+                said = " ".join(str(exc).split())[:300]
+                raise TrackingError(
+                    f"the MLflow store {self.uri} stopped answering ({type(exc).__name__}: {said})"
+                    f"; run {record.run_id} stays RUNNING until the next brainbench start marks it KILLED. Records "
+                    "kept by runs of cells are logged with `brainbench log`; then rerun the same command with "
+                    "--resume" + (f" (the run failed with {error})" if error else "")
+                ) from exc
+            return
+        if error:
+            record.set_tags({"brainbench.error": error})
+        if not record.offline:
+            try:
+                self.client.set_terminated(record.run_id, status=status)
+            except Exception as exc:  # the store went away at the very end
+                record.go_offline(exc)
+        record.finish(status)
+        if record.offline and status != "FINISHED":
+            print(f"brainbench: the run's records are kept in {record.folder}; log them later with: "
+                  f"brainbench log {record.folder}", file=sys.stderr)

@@ -11,6 +11,8 @@
     (as brainbench always did with the cell's folder), never those of runs in progress. An INTERRUPTED
     training among them (checkpoints but no final model) is never removed without a word: the run stops and
     asks for ``--resume`` (continue it) or ``--restart`` (discard it and start again).
+  * a run whose records never reached the MLflow store (brainbench/journal.py) is neither removed nor resumed
+    from: the run stops and asks for ``brainbench log FOLDER`` first, or ``--restart``.
 - A cell folder of the old layout (``runs/<key>/checkpoints``) is resumed from like any other.
 """
 
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from brainbench.errors import BrainbenchError
+from brainbench.journal import pending
 from brainbench.locks import LockBusy, atomic_write_text, describe, hold, is_held, owner_path, read_owner
 
 CELL_LOCK = ".cell.lock"
@@ -95,6 +98,10 @@ class InterruptedTrainingError(BrainbenchError):
     """A fresh start would delete an interrupted training."""
 
 
+class UnloggedResultsError(BrainbenchError):
+    """A new run of the cell would remove (or take the checkpoints of) a run whose records never reached MLflow."""
+
+
 def _remove_stale(cell: Path, folders: list[Path]) -> None:
     """Remove idle run folders (and the old layout's files in the cell folder); callers hold the cell lock."""
     for folder in folders:
@@ -121,6 +128,14 @@ def claim_run_folder(
             running = [folder for folder in folders if folder != cell and is_running(folder)]
             idle = [folder for folder in folders if folder not in running]
             source = None
+            unlogged = [folder for folder in idle if pending(folder)]
+            if unlogged and not restart:
+                raise UnloggedResultsError(
+                    f"cell {label} has results that never reached the MLflow store in {unlogged[-1]}; log them "
+                    f"first with `brainbench log {unlogged[-1]}`, or pass --restart to discard them"
+                )
+            if unlogged:
+                say(f"--restart: discarding the unlogged results in {', '.join(map(str, unlogged))}")
             if resume:
                 source = latest_checkpoints(idle)
                 busy = latest_checkpoints(running)

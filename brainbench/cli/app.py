@@ -55,9 +55,10 @@ def build_app() -> typer.Typer:
     from brainbench.cli import report_cmd
 
     report_cmd.register(app)
-    from brainbench.cli import data_cmd
+    from brainbench.cli import data_cmd, log_cmd
 
     data_cmd.register(app)
+    log_cmd.register(app)
     plugin_set = get_plugins()
     _add_plugin_commands(app, plugin_set)
     return app

@@ -10,6 +10,8 @@ def run_single(
 ) -> None:
     from rich.console import Console
 
+    from brainbench.cli.tables import results_table
+    from brainbench.journal import StoreOfflineError
     from brainbench.reporting import RichReporter, TrackingReporter
     from brainbench.runner import run_cell
     from brainbench.tracking_query import SafeTracker
@@ -23,12 +25,15 @@ def run_single(
     # A folder of this run's own (see brainbench/workdirs.py): runs of the same cell never share files.
     with claim_run_folder(config.key, config.label(), resume, say=errors.print, restart=restart) as folder:
         tags = {"brainbench.kind": "cell", "brainbench.work_dir": str(folder.path)}
-        with tracker.run(config.label(), tags=tags) as record:
-            folder.note_run_id(record.run_id)
-            reporter = TrackingReporter(RichReporter(errors), record)
-            result = run_cell(config, reporter, folder.path, record=record)
-    from brainbench.cli.tables import results_table
-
+        try:
+            # every record is also kept in the run folder: a store that goes away mid-run loses nothing
+            with tracker.run(config.label(), tags=tags, keep_in=folder.path) as record:
+                folder.note_run_id(record.run_id)
+                reporter = TrackingReporter(RichReporter(errors), record)
+                result = run_cell(config, reporter, folder.path, record=record)
+        except StoreOfflineError:
+            console.print(results_table(result))  # trained and evaluated: show it, then say how to log it
+            raise
     console.print(results_table(result))
     console.print(
         f"[dim]{'SYNTHETIC data' if result.synthetic else 'real data'} | {result.n_parameters:,} parameters | "

@@ -65,6 +65,7 @@ def execute_job(job: CellJob, worker: str = "") -> CellOutcome:
             parent_run_id=job.parent_run_id,
             tags={**cell_tags(config, job.matrix_id), "brainbench.worker": worker,
                   "brainbench.work_dir": str(folder.path)},
+            keep_in=folder.path,  # a store that goes away mid-cell loses nothing (brainbench/journal.py)
         ) as record:
             run_id = record.run_id
             folder.note_run_id(run_id)
