@@ -14,8 +14,8 @@ COMPILE_MODES = ("auto", "on", "off")
 #: cells logged by earlier versions keep their keys (and ``--resume`` still finds them).
 KEY_OMITTED_DEFAULTS: dict[str, Any] = {"compile": "auto"}
 #: Settings that change how a cell runs, not what it computes: never part of the key (so a rerun with another
-#: checkpoint interval resumes the same cell).
-KEY_IGNORED = frozenset({"checkpoint_every"})
+#: checkpoint interval, or one that also logs its model, resumes the same cell).
+KEY_IGNORED = frozenset({"checkpoint_every", "log_model"})
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ class RunConfig:
     val_fraction: float = 0.1
     early_stopping: int | None = None  # patience in epochs: chooses the epoch count, then refits on all rows
     checkpoint_every: int | None = None  # epochs between checkpoints; None: the encoder's own interval
+    log_model: bool = False  # also log the fitted encoder as an MLflow model (see brainbench.mlflow_model)
     budget: str = "auto"  # auto: the encoder's quick recipe on demo-scale simulated data, else its reference
     encoder_options: dict[str, Any] = field(default_factory=dict)
     task_options: dict[str, Any] = field(default_factory=dict)

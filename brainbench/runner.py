@@ -354,7 +354,7 @@ def run_cell(
     checkpoint = fitted.save(work_dir / "model")
     (work_dir / "config.json").write_text(json.dumps(resolved_config(cell, recipe), indent=2, default=str))
     if record is not None:
-        _record_result(record, result, fitted, checkpoint, work_dir)
+        _record_result(record, result, fitted, checkpoint, work_dir, example=test_voxels[:2], reporter=reporter)
     return result
 
 
@@ -385,7 +385,10 @@ def resolved_config(cell: ResolvedCell, recipe: dict[str, Any]) -> dict[str, Any
             "recipe": recipe}
 
 
-def _record_result(record: Any, result: CellResult, fitted: Any, checkpoint: Path, work_dir: Path) -> None:
+def _record_result(
+    record: Any, result: CellResult, fitted: Any, checkpoint: Path, work_dir: Path,
+    example: np.ndarray | None = None, reporter: Reporter | None = None,
+) -> None:
     final = {f"test.{m.name}": m.value for m in result.metrics}
     for m in result.metrics:
         if m.interval:
@@ -407,6 +410,12 @@ def _record_result(record: Any, result: CellResult, fitted: Any, checkpoint: Pat
     if (work_dir / PER_ITEM_FILE).exists():  # per-item outcomes, for paired comparisons across runs
         record.log_artifact(work_dir / PER_ITEM_FILE)
     record.set_tags({"brainbench.higher_is_better": json.dumps({m.name: m.higher_is_better for m in result.metrics})})
+    if result.config.log_model:  # --log-model: the fitted encoder as an MLflow model (pyfunc)
+        from brainbench.mlflow_model import load_hint, log_encoder_model
+
+        uri = log_encoder_model(record, fitted, checkpoint, work_dir, example)
+        if reporter is not None:
+            reporter.info(load_hint(record.run_id, uri))
     (work_dir / "results.json").write_text(json.dumps(result.to_dict(), indent=2))
 
 

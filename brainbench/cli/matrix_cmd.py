@@ -50,6 +50,11 @@ def register(app: typer.Typer) -> None:
             help="MLflow store (default sqlite:///mlflow.db).",
         ),
         experiment: str = typer.Option("brainbench", "--experiment", help="MLflow experiment name."),
+        log_model: bool = typer.Option(
+            False, "--log-model",
+            help="Log every cell's trained encoder as an MLflow model (as `log_model = true` in the spec's "
+            "[defaults] does); load one with mlflow.pyfunc.load_model(\"runs:/RUN_ID/model\").",
+        ),
     ) -> None:
         """Run every cell of SPEC under one MLflow parent run; print the comparison at the end.
 
@@ -58,11 +63,13 @@ def register(app: typer.Typer) -> None:
         """
         from brainbench.cli.options import check_launcher
         from brainbench.cli.preflight import preflight
-        from brainbench.matrix.spec import expand, load_spec
+        from brainbench.matrix.spec import Cell, expand, load_spec
 
         check_launcher(launcher)
         spec = load_spec(spec_path)
         cells = expand(spec)
+        if log_model:  # not part of the cell key: the same cells (and matrix id), their models logged too
+            cells = [Cell(cell.config.with_changes(log_model=True), cell.details) for cell in cells]
         preflight([cell.config for cell in cells], spec_source=spec.source)
         if dry_run:
             print_cells(spec.name, cells)
@@ -181,16 +188,32 @@ def execute(
         echo=lambda line: console.print(line, highlight=False, markup=False),
     )
     tracker = SafeTracker(tracking_uri, experiment)
-    rows = cell_rows(children(tracker, report.parent_run_id), tracker)  # with per-item outcomes: item intervals
+    runs = children(tracker, report.parent_run_id)
+    rows = cell_rows(runs, tracker)  # with per-item outcomes: item intervals
     console.print(rich_table(group_rows(rows), directions(rows), f"matrix {spec.name!r}"))
     console.print(
         f"[bold]{report.counts()}[/bold] | parent run {report.parent_run_id} "
         f"(experiment {experiment!r}); compare again with: brainbench compare {report.parent_run_id}",
         highlight=False,
     )
+    _print_models(console, runs)
     if report.failed:
         for outcome in report.outcomes:
             if outcome.status != "FINISHED":
                 console.print(f"[red]failed[/red] {outcome.label}: {outcome.error}", highlight=False)
         raise typer.Exit(1)
     return report
+
+
+def _print_models(console: Any, runs: list[Any]) -> None:
+    """Where the cells' logged models are (--log-model / log_model = true) and how to load one."""
+    from brainbench.mlflow_model import MODEL_NAME, MODEL_URI_TAG
+
+    logged = [run for run in runs if run.tags.get(MODEL_URI_TAG)]
+    if not logged:
+        return
+    console.print(
+        f"{len(logged)} MLflow model(s) logged, one per cell run; load one with "
+        f'mlflow.pyfunc.load_model("runs:/{logged[0].run_id}/{MODEL_NAME}").predict(voxels) ({logged[0].name})',
+        highlight=False, markup=False,
+    )

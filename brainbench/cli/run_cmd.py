@@ -80,6 +80,11 @@ def register(app: typer.Typer) -> None:
             help="Discard an interrupted training's checkpoints and start again (without it, a run refuses "
             "to start over an interrupted one: use --resume to continue it).",
         ),
+        log_model: bool = typer.Option(
+            False, "--log-model",
+            help="Also log each trained encoder as an MLflow model: mlflow.pyfunc.load_model(\"runs:/RUN_ID/model\")"
+            ".predict(voxels) gives its embeddings (see docs/compare.md). Not part of the cell key.",
+        ),
         launcher: str = typer.Option("local", "--launcher", help="local | local-gpus | ray (several cells)."),
         ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster address (--launcher ray)."),
         dry_run: bool = typer.Option(
@@ -127,6 +132,7 @@ def register(app: typer.Typer) -> None:
             val_fraction=val_fraction,
             early_stopping=early_stopping,
             checkpoint_every=checkpoint_every,
+            log_model=log_model,
             budget=budget,
             dataset_options=parse_key_values(dataset_opt, "--dataset-opt"),
             target_options=parse_key_values(target_opt, "--target-opt"),

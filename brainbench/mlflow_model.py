@@ -1,0 +1,199 @@
+"""``--log-model``: a run's fitted encoder as an MLflow model that MLflow's own loader serves.
+
+``mlflow.pyfunc.load_model("runs:/<run_id>/model").predict(voxels)`` returns the encoder's predictions for
+float32 voxels (n, n_voxels) as (n, *target_shape). The model is logged as "models from code": its code is
+:mod:`brainbench.mlflow_pyfunc` (a file, no pickled object), its artifacts the run's checkpoint (safetensors
+or a plain ``.npz``) and a JSON note naming the encoder and options; loading rebuilds the fitted encoder from
+those with the same safe loaders ``--resume`` uses, so nothing in the model folder runs code on load.
+
+mlflow is imported lazily (this module is reached from the runner only when ``log_model`` is set).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from brainbench.errors import DataError
+
+#: The model's name in the run ("runs:/<run_id>/model") and in the UI's Models column.
+MODEL_NAME = "model"
+#: Artifact keys inside the MLflow model.
+SPEC_ARTIFACT = "brainbench_model"
+CHECKPOINT_ARTIFACT = "checkpoint"
+SIDECAR_ARTIFACT = "checkpoint_sidecar"
+#: The trained encoder's own predictions for the input example (``.npy``), made in the run before any
+#: reload: what the loaded model must reproduce.
+EXAMPLE_PREDICTIONS_ARTIFACT = "example_predictions"
+#: The run tag holding the model's URI (``models:/<model_id>``), read back by the CLI.
+MODEL_URI_TAG = "brainbench.model_uri"
+#: Rows of the run's test voxels kept as the model's input example.
+EXAMPLE_ROWS = 2
+
+
+def model_spec(fitted: Any, checkpoint: Path, work_dir: Path) -> dict[str, Any]:
+    """What a loader needs to rebuild ``fitted``: the encoder plugin and the options it was created with
+    (from the run's config.json, quick-recipe options included), shapes, and the fitted class for encoders
+    that are not torch modules (ridge, knn: their class's ``load`` reads the checkpoint)."""
+    resolved = json.loads((work_dir / "config.json").read_text())["config"]
+    n_voxels, target_shape = fitted_shapes(fitted, checkpoint)
+    return {
+        "format": 1,
+        "encoder": resolved["encoder"],
+        "encoder_options": resolved.get("encoder_options") or {},
+        "precision": resolved.get("precision", "auto"),
+        "n_voxels": n_voxels,
+        "target_shape": list(target_shape),
+        "fitted_class": f"{type(fitted).__module__}:{type(fitted).__qualname__}",
+        "checkpoint": checkpoint.name,
+    }
+
+
+def fitted_shapes(fitted: Any, checkpoint: Path) -> tuple[int, tuple[int, ...]]:
+    """(n_voxels, target_shape) of a fitted encoder: its attributes, else its checkpoint's sidecar."""
+    n_voxels = getattr(fitted, "n_voxels", None)
+    target_shape = getattr(fitted, "target_shape", None)
+    sidecar = Path(str(checkpoint) + ".json")
+    if (n_voxels is None or target_shape is None) and sidecar.exists():
+        metadata = json.loads(sidecar.read_text())
+        n_voxels, target_shape = metadata.get("n_voxels"), metadata.get("target_shape")
+    if n_voxels is None or target_shape is None:
+        raise DataError(
+            f"cannot log {type(fitted).__name__} as an MLflow model: it states no n_voxels/target_shape "
+            f"(attributes, or {sidecar.name} next to its checkpoint)"
+        )
+    return int(n_voxels), tuple(int(s) for s in target_shape)
+
+
+def load_fitted(spec: dict[str, Any], checkpoint: Path, device: str = "auto", precision: str | None = None) -> Any:
+    """The fitted encoder ``spec`` describes, rebuilt from ``checkpoint`` with safe loaders only
+    (safetensors or weights_only torch files for torch encoders, ``allow_pickle=False`` npz for ridge)."""
+    from brainbench.plugins import get_plugins
+    from brainbench.torch_encoder import TorchEncoder
+
+    encoder = get_plugins().encoders.create(spec["encoder"], **spec["encoder_options"])
+    n_voxels, target_shape = int(spec["n_voxels"]), tuple(int(s) for s in spec["target_shape"])
+    if isinstance(encoder, TorchEncoder):
+        from brainbench.training import load_fitted_encoder
+
+        return load_fitted_encoder(encoder, checkpoint, device=device, precision=precision or spec["precision"])
+    module_name, _, qualname = str(spec["fitted_class"]).partition(":")
+    # Only a class from the encoder plugin's own package is imported (the one that fitted the model).
+    if module_name.split(".")[0] != type(encoder).__module__.split(".")[0]:
+        raise DataError(
+            f"model {checkpoint}: fitted class {spec['fitted_class']!r} is not from encoder "
+            f"{spec['encoder']!r}'s package {type(encoder).__module__.split('.')[0]!r}"
+        )
+    cls: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        cls = getattr(cls, part)
+    load = getattr(cls, "load", None)
+    if load is None:
+        raise DataError(f"encoder {spec['encoder']!r}: {qualname} has no load(path) to rebuild it from {checkpoint}")
+    wanted = inspect.signature(load).parameters
+    extra = {name: value for name, value in (("n_voxels", n_voxels), ("target_shape", target_shape)) if name in wanted}
+    return load(checkpoint, **extra)
+
+
+def pip_requirements() -> list[str]:
+    """What the model needs installed: brainbench (its plugins included) and the libraries it loads with."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from brainbench import __version__
+
+    requirements = [f"brainbench=={__version__}"]
+    for name in ("torch", "numpy", "safetensors"):
+        try:
+            requirements.append(f"{name}=={version(name).split('+', 1)[0]}")  # no local tag (+cu130)
+        except PackageNotFoundError:
+            continue
+    return requirements
+
+
+def signature(n_voxels: int, target_shape: tuple[int, ...]) -> Any:
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    return ModelSignature(
+        # unnamed: predict gets the array itself, not a {name: array} dict
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, n_voxels))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *target_shape))]),
+    )
+
+
+def log_encoder_model(
+    record: Any, fitted: Any, checkpoint: Path, work_dir: Path, example: np.ndarray | None = None
+) -> str:
+    """Log ``fitted`` (saved at ``checkpoint``) as the MLflow model ``model`` of ``record``'s run; returns
+    its ``models:/<model_id>`` URI (``runs:/<run_id>/model`` names it too).
+
+    Goes through the run's own client (RunRecord has no model method; the fluent ``mlflow.pyfunc.log_model``
+    reads the process-wide tracking URI and experiment, and could start a second run): a LoggedModel is
+    created with the run as its source, the pyfunc folder saved locally and uploaded, the run's outputs
+    linked (the UI's Models column), and the model marked READY.
+    """
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in the run's output
+    import mlflow.pyfunc
+    from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+    from mlflow.models import Model
+
+    client, run_id = record._client, record.run_id
+    spec = model_spec(fitted, checkpoint, work_dir)
+    run = client.get_run(run_id)
+    keep = ("encoder", "task", "dataset", "target", "subject", "seed", "cell_key", "n_voxels")
+    params = {key: run.data.params[key] for key in keep if key in run.data.params}
+    model = client.create_logged_model(
+        run.info.experiment_id, name=MODEL_NAME, source_run_id=run_id, params=params,
+        tags={"brainbench.encoder": spec["encoder"]}, model_type="brainbench-encoder",
+    )
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            spec_path = Path(folder) / "brainbench_model.json"
+            spec_path.write_text(json.dumps(spec, indent=2) + "\n")
+            artifacts = {SPEC_ARTIFACT: str(spec_path), CHECKPOINT_ARTIFACT: str(checkpoint)}
+            sidecar = Path(str(checkpoint) + ".json")
+            if sidecar.exists():
+                artifacts[SIDECAR_ARTIFACT] = str(sidecar)
+            if example is not None:
+                example = np.ascontiguousarray(example[:EXAMPLE_ROWS], dtype=np.float32)
+                np.save(Path(folder) / "example_predictions.npy", np.asarray(fitted.predict(example), np.float32))
+                artifacts[EXAMPLE_PREDICTIONS_ARTIFACT] = str(Path(folder) / "example_predictions.npy")
+            local = Path(folder) / MODEL_NAME
+            mlflow.pyfunc.save_model(
+                path=str(local),
+                python_model=str(Path(__file__).with_name("mlflow_pyfunc.py")),  # models from code
+                artifacts=artifacts,
+                signature=signature(spec["n_voxels"], tuple(spec["target_shape"])),
+                input_example=example,
+                pip_requirements=pip_requirements(),
+                metadata={"brainbench_encoder": spec["encoder"], "cell_key": params.get("cell_key")},
+                mlflow_model=Model(
+                    artifact_path=model.artifact_location, run_id=run_id, model_uuid=model.model_id,
+                    model_id=model.model_id,
+                ),
+            )
+            client.log_model_artifacts(model.model_id, str(local))
+        client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
+    except BaseException:
+        client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
+        raise
+    client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+    uri = f"models:/{model.model_id}"
+    client.set_tag(run_id, MODEL_URI_TAG, uri)
+    return uri
+
+
+def load_hint(run_id: str, uri: str) -> str:
+    """One line telling a user how to load a logged model."""
+    return (
+        f'MLflow model {uri} (also runs:/{run_id}/{MODEL_NAME}): mlflow.pyfunc.load_model("runs:/{run_id}/'
+        f'{MODEL_NAME}").predict(voxels) takes float32 voxels (n, n_voxels)'
+    )
