@@ -211,6 +211,18 @@ def metrics_by_key(uri: str, parent_run_id: str) -> dict[str, dict[str, float]]:
     }
 
 
+def dataset_inputs(client, run_id: str) -> list[tuple[str, str, str, str]]:
+    """(name, digest, context, subject) of each dataset input of a run, as the UI's Dataset column shows."""
+    import json
+
+    found = []
+    for item in client.get_run(run_id).inputs.dataset_inputs:
+        context = {tag.key: tag.value for tag in item.tags}.get("mlflow.data.context")
+        subject = json.loads(item.dataset.profile)["subject"]
+        found.append((item.dataset.name, item.dataset.digest, context, str(subject)))
+    return found
+
+
 def test_local_matrix_records_parent_children_and_a_failed_cell(tiny_plugin, tmp_path, store_uri):
     from brainbench.tracking_query import children, get_run
 
@@ -246,6 +258,13 @@ def test_local_matrix_records_parent_children_and_a_failed_cell(tiny_plugin, tmp
     assert Path(spec_file).read_text() == text
     summary = Path(client.download_artifacts(report.parent_run_id, "summary/summary.csv", str(tmp_path)))
     assert summary.read_text().count("\n") == 1 + 4  # header + (2 subjects x 2 alphas), seeds averaged
+    # The parent's Dataset column: every split its cells read, once (2 subjects x train/test, 8 cells).
+    parent_inputs = dataset_inputs(client, report.parent_run_id)
+    union = {item for run in runs for item in dataset_inputs(client, run.run_id)}
+    assert len(parent_inputs) == len(set(parent_inputs)) == 4 and set(parent_inputs) == union
+    assert {(context, subject) for _, _, context, subject in parent_inputs} == {
+        (context, subject) for context in ("train", "test") for subject in ("1", "2")
+    }
 
 
 def test_resume_after_interrupt_reruns_only_unfinished_cells(tiny_plugin, tmp_path, monkeypatch, store_uri):
@@ -271,6 +290,8 @@ def test_resume_after_interrupt_reruns_only_unfinished_cells(tiny_plugin, tmp_pa
 
     again = run_spec(SPEC, uri, resume=True)  # nothing left to do
     assert (again.ran, again.skipped, again.parent_run_id) == (0, 8, first.run_id)
+    parent_inputs = dataset_inputs(tracker.client, first.run_id)  # resumed twice: each split still once
+    assert len(parent_inputs) == len(set(parent_inputs)) == 4
     fresh = run_spec(SPEC, uri)  # without --resume: a new parent, every cell again
     assert fresh.parent_run_id != first.run_id and fresh.ran == 8
     assert metrics_by_key(uri, fresh.parent_run_id) == metrics_by_key(uri, first.run_id)  # deterministic

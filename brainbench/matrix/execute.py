@@ -213,7 +213,12 @@ def _log_summary(tracker: object, parent: object, echo: Callable[[str], None]) -
     from brainbench.tracking_query import children
 
     try:
-        rows = cell_rows(children(tracker, parent.run_id), tracker)  # type: ignore[arg-type, attr-defined]
+        runs = children(tracker, parent.run_id)  # type: ignore[arg-type, attr-defined]
+        try:
+            _log_parent_inputs(tracker, parent, [run.run_id for run in runs])
+        except Exception as exc:  # a Dataset column left empty must not cost the summary
+            echo(f"warning: could not log the cells' dataset inputs on the parent run: {type(exc).__name__}: {exc}")
+        rows = cell_rows(runs, tracker)  # type: ignore[arg-type]
         groups = group_rows(rows)
         higher = directions(rows)
         parent.log_metrics(parent_metrics(groups))  # type: ignore[attr-defined]
@@ -230,3 +235,31 @@ def _log_summary(tracker: object, parent: object, echo: Callable[[str], None]) -
     except Exception as exc:  # the cells' results are safe in their own runs; say what went wrong
         echo(f"warning: could not write the matrix summary: {type(exc).__name__}: {exc}")
         return []
+
+
+def _log_parent_inputs(tracker: object, parent: object, child_ids: list[str]) -> None:
+    """The union of the children's dataset inputs on the parent run too, so the runs table's Dataset column
+    says what the matrix read (each split once, however many cells read it; a resumed matrix adds only new
+    ones)."""
+    import json
+
+    client = tracker.client  # type: ignore[attr-defined]
+
+    def identity(item: object) -> tuple[str, str, str]:
+        context = {tag.key: tag.value for tag in item.tags}.get("mlflow.data.context", "")  # type: ignore[attr-defined]
+        return item.dataset.name, item.dataset.digest, context  # type: ignore[attr-defined]
+
+    seen = {identity(item) for item in client.get_run(parent.run_id).inputs.dataset_inputs}  # type: ignore[attr-defined]
+    for run_id in child_ids:
+        for item in client.get_run(run_id).inputs.dataset_inputs:
+            key = identity(item)
+            if key in seen:
+                continue
+            seen.add(key)
+            dataset = item.dataset
+            try:
+                source = json.loads(dataset.source).get("uri", dataset.source)
+                profile = json.loads(dataset.profile) if dataset.profile else {}
+            except (ValueError, AttributeError):
+                source, profile = dataset.source, {}
+            parent.log_dataset(dataset.name, dataset.digest, str(source), key[2], profile)  # type: ignore[attr-defined]
