@@ -188,7 +188,12 @@ def run_child(method: str, data: Path, old_tree: Path | None, timeout: float) ->
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT "):])
-    return {"method": method, "error": (done.stderr.strip().splitlines() or ["no output"])[-1]}
+    last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+    if done.returncode < 0:  # killed by a signal: say which (SIGKILL is usually the out-of-memory killer)
+        import signal
+
+        last = f"killed by {signal.Signals(-done.returncode).name} after {last!r}"
+    return {"method": method, "error": last}
 
 
 def table(rows: list[dict], baseline: str = "brainbench") -> str:

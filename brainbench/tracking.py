@@ -361,7 +361,7 @@ class Tracker:
                     f"the MLflow store {self.uri} stopped answering ({type(exc).__name__}: {said})"
                     f"; run {record.run_id} stays RUNNING until the next brainbench start marks it KILLED. Records "
                     "kept by runs of cells are logged with `brainbench log`; then rerun the same command with "
-                    "--resume" + (f" (the run failed with {error})" if error else "")
+                    "--resume" + (f" (the run failed with {error[:160]})" if error else "")
                 ) from exc
             return
         if error:

@@ -216,3 +216,49 @@ def test_log_on_a_folder_without_records(tmp_path):
     done = subprocess.run([brainbench(), "log", str(tmp_path / "nope")], env=env, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 2 and "no such folder" in done.stderr, done.stderr
+
+
+def test_matrix_whose_server_stops_is_logged_and_resumed_later(tmp_path):
+    """A matrix loses its server in its first cell: that cell's results are kept, the next cell fails fast,
+    the parent says what to do; after `brainbench log` and `--resume` every run is FINISHED, none twice."""
+    import sqlite3
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "BRAINBENCH_HOME": str(tmp_path / "home")}
+    command = [brainbench(), *CELL, "--seed", "0", "--seed", "1", "--tracking-uri", url]
+    server = start_server(tmp_path, port)
+    try:
+        run = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+        deadline = time.time() + 600
+        while time.time() < deadline:  # the first cell has logged two epochs: the server goes
+            time.sleep(0.3)
+            try:
+                with sqlite3.connect(tmp_path / "server.db", timeout=5) as con:
+                    epochs = con.execute("select count(*) from metrics where key = 'train_loss'").fetchone()[0]
+            except sqlite3.Error:
+                epochs = 0
+            if epochs >= 2:
+                break
+        stop_server(server)
+        out, _ = run.communicate(timeout=900)
+    finally:
+        stop_server(server)
+    assert run.returncode == 2, out
+    assert "Nothing is lost" in out and "seed1 FAILED" in out and "--resume" in out, out
+
+    server = start_server(tmp_path, port)
+    try:
+        logged = subprocess.run([brainbench(), "log"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                                timeout=600)
+        assert logged.returncode == 0 and "into its run" in logged.stderr, logged.stderr
+        resumed = subprocess.run([*command, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                                 timeout=900)
+        assert resumed.returncode == 0, resumed.stderr
+        assert "ran 1, skipped 1 (finished before), failed 0" in resumed.stdout, resumed.stdout
+    finally:
+        stop_server(server)
+    with sqlite3.connect(tmp_path / "server.db") as con:
+        runs = con.execute("select name, status from runs").fetchall()
+    assert sorted(status for _, status in runs) == ["FINISHED"] * 3, runs  # parent + two cells, none RUNNING
