@@ -151,7 +151,7 @@ def test_task_identity_is_perfect_and_declares_directions(tmp_path):
         assert result.value == pytest.approx(1.0) and result.higher_is_better
     assert results["fmri_to_image_top1_300way"].chance == pytest.approx(1 / 300)
     assert results["fmri_to_image_top1_full"].chance == pytest.approx(1 / 350)
-    assert task.params()["draw_scheme"] == "shared"
+    assert task.params()["scheme"] == "shared"
     record = json.loads((tmp_path / "out" / "retrieval_draws.json").read_text())
     assert len(record["accuracy_per_draw"]["image_to_fmri"]) == 30
 
@@ -187,7 +187,7 @@ def test_task_caps_way_at_n_with_a_note(tmp_path):
     # Named for what ran: 50 items give a 50-way metric, never one called 300way.
     assert set(results) == {f"{d}_top1_{w}" for d in ("fmri_to_image", "image_to_fmri") for w in ("full", "50way")}
     assert results["fmri_to_image_top1_50way"].chance == pytest.approx(1 / 50)
-    assert task.params()["draw_scheme"] == "per-query" and task.params()["draws"] == 30
+    assert task.params()["scheme"] == "per-query" and task.params()["draws"] == 30
     assert task.notes and "50-way" in task.notes[0]
 
 

@@ -76,7 +76,7 @@ def test_ridge_picks_an_interior_alpha_and_predicts_well(n_train, n_voxels):
     fitted, reporter = fit(encoder, draw, n_train, 100)
     alphas = [h["alpha"] for h in fitted.history]
     assert alphas == sorted(encoder.alphas) and reporter.advanced == len(alphas)
-    assert reporter.totals == [("ridge alphas", len(alphas))]
+    assert reporter.totals == [("ridge penalties scored", len(alphas))]
     assert min(alphas) < fitted.alpha < max(alphas), reporter.messages
     chosen = next(h for h in fitted.history if h["alpha"] == fitted.alpha)
     assert chosen["val_mse"] == min(h["val_mse"] for h in fitted.history)
@@ -204,9 +204,12 @@ def test_solver_equals_the_eigendecomposition_path(n, v, search, monkeypatch):
     alphas = list(get_plugins().encoders.create("ridge").alphas)
     chosen, history, model = reference_fit(x, y, n_fit, alphas)
     encoder = get_plugins().encoders.create("ridge", search=search)
-    fitted = encoder.fit(FitData(x, y, n - n_fit), TrainSettings(device="cpu"),
-                         RecordingReporter())
+    reporter = RecordingReporter()
+    fitted = encoder.fit(FitData(x, y, n - n_fit), TrainSettings(device="cpu"), reporter)
     assert fitted.alpha == chosen
+    # the bar counts what is scored: the grid when it is known, an open count for the walk
+    assert reporter.totals == [("ridge penalties scored", len(alphas) if search == "full" else None)]
+    assert reporter.advanced == len(fitted.history)
     reference = {h["alpha"]: h for h in history}
     for entry in fitted.history:
         np.testing.assert_allclose(entry["val_mse"], reference[entry["alpha"]]["val_mse"], rtol=1e-5)

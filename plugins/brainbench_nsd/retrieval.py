@@ -91,7 +91,6 @@ class RetrievalTask(Task):
             **self.options,
             "way": self.way,
             "draws": self.draws,
-            "draw_scheme": self.scheme,
             "similarity": "cosine of flattened, L2-normalised rows",
         }
 

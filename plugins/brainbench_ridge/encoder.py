@@ -19,7 +19,7 @@ from brainbench.errors import CheckpointMismatchError, DataError
 from brainbench.interfaces import Encoder, FitData, FittedEncoder, Reporter, Shape, TrainSettings
 from brainbench.options import Option, Options
 from brainbench_ridge.backends import make_ops
-from brainbench_ridge.solver import SEARCHES, RidgeSolver, flat_targets, mean_row_cosine  # noqa: F401
+from brainbench_ridge.solver import SEARCHES, RidgeSolver, flat_targets, mean_row_cosine, resolve_search  # noqa: F401
 
 DEFAULT_ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-1, 7, 17))
 SELECTION_CRITERIA = ("mse", "cosine")
@@ -226,7 +226,10 @@ class RidgeEncoder(Encoder):
         recipe: dict[str, Any] = {"fit_rows": n, "selection_rows": n - n_val, "validation_rows": n_val}
         if alpha is None and n_val > 0 and n_val == n:
             raise DataError("ridge: every row is a validation row; the penalty needs fit rows to be chosen on")
-        with reporter.progress("ridge alphas", len(self.alphas) if alpha is None and n_val else 0) as bar:
+        searching = alpha is None and n_val > 0
+        # the walk scores as many penalties as it needs (4-5 usually): its count is not known beforehand
+        total = len(self.alphas) if resolve_search(self.search, n - n_val, x.shape[1]) == "full" else None
+        with reporter.progress("ridge penalties scored", total if searching else 0) as bar:
             solver = RidgeSolver(x, y, n - n_val if alpha is None and n_val else n, ops, progress=bar.advance)
             if alpha is not None:
                 reporter.info(f"ridge: fixed alpha={alpha:g}, no search")

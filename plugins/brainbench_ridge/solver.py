@@ -173,6 +173,13 @@ def walk(grid: list[float], start: int, score: Callable[[int], float]) -> int:
 # ------------------------------------------------------------------------------------ the solver
 
 
+def resolve_search(search: str, n_fit: int, n_voxels: int) -> str:
+    """``auto``: every penalty of the grid while its spectrum is cheap, else the walk from a proxy's choice."""
+    if search == "auto":
+        return "full" if min(n_fit, n_voxels) <= FULL_SEARCH_MAX else "walk"
+    return search
+
+
 class RidgeSolver:
     """Fits ridge on ``x`` (n, V) / ``y`` (n, D) with the first ``n_fit`` rows choosing the penalty."""
 
@@ -275,8 +282,7 @@ class RidgeSolver:
             coef = solve(alpha)
             return ops.numpy(ops.matmul32(val_side, coef)) + offset
 
-        if search == "auto":
-            search = "full" if min(self.n_fit, self.v) <= FULL_SEARCH_MAX else "walk"
+        search = resolve_search(search, self.n_fit, self.v)
         info: dict[str, Any] = {"selection_solver": form, "alpha_search": search}
         if search == "full":
             lam, proj_val, proj_t = spectrum()
