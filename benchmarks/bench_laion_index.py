@@ -119,7 +119,17 @@ def run_phase(name: str, target, *args) -> dict[str, Any]:
     started = time.perf_counter()
     process = ctx.Process(target=_worker, args=(target, args, queue))
     process.start()
-    result = queue.get()
+    import queue as queues
+
+    while True:  # a phase that dies (out of memory, a signal) ends the benchmark with its reason, not a hang
+        try:
+            result = queue.get(timeout=5)
+            break
+        except queues.Empty:
+            if not process.is_alive():
+                code = process.exitcode
+                how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+                raise SystemExit(f"phase {name} died with {how} (dmesg says whether the OOM killer did it)") from None
     process.join()
     if process.exitcode:
         raise SystemExit(f"phase {name} failed with exit code {process.exitcode}")
