@@ -191,6 +191,31 @@ def log_encoder_model(
     return uri
 
 
+def log_model_or_warn(
+    record: Any, fitted: Any, checkpoint: Path, work_dir: Path, example: np.ndarray | None, reporter: Any | None
+) -> str | None:
+    """:func:`log_encoder_model`, saying where the model is; a model that cannot be logged (the store went
+    offline, an encoder without a loader) is a warning, not a failed run: the results and the checkpoint
+    artifact are logged already."""
+    say = reporter.info if reporter is not None else print
+    if getattr(record, "offline", False):  # a journaled run whose store went away (brainbench.journal)
+        say("[yellow]warning:[/yellow] the MLflow store is offline: the model was not logged (its checkpoint is "
+            f"kept in {work_dir}); run again with --log-model when the store is back")
+        return None
+    try:
+        uri = log_encoder_model(record, fitted, checkpoint, work_dir, example)
+    except Exception as exc:  # mlflow raises many types; the run's results are safe
+        said = " ".join(str(exc).split())[:300]
+        say(f"[yellow]warning:[/yellow] could not log the model: {type(exc).__name__}: {said}")
+        try:
+            record.set_tags({"brainbench.model_error": f"{type(exc).__name__}: {said}"})
+        except Exception:  # the store itself is what failed
+            pass
+        return None
+    say(load_hint(record.run_id, uri))
+    return uri
+
+
 def load_hint(run_id: str, uri: str) -> str:
     """One line telling a user how to load a logged model."""
     return (

@@ -411,11 +411,9 @@ def _record_result(
         record.log_artifact(work_dir / PER_ITEM_FILE)
     record.set_tags({"brainbench.higher_is_better": json.dumps({m.name: m.higher_is_better for m in result.metrics})})
     if result.config.log_model:  # --log-model: the fitted encoder as an MLflow model (pyfunc)
-        from brainbench.mlflow_model import load_hint, log_encoder_model
+        from brainbench.mlflow_model import log_model_or_warn
 
-        uri = log_encoder_model(record, fitted, checkpoint, work_dir, example)
-        if reporter is not None:
-            reporter.info(load_hint(record.run_id, uri))
+        log_model_or_warn(record, fitted, checkpoint, work_dir, example, reporter)
     (work_dir / "results.json").write_text(json.dumps(result.to_dict(), indent=2))
 
 

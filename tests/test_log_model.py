@@ -175,3 +175,47 @@ def test_litemind_model_predicts_what_the_trained_litemind_does(store, tmp_path)
     fitted = load_fitted_encoder(get_plugins().encoders.create("litemind", **options), work_dir / "model",
                                  device="cpu")
     np.testing.assert_allclose(predicted, fitted.predict(voxels), atol=1e-6, rtol=0)
+
+
+MATRIX_SPEC = """
+name = "ridge-models"
+[defaults]
+task = "retrieval"
+device = "cpu"
+[axes]
+encoder = ["ridge"]
+"encoder_options.alpha" = [1e3, 1e4]
+[[overrides]]
+match = { "encoder_options.alpha" = 1e3 }
+set = { log_model = true }
+"""
+
+
+def test_matrix_logs_models_per_cell_from_the_spec_or_the_flag(tmp_path):
+    import mlflow
+
+    (tmp_path / "spec.toml").write_text(MATRIX_SPEC)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri)
+
+    def matrix(*flags: str) -> tuple[str, dict[str, bool]]:
+        done = subprocess.run(
+            [brainbench_script(), "matrix", "run", "spec.toml", "--tracking-uri", uri, *flags],
+            capture_output=True, text=True, cwd=tmp_path, timeout=900,
+            env={**os.environ, "BRAINBENCH_HOME": str(tmp_path / "home"), "COLUMNS": "200"},
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        experiment = client.get_experiment_by_name("brainbench")
+        (parent,) = client.search_runs([experiment.experiment_id], "tags.`brainbench.kind` = 'matrix'",
+                                       order_by=["start_time DESC"], max_results=1)
+        cells = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+        logged = {run.data.params["encoder.alpha"]: bool(client.get_run(run.info.run_id).outputs.model_outputs)
+                  for run in cells}
+        return done.stdout, logged
+
+    out, logged = matrix()  # the spec's override: only the alpha=1000 cell logs its model
+    assert logged == {"1000.0": True, "10000.0": False}
+    assert "1 MLflow model(s) logged" in out and 'mlflow.pyfunc.load_model("runs:/' in out
+    out, logged = matrix("--log-model")  # the flag: every cell
+    assert logged == {"1000.0": True, "10000.0": True}
+    assert "2 MLflow model(s) logged" in out
