@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import random
+import re
 import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -44,6 +47,28 @@ def statuses(db: Path) -> list[str]:
         return [row[0] for row in con.execute("select status from runs")]
 
 
+def kill_when(process: subprocess.Popen, after_epoch: int | None, delay: float) -> bool:
+    """SIGKILL ``process`` ``delay`` seconds after it prints its ``after_epoch``-th epoch line (None: ``delay``
+    seconds after its start); False when it ended first."""
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in process.stderr], daemon=True).start()
+    seen = 0
+    while after_epoch is not None and seen < after_epoch:
+        try:
+            line = lines.get(timeout=1)
+        except queue.Empty:
+            if process.poll() is not None:
+                return False
+            continue
+        seen += bool(re.match(r"\s*epoch \d+\b", line))
+    try:
+        process.wait(timeout=delay)
+        return False
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGKILL)
+        return True
+
+
 def test_random_kills_then_resume_give_the_uninterrupted_result(tmp_path):
     db = tmp_path / "mlflow.db"
     common = [*CELL, "--tracking-uri", f"sqlite:///{db}"]
@@ -61,10 +86,12 @@ def test_random_kills_then_resume_give_the_uninterrupted_result(tmp_path):
         process = subprocess.Popen([brainbench(), *common, "--experiment", "faults", "--resume"], cwd=tmp_path,
                                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         if attempt < INJECTIONS:
-            try:
-                process.wait(timeout=rng.uniform(0.2, 0.9) * duration)
-            except subprocess.TimeoutExpired:
-                process.send_signal(signal.SIGKILL)
+            # Kills aimed by what the run has done, not by the clock (a loaded machine shifts every time):
+            # in start-up (before any epoch), or a moment after one of its first epochs (mid-epoch, often
+            # mid-checkpoint).
+            after_epoch = rng.choice([None, 1, 1, 2, 3])
+            if kill_when(process, after_epoch, delay=rng.uniform(0.0, 0.3) if after_epoch else
+                         rng.uniform(0.05, 0.4) * duration):
                 injected += 1
             process.wait()
             continue
