@@ -26,6 +26,10 @@ UNLOGGED = "UNLOGGED"
 #: The RunRecord calls a journal keeps and replays (their arguments are all JSON values or file paths).
 CALLS = ("log_params", "log_metrics", "set_tags", "log_artifact", "log_dict", "log_text", "log_table",
          "log_dataset")
+#: ``--log-model`` while offline: the model is logged at replay, rebuilt from the run folder's checkpoint.
+LOG_MODEL = "log_model"
+MODEL_SPEC_FILE = "mlflow-model.json"
+MODEL_EXAMPLE_FILE = "mlflow-model-example.npy"
 
 
 class StoreOfflineError(BrainbenchError):
@@ -101,6 +105,20 @@ class JournaledRecord:
             flush=True,
         )
 
+    def defer_model(self, spec: dict[str, Any], checkpoint: Path, example: Any | None) -> None:
+        """Write down an MLflow model to log at replay: what rebuilds it (``spec``, see brainbench.mlflow_model),
+        its checkpoint, and the input example rows, kept in the run folder."""
+        (self.folder / MODEL_SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n")
+        example_path = None
+        if example is not None:
+            import numpy as np
+
+            example_path = self.folder / MODEL_EXAMPLE_FILE
+            np.save(example_path, np.asarray(example, dtype=np.float32))
+        args = [str(self._keep_file(Path(checkpoint))), str(self.folder / MODEL_SPEC_FILE),
+                str(example_path) if example_path else None]
+        self._write({"call": LOG_MODEL, "args": args, "kwargs": {}, "sent": False})
+
     def finish(self, status: str) -> None:
         """The run's end, written down (replayed as the run's final status)."""
         self._write({"end": status, "sent": not self.offline})
@@ -147,7 +165,7 @@ def read_journal(folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]], st
         if "header" in entry:
             header = entry["header"]
         elif "call" in entry:
-            if entry["call"] not in CALLS:
+            if entry["call"] not in (*CALLS, LOG_MODEL):
                 raise BrainbenchError(f"{path}, line {number}: unknown call {entry['call']!r}")
             calls.append(entry)
         elif "end" in entry:
@@ -181,8 +199,13 @@ def replay(folder: Path, tracking_uri: str | None = None, experiment: str | None
     record = RunRecord(client, run_id)
     for call in todo:
         args = list(call["args"])
-        if call["call"] == "log_artifact" and not Path(args[0]).exists():
+        if call["call"] in ("log_artifact", LOG_MODEL) and not Path(args[0]).exists():
             raise BrainbenchError(f"{folder}: the artifact {args[0]} the run logged is gone; cannot replay it")
+        if call["call"] == LOG_MODEL:
+            from brainbench.mlflow_model import log_deferred_model
+
+            log_deferred_model(record, Path(args[0]), Path(args[1]), Path(args[2]) if args[2] else None)
+            continue
         getattr(record, call["call"])(*args, **call.get("kwargs", {}))
     final = status or "KILLED"  # a run that never ended (its process was killed) is closed as killed
     if existing is not None and existing.tags.get(NOTE_TAG):

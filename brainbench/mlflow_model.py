@@ -128,7 +128,8 @@ def signature(n_voxels: int, target_shape: tuple[int, ...]) -> Any:
 
 
 def log_encoder_model(
-    record: Any, fitted: Any, checkpoint: Path, work_dir: Path, example: np.ndarray | None = None
+    record: Any, fitted: Any, checkpoint: Path, work_dir: Path, example: np.ndarray | None = None,
+    spec: dict[str, Any] | None = None,
 ) -> str:
     """Log ``fitted`` (saved at ``checkpoint``) as the MLflow model ``model`` of ``record``'s run; returns
     its ``models:/<model_id>`` URI (``runs:/<run_id>/model`` names it too).
@@ -146,7 +147,7 @@ def log_encoder_model(
     from mlflow.models import Model
 
     client, run_id = record._client, record.run_id
-    spec = model_spec(fitted, checkpoint, work_dir)
+    spec = spec or model_spec(fitted, checkpoint, work_dir)
     run = client.get_run(run_id)
     keep = ("encoder", "task", "dataset", "target", "subject", "seed", "cell_key", "n_voxels")
     params = {key: run.data.params[key] for key in keep if key in run.data.params}
@@ -199,12 +200,15 @@ def log_model_or_warn(
     artifact are logged already."""
     say = reporter.info if reporter is not None else print
     if getattr(record, "offline", False):  # a journaled run whose store went away (brainbench.journal)
-        say("[yellow]warning:[/yellow] the MLflow store is offline: the model was not logged (its checkpoint is "
-            f"kept in {work_dir}); run again with --log-model when the store is back")
+        record.defer_model(model_spec(fitted, checkpoint, work_dir), checkpoint, example)
+        say(f"the MLflow store is offline: `brainbench log {work_dir}` will log the model with the run's records")
         return None
     try:
         uri = log_encoder_model(record, fitted, checkpoint, work_dir, example)
     except Exception as exc:  # mlflow raises many types; the run's results are safe
+        if hasattr(record, "defer_model") and not isinstance(exc, DataError):  # the store failed: keep it
+            record.go_offline(exc)
+            return log_model_or_warn(record, fitted, checkpoint, work_dir, example, reporter)
         said = " ".join(str(exc).split())[:300]
         say(f"[yellow]warning:[/yellow] could not log the model: {type(exc).__name__}: {said}")
         try:
@@ -214,6 +218,15 @@ def log_model_or_warn(
         return None
     say(load_hint(record.run_id, uri))
     return uri
+
+
+def log_deferred_model(record: Any, checkpoint: Path, spec_path: Path, example_path: Path | None) -> str:
+    """A model written down while the store was offline (brainbench.journal), logged now: rebuilt from the run
+    folder's checkpoint with the safe loaders, on the CPU."""
+    spec = json.loads(spec_path.read_text())
+    fitted = load_fitted(spec, checkpoint, device="cpu")
+    example = np.load(example_path, allow_pickle=False) if example_path is not None else None
+    return log_encoder_model(record, fitted, checkpoint, checkpoint.parent, example, spec=spec)
 
 
 def load_hint(run_id: str, uri: str) -> str:

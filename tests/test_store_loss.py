@@ -64,7 +64,7 @@ def stop_server(process: subprocess.Popen) -> None:
     process.wait(timeout=30)
 
 
-def test_server_stopped_mid_run_loses_nothing(tmp_path):
+def test_server_stopped_mid_run_loses_nothing(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
     port = free_port()
@@ -72,7 +72,7 @@ def test_server_stopped_mid_run_loses_nothing(tmp_path):
     env = {**os.environ, "BRAINBENCH_HOME": str(tmp_path / "home")}
     server = start_server(tmp_path, port)
     try:
-        run = subprocess.Popen([brainbench(), *CELL, "--tracking-uri", url], cwd=tmp_path, env=env,
+        run = subprocess.Popen([brainbench(), *CELL, "--log-model", "--tracking-uri", url], cwd=tmp_path, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         seen = []
         for line in run.stderr:  # the server goes away once the run has logged its second epoch
@@ -135,6 +135,19 @@ def test_server_stopped_mid_run_loses_nothing(tmp_path):
         artifacts = {a.path for a in client.list_artifacts(logged.info.run_id)}
         assert {"results.json", "config.json", "checkpoint"} <= artifacts
         assert "brainbench.killed_note" not in logged.data.tags
+
+        # --log-model, asked for while the store was away: logged now, and MLflow's own loader predicts with it
+        import mlflow.pyfunc
+        import numpy as np
+
+        from brainbench.mlflow_model import load_fitted
+
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)  # where "runs:/" URIs are looked up
+        model = mlflow.pyfunc.load_model(f"runs:/{logged.info.run_id}/model")
+        spec = __import__("json").loads((folder / "mlflow-model.json").read_text())
+        voxels = np.random.default_rng(0).normal(size=(4, spec["n_voxels"])).astype(np.float32)
+        fitted = load_fitted(spec, folder / spec["checkpoint"], device="cpu")
+        np.testing.assert_allclose(model.predict(voxels), fitted.predict(voxels), rtol=1e-6, atol=1e-6)
 
         # nothing is sent twice
         again = subprocess.run([brainbench(), "log", str(folder)], cwd=tmp_path, env=env, capture_output=True,
