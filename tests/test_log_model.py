@@ -3,6 +3,7 @@ MLflow's own loader (``mlflow.pyfunc.load_model``) rebuilds and that predicts wh
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -58,11 +59,26 @@ def runs_of(uri: str, encoder: str) -> list:
     return runs
 
 
+@contextlib.contextmanager
+def tracking_store(uri: str):
+    """``uri`` as mlflow's process-wide tracking store inside the block: ``runs:/`` and ``models:/`` URIs of
+    logged models resolve through it (an explicit ``tracking_uri=`` does not reach logged models in MLflow
+    3.17). The earlier setting is put back, so later tests are not sent to this store."""
+    import mlflow
+
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)
+
+
 def load_pyfunc(uri: str, model_uri: str):
     import mlflow
 
-    mlflow.set_tracking_uri(uri)
-    return mlflow.pyfunc.load_model(model_uri)
+    with tracking_store(uri):
+        return mlflow.pyfunc.load_model(model_uri)
 
 
 def logged_example(uri: str, run_id: str, tmp_path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -71,8 +87,9 @@ def logged_example(uri: str, run_id: str, tmp_path: Path) -> tuple[np.ndarray, n
     import mlflow
     from mlflow.models import Model
 
-    local = Path(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/model", dst_path=str(tmp_path),
-                                                     tracking_uri=uri))
+    with tracking_store(uri):
+        local = Path(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/model", dst_path=str(tmp_path),
+                                                         tracking_uri=uri))
     example = np.asarray(Model.load(str(local)).load_input_example(str(local)), dtype=np.float32)
     expected = np.load(local / "artifacts" / "example_predictions.npy", allow_pickle=False)
     return example, expected
@@ -124,8 +141,9 @@ def test_model_is_the_runs_logged_model_with_signature_and_requirements(store, t
     # models from code: the model's code is a file, not a pickled object
     flavor = model.metadata.flavors["python_function"]
     assert flavor.get("model_code_path", "").endswith("mlflow_pyfunc.py"), flavor
-    local = Path(mlflow.artifacts.download_artifacts(f"models:/{output.model_id}", dst_path=str(tmp_path),
-                                                     tracking_uri=uri))
+    with tracking_store(uri):
+        local = Path(mlflow.artifacts.download_artifacts(f"models:/{output.model_id}", dst_path=str(tmp_path),
+                                                         tracking_uri=uri))
     assert not list(local.rglob("*.pkl")), sorted(p.name for p in local.rglob("*"))
     requirements = (local / "requirements.txt").read_text()
     assert "brainbench==" in requirements and "torch==" in requirements

@@ -64,7 +64,7 @@ def stop_server(process: subprocess.Popen) -> None:
     process.wait(timeout=30)
 
 
-def test_server_stopped_mid_run_loses_nothing(tmp_path, monkeypatch):
+def test_server_stopped_mid_run_loses_nothing(tmp_path):
     from mlflow.tracking import MlflowClient
 
     port = free_port()
@@ -137,13 +137,12 @@ def test_server_stopped_mid_run_loses_nothing(tmp_path, monkeypatch):
         assert "brainbench.killed_note" not in logged.data.tags
 
         # --log-model, asked for while the store was away: logged now, and MLflow's own loader predicts with it
-        import mlflow.pyfunc
         import numpy as np
 
         from brainbench.mlflow_model import load_fitted
+        from tests.test_log_model import load_pyfunc
 
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)  # where "runs:/" URIs are looked up
-        model = mlflow.pyfunc.load_model(f"runs:/{logged.info.run_id}/model")
+        model = load_pyfunc(url, f"runs:/{logged.info.run_id}/model")
         spec = __import__("json").loads((folder / "mlflow-model.json").read_text())
         voxels = np.random.default_rng(0).normal(size=(4, spec["n_voxels"])).astype(np.float32)
         fitted = load_fitted(spec, folder / spec["checkpoint"], device="cpu")
