@@ -294,3 +294,24 @@ def test_laion_gallery_built_once_by_processes_started_together(isolated_home: P
     assert (index_dir / "manifest.json").is_file() and {Path(o.strip().splitlines()[-1]) for o in outputs} == {
         index_dir
     }
+
+
+def test_unlogged_results_are_neither_removed_nor_resumed_from_unasked(isolated_home: Path):
+    """A run folder whose records never reached MLflow (brainbench/journal.py) blocks a fresh start and a
+    resume of its cell, naming `brainbench log`; --restart discards it, saying so."""
+    from brainbench.journal import UNLOGGED
+    from brainbench.workdirs import UnloggedResultsError
+
+    with claim_run_folder("cellkey", "label", resume=False) as first:
+        (first.path / CHECKPOINTS).mkdir()
+        (first.path / CHECKPOINTS / "model.safetensors").write_text("trained")
+        (first.path / UNLOGGED).write_text("store gone")
+    for resume in (False, True):
+        with pytest.raises(UnloggedResultsError, match=f"brainbench log {first.path}`, or pass --restart"):
+            with claim_run_folder("cellkey", "label", resume=resume):
+                pass
+        assert (first.path / UNLOGGED).exists() and (first.path / CHECKPOINTS / "model.safetensors").exists()
+    said: list[str] = []
+    with claim_run_folder("cellkey", "label", resume=False, say=said.append, restart=True) as fresh:
+        assert not first.path.exists() and fresh.path.exists()
+    assert any("discarding the unlogged results" in line for line in said)
