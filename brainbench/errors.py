@@ -1,6 +1,12 @@
 """Errors the CLI reports as one clear line instead of a traceback."""
 
 
+def one_line(exc: BaseException | None, limit: int = 300) -> str:
+    """An exception's message on one line, cut at ``limit`` characters (mlflow's run over many lines)."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 class BrainbenchError(Exception):
     """Base class: a problem the user can fix (bad input, unknown name, missing file)."""
 

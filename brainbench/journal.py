@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from brainbench.errors import BrainbenchError
+from brainbench.errors import BrainbenchError, one_line
 
 JOURNAL = "mlflow-journal.jsonl"
 UNLOGGED = "UNLOGGED"
@@ -99,7 +99,7 @@ class JournaledRecord:
         import sys
 
         print(
-            f"brainbench: warning: the MLflow store stopped answering ({type(exc).__name__}: {_short(exc)}); "
+            f"brainbench: warning: the MLflow store stopped answering ({type(exc).__name__}: {one_line(exc, 160)}); "
             f"the run goes on and keeps its records in {self.folder}",
             file=sys.stderr,
             flush=True,
@@ -131,14 +131,9 @@ class JournaledRecord:
     def offline_message(self, uri: str) -> str:
         return (
             f"the MLflow store {uri} stopped answering during the run ({type(self.offline_error).__name__}: "
-            f"{_short(self.offline_error)}).\nNothing is lost: the model, the results and every record are kept "
+            f"{one_line(self.offline_error, 160)}).\nNothing is lost: the model, the results and every record are kept "
             f"in {self.folder}\nLog them when the store is back:  brainbench log {self.folder}"
         )
-
-
-def _short(exc: BaseException | None, limit: int = 160) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 # ------------------------------------------------------------------------------------------------- replay

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from brainbench.errors import DataError
+from brainbench.errors import DataError, one_line
 
 #: The model's name in the run ("runs:/<run_id>/model") and in the UI's Models column.
 MODEL_NAME = "model"
@@ -199,25 +199,26 @@ def log_model_or_warn(
     offline, an encoder without a loader) is a warning, not a failed run: the results and the checkpoint
     artifact are logged already."""
     say = reporter.info if reporter is not None else print
-    if getattr(record, "offline", False):  # a journaled run whose store went away (brainbench.journal)
-        record.defer_model(model_spec(fitted, checkpoint, work_dir), checkpoint, example)
-        say(f"the MLflow store is offline: `brainbench log {work_dir}` will log the model with the run's records")
-        return None
-    try:
-        uri = log_encoder_model(record, fitted, checkpoint, work_dir, example)
-    except Exception as exc:  # mlflow raises many types; the run's results are safe
-        if hasattr(record, "defer_model") and not isinstance(exc, DataError):  # the store failed: keep it
-            record.go_offline(exc)
-            return log_model_or_warn(record, fitted, checkpoint, work_dir, example, reporter)
-        said = " ".join(str(exc).split())[:300]
-        say(f"[yellow]warning:[/yellow] could not log the model: {type(exc).__name__}: {said}")
+    if not getattr(record, "offline", False):
         try:
-            record.set_tags({"brainbench.model_error": f"{type(exc).__name__}: {said}"})
-        except Exception:  # the store itself is what failed
-            pass
-        return None
-    say(load_hint(record.run_id, uri))
-    return uri
+            uri = log_encoder_model(record, fitted, checkpoint, work_dir, example)
+        except Exception as exc:  # mlflow raises many types; the run's results are safe
+            if not hasattr(record, "defer_model") or isinstance(exc, DataError):  # not the store's fault
+                said = one_line(exc)
+                say(f"[yellow]warning:[/yellow] could not log the model: {type(exc).__name__}: {said}")
+                try:
+                    record.set_tags({"brainbench.model_error": f"{type(exc).__name__}: {said}"})
+                except Exception:  # the store itself is what failed
+                    pass
+                return None
+            record.go_offline(exc)  # the store failed: the model waits in the journal like every record
+        else:
+            say(load_hint(record.run_id, uri))
+            return uri
+    # a journaled run whose store went away (brainbench.journal): `brainbench log` logs the model later
+    record.defer_model(model_spec(fitted, checkpoint, work_dir), checkpoint, example)
+    say(f"the MLflow store is offline: `brainbench log {work_dir}` will log the model with the run's records")
+    return None
 
 
 def log_deferred_model(record: Any, checkpoint: Path, spec_path: Path, example_path: Path | None) -> str:

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from brainbench.errors import TrackingError
+from brainbench.errors import TrackingError, one_line
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # MLflow's own default since 3.7, made explicit
 DEFAULT_EXPERIMENT = "brainbench"
@@ -356,9 +356,8 @@ class Tracker:
                     self.client.set_tag(record.run_id, "brainbench.error", error)
                 self.client.set_terminated(record.run_id, status=status)
             except Exception as exc:  # one clear line instead of a chained traceback
-                said = " ".join(str(exc).split())[:300]
                 raise TrackingError(
-                    f"the MLflow store {self.uri} stopped answering ({type(exc).__name__}: {said})"
+                    f"the MLflow store {self.uri} stopped answering ({type(exc).__name__}: {one_line(exc)})"
                     f"; run {record.run_id} stays RUNNING until the next brainbench start marks it KILLED. Records "
                     "kept by runs of cells are logged with `brainbench log`; then rerun the same command with "
                     "--resume" + (f" (the run failed with {error[:160]})" if error else "")
