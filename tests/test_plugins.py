@@ -80,8 +80,15 @@ def test_plugin_selection_by_env(site, monkeypatch):
     assert "bb_good" in load_plugins().plugins
 
 
-def test_misspelled_hook_is_an_error_at_startup(site):
+def test_misspelled_hook_warns_and_skips_the_plugin(site, monkeypatch, capsys):
     write_dist(site, "bb-typo", "bb_typo", MISSPELLED)
+    write_dist(site, "bb-good", "bb_good", GOOD)
+    plugins = load_plugins()
+    err = capsys.readouterr().err
+    assert "register_encoder" in err and "did you mean 'register_encoders'" in err and "bb-typo 0.1" in err
+    assert "bb_typo" not in plugins.plugins and [p.name for p in plugins.skipped] == ["bb_typo"]
+    assert "thirdparty-enc" in plugins.encoders and "ridge" in plugins.encoders  # every other plugin loads
+    monkeypatch.setenv("BRAINBENCH_STRICT_PLUGINS", "1")
     with pytest.raises(PluginError, match="register_encoder.*did you mean 'register_encoders'"):
         load_plugins()
 
@@ -128,4 +135,4 @@ def test_plugin_hook_that_raises_is_skipped_with_warning(capsys):
     module.register_tasks = register_tasks
     plugins = load_plugins(extra_modules=[("raising", module)])
     assert "raising" in capsys.readouterr().err
-    assert plugins.plugins["raising"].error == "RuntimeError: boom"
+    assert plugins.plugins["raising"].error == "failed while running its register_tasks hook: RuntimeError: boom"

@@ -20,15 +20,18 @@ With no data at all every command runs on the built-in simulator, e.g.
 (default store: sqlite:///mlflow.db in the working directory; view with [bold]mlflow ui[/bold])."""
 
 
+HELP_FLAGS = {"--help"}
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"brainbench {__version__}")
         raise typer.Exit()
 
 
-def build_app() -> typer.Typer:
-    from brainbench.cli import compare_cmd, info_cmd, matrix_cmd, plugins_cmd, run_cmd
-    from brainbench.plugins import get_plugins
+def core_app() -> typer.Typer:
+    """The app with brainbench's own commands only (no plugin's)."""
+    from brainbench.cli import compare_cmd, data_cmd, info_cmd, log_cmd, matrix_cmd, plugins_cmd, report_cmd, run_cmd
 
     app = typer.Typer(
         name="brainbench",
@@ -47,34 +50,27 @@ def build_app() -> typer.Typer:
     ) -> None:
         """Train, evaluate and compare fMRI-to-image decoders."""
 
-    plugins_cmd.register(app)
-    run_cmd.register(app)
-    info_cmd.register(app)
-    matrix_cmd.register(app)
-    compare_cmd.register(app)
-    from brainbench.cli import report_cmd
-
-    report_cmd.register(app)
-    from brainbench.cli import data_cmd, log_cmd
-
-    data_cmd.register(app)
-    log_cmd.register(app)
-    plugin_set = get_plugins()
-    _add_plugin_commands(app, plugin_set)
+    for module in (plugins_cmd, run_cmd, info_cmd, matrix_cmd, compare_cmd, report_cmd, data_cmd, log_cmd):
+        module.register(app)
     return app
 
 
-def _add_plugin_commands(app: typer.Typer, plugin_set: object) -> None:
-    from brainbench.plugins import _strict, _warn
+def build_app(args: list[str] | None = None) -> typer.Typer:
+    """The full app: core commands, the built-in plugins' commands, then the third-party plugins' commands.
 
-    manager = plugin_set.manager  # type: ignore[attr-defined]
-    for impl in reversed(manager.hook.register_commands.get_hookimpls()):
-        try:
-            impl.function(**{arg: app for arg in impl.argnames})
-        except Exception as exc:
-            if _strict():
-                raise
-            _warn(f"plugin {impl.plugin_name!r} failed to add its commands: {type(exc).__name__}: {exc}; skipped")
+    Given the command line, third-party plugins are not loaded to build the app when it asks for a built-in
+    command's help (``brainbench run --help`` never waits on a third-party import). Every other command line
+    loads them, so a broken or hostile plugin is warned about on every command.
+    """
+    from brainbench.cli.plugin_commands import add_builtin_commands, add_third_party_commands
+    from brainbench.plugins import get_plugins
+
+    app = core_app()
+    owners = add_builtin_commands(app)
+    builtin_help = bool(args) and args[0] in owners and any(a in HELP_FLAGS for a in args[1:])
+    if not builtin_help:
+        add_third_party_commands(app, get_plugins(), owners)
+    return app
 
 
 def _debug() -> bool:
@@ -90,11 +86,23 @@ def main(argv: list[str] | None = None) -> int:
 
     ``BRAINBENCH_DEBUG=1`` lets every exception through with its traceback.
     """
+    args = sys.argv[1:] if argv is None else argv
+    code = _main(args)
+    if argv is None:  # the console script: a plugin import that hung must not hold the exit
+        from brainbench.guarded import exit_now_if_abandoned
+
+        exit_now_if_abandoned(code)
+    return code
+
+
+def _main(args: list[str]) -> int:
     from brainbench.cli import usage
 
-    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["--version"]:  # answered before any plugin is imported
+        typer.echo(f"brainbench {__version__}")
+        return 0
     try:
-        command = typer.main.get_command(build_app())
+        command = typer.main.get_command(build_app(args))
         code = command.main(args=args, prog_name="brainbench", standalone_mode=False)
     except KeyboardInterrupt:
         sys.stderr.write("Interrupted.\n")

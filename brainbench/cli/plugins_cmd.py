@@ -7,7 +7,13 @@ from enum import StrEnum
 
 import typer
 
-from brainbench.plugins import get_plugins
+from brainbench.plugins import PluginInfo, get_plugins
+
+
+def _status(plugin: PluginInfo) -> str:
+    if plugin.refused_names:
+        return f"loaded; refused {', '.join(plugin.refused_names)}: {plugin.error}"
+    return "loaded" if plugin.error is None else f"loaded, with problems: {plugin.error}"
 
 
 class Kind(StrEnum):
@@ -22,14 +28,16 @@ def register(app: typer.Typer) -> None:
     def plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
         """List installed plugins: distribution, version, path, hooks, and what each provides.
 
-        Plugins refused because their name was taken are listed too, with the reason.
+        Plugins refused because their name was taken, and broken ones skipped (failed or hung at import, bad
+        hooks), are listed too, with the reason; so are the names (commands, encoders...) a plugin was refused.
         """
+        from brainbench.cli.plugin_commands import check_plugin_commands
+
         plugin_set = get_plugins()
-        rows = [
-            (p, "loaded" if p.error is None else f"loaded, with problems: {p.error}")
-            for p in plugin_set.plugins.values()
-        ]
+        check_plugin_commands(plugin_set)
+        rows = [(p, _status(p)) for p in plugin_set.plugins.values()]
         rows += [(p, f"refused: {p.error}") for p in plugin_set.refused]
+        rows += [(p, f"skipped: {p.error}") for p in plugin_set.skipped]
         if as_json:
             payload = [
                 {
@@ -40,7 +48,8 @@ def register(app: typer.Typer) -> None:
                     "builtin": p.builtin,
                     "hooks": p.hooks,
                     "provides": p.provides,
-                    "status": "refused" if status.startswith("refused") else "loaded",
+                    "status": status.split()[0].strip(",;:"),  # loaded | refused | skipped
+                    "refused_names": p.refused_names,
                     "error": p.error,
                 }
                 for p, status in rows
