@@ -74,11 +74,11 @@ def add_builtin_commands(app: typer.Typer) -> dict[str, PluginInfo]:
 class _Snapshot:
     """Every Typer app reachable from the root: its entries (and what each points at) and its callback."""
 
-    apps: list[tuple[typer.Typer, list[Any], list[Any], Any, tuple[Any, ...]]]
+    apps: list[tuple[typer.Typer, list[Any], list[Any], Any, list[Any]]]
 
     @classmethod
     def take(cls, root: typer.Typer) -> _Snapshot:
-        apps: list[tuple[typer.Typer, list[Any], list[Any], Any, tuple[Any, ...]]] = []
+        apps: list[tuple[typer.Typer, list[Any], list[Any], Any, list[Any]]] = []
         seen: set[int] = set()
         pending = [root]
         while pending:
@@ -94,34 +94,39 @@ class _Snapshot:
     def altered(self) -> bool:
         """Whether anything that existed was changed; the root app may only have gained entries at its end."""
         for index, (app, commands, groups, callback, fingerprint) in enumerate(self.apps):
-            root = index == 0
-            now_commands = app.registered_commands if not root else app.registered_commands[: len(commands)]
-            now_groups = app.registered_groups if not root else app.registered_groups[: len(groups)]
-            if (len(now_commands), len(now_groups)) != (len(commands), len(groups)):
+            if index > 0 and (len(app.registered_commands), len(app.registered_groups)) != (
+                    len(commands), len(groups)):
                 return True
-            if any(a is not b for a, b in zip(now_commands, commands, strict=True)):
-                return True
-            if any(a is not b for a, b in zip(now_groups, groups, strict=True)):
-                return True
-            if app.registered_callback is not callback or _fingerprint(app, len(commands), len(groups)) != fingerprint:
+            now = _fingerprint(app, len(commands), len(groups))
+            if app.registered_callback is not callback or not _same(now, fingerprint):
                 return True
         return False
 
     def restore(self) -> None:
-        for app, commands, groups, callback, _ in self.apps:
+        for app, commands, groups, callback, fingerprint in self.apps:
             app.registered_commands[:] = commands
             app.registered_groups[:] = groups
             app.registered_callback = callback
+            for entry, attributes in fingerprint:
+                vars(entry).clear()
+                vars(entry).update(attributes)
 
     def added(self) -> tuple[list[Any], list[Any]]:
         app, commands, groups, _, _ = self.apps[0]
         return app.registered_commands[len(commands):], app.registered_groups[len(groups):]
 
 
-def _fingerprint(app: typer.Typer, commands: int | None = None, groups: int | None = None) -> tuple[Any, ...]:
-    """What each existing entry points at (a hook could swap a built-in's callback in place)."""
-    return (tuple((c.name, c.callback) for c in app.registered_commands[:commands]),
-            tuple((g.name, g.typer_instance, g.callback) for g in app.registered_groups[:groups]))
+def _fingerprint(app: typer.Typer, commands: int | None = None, groups: int | None = None) -> list[Any]:
+    """Each existing entry's attributes (a hook could swap a built-in's callback in place)."""
+    return [(entry, dict(vars(entry))) for entry in [*app.registered_commands[:commands],
+                                                     *app.registered_groups[:groups]]]
+
+
+def _same(a: list[Any], b: list[Any]) -> bool:
+    if len(a) != len(b):
+        return False
+    return all(x is y and xs.keys() == ys.keys() and all(xs[k] is ys[k] for k in xs)
+               for (x, xs), (y, ys) in zip(a, b, strict=True))
 
 
 def add_third_party_commands(app: typer.Typer, plugin_set: PluginSet, owners: dict[str, PluginInfo]) -> None:
