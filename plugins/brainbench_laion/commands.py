@@ -121,22 +121,28 @@ def query(
 def serve(
     path: Path = typer.Argument(..., help="Index folder, clip-retrieval folder or FAISS file."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (default: this machine only)."),
-    port: int = typer.Option(1234, "--port", help="TCP port."),
+    port: int = typer.Option(1234, "--port", min=0, max=65535, help="TCP port (0: any free port)."),
     indice_name: str = typer.Option("laion5B-L-14", "--indice-name", help="Name clients ask for."),
+    read_timeout: float = typer.Option(
+        10.0, "--read-timeout", min=0.1, help="Seconds a client has to send a whole request (else 408)."
+    ),
+    keep_alive: int = typer.Option(5, "--keep-alive", min=1, help="Seconds an idle connection is kept open."),
 ) -> None:
-    """Serve an index over clip-retrieval's /knn-service protocol (for `--task-opt remote=URL`)."""
-    import time
+    """Serve an index over clip-retrieval's /knn-service protocol (for `--task-opt remote=URL`).
 
+    FastAPI + uvicorn. Requests are limited: bodies up to 2 MiB (else 413), num_images 1 to 1000, every field
+    checked (400/422 with the field named), the whole request within --read-timeout seconds.
+    """
     from brainbench_laion.index import LocalIndex
     from brainbench_laion.remote import KnnServer
 
-    with KnnServer(LocalIndex.open(path), host, port, indice_name) as server:
-        typer.echo(
-            f"serving {path} as {indice_name!r} at {server.url}/knn-service and {server.url}/indices-list "
-            "(Ctrl-C stops)"
-        )
-        while True:
-            time.sleep(3600)
+    server = KnnServer(LocalIndex.open(path), host, port, indice_name, read_timeout=read_timeout,
+                       keep_alive=keep_alive, quiet=False)
+    typer.echo(
+        f"serving {path} as {indice_name!r} at {server.url}/knn-service and {server.url}/indices-list "
+        "(Ctrl-C stops)"
+    )
+    server.serve()
 
 
 @index_app.command("simulate")

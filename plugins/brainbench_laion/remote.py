@@ -12,7 +12,6 @@ import json
 import threading
 import urllib.error
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import numpy as np
@@ -139,79 +138,76 @@ class RemoteGallery:
 
 
 class KnnServer:
-    """Serves a local gallery over clip-retrieval's ``/knn-service`` and ``/indices-list`` in a background thread.
+    """Serves a local gallery over clip-retrieval's ``/knn-service`` and ``/indices-list`` (FastAPI + uvicorn).
 
-    Bound to 127.0.0.1 by default; port 0 picks a free port (read it back from ``url``).
+    Bound to 127.0.0.1 by default; port 0 picks a free port (read it back from ``url``). As a context manager
+    it serves from a background thread; ``serve()`` serves in the calling thread until Ctrl-C. The request
+    limits (body size, read and keep-alive timeouts, field validation, ``num_images`` at most 1000) are
+    described in :mod:`brainbench_laion.knn_service`.
     """
 
     def __init__(
-        self, gallery: Gallery, host: str = "127.0.0.1", port: int = 0, indice_name: str = DEFAULT_INDICE
+        self,
+        gallery: Gallery,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        indice_name: str = DEFAULT_INDICE,
+        *,
+        read_timeout: float | None = None,
+        keep_alive: int | None = None,
+        quiet: bool = True,
     ):
+        from brainbench_laion import knn_service
+
         self.gallery = gallery
         self.indice_name = indice_name
-        self._server = ThreadingHTTPServer((host, port), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._socket = knn_service.bind(host, port)
+        self._address = self._socket.getsockname()[:2]  # kept: the URL stays readable after the server stops
+        app = knn_service.build_app(self.answer, self.indices)
+        self._server = knn_service.make_server(
+            app,
+            knn_service.READ_TIMEOUT_S if read_timeout is None else read_timeout,
+            knn_service.KEEP_ALIVE_S if keep_alive is None else keep_alive,
+            quiet,
+        )
+        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                if self.path.rstrip("/") != "/indices-list":
-                    self._reply(404, {"error": f"unknown path {self.path}"})
-                    return
-                self._reply(200, server.indices())
-
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-                if self.path.rstrip("/") != "/knn-service":
-                    self._reply(404, {"error": f"unknown path {self.path}"})
-                    return
-                try:
-                    body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-                    self._reply(200, server.answer(body))
-                except (ValueError, KeyError, TypeError) as exc:
-                    self._reply(400, {"error": str(exc)})
-
-            def _reply(self, status: int, payload: Any) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
-                pass
-
-        return Handler
+        host, port = self._address
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
     def indices(self) -> list[str]:
         """What ``/indices-list`` answers."""
         return [self.indice_name]
 
-    def answer(self, body: dict[str, Any]) -> list[dict[str, Any]]:
-        if body.get("indice_name") != self.indice_name:
-            raise ValueError(f"unknown indice_name {body.get('indice_name')!r}; served: {self.indice_name!r}")
-        if body.get("embedding_input") is None:
-            raise ValueError("only embedding_input queries are served")
-        query = np.asarray(body["embedding_input"], dtype=np.float32)[None, :]
-        result = self.gallery.search(query, int(body.get("num_images", 10)))
+    def answer(self, body: Any) -> list[dict[str, Any]]:
+        """The ``/knn-service`` answer to a decoded JSON body; QueryError (a ValueError) names what is wrong."""
+        from brainbench_laion.knn_service import parse_query
+
+        query = parse_query(body, self.indice_name, getattr(self.gallery, "dim", None))
+        vector = np.asarray(query.embedding_input, dtype=np.float32)[None, :]
+        result = self.gallery.search(vector, query.num_images)
         return [
             {"id": int(i), "similarity": float(s), "url": m.get("url", ""), "caption": m.get("caption", "")}
             for i, s, m in zip(result.ids[0], result.scores[0], result.metadata[0], strict=True)
             if i >= 0
         ]
 
+    def serve(self) -> None:
+        """Serve in this thread until interrupted (uvicorn handles SIGINT/SIGTERM in the main thread)."""
+        try:
+            self._server.run(sockets=[self._socket])
+        finally:
+            self._socket.close()
+
     def __enter__(self) -> KnnServer:
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True)
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._socket.close()
