@@ -283,3 +283,23 @@ def test_version_and_builtin_help_never_import_third_party_plugins(tmp_path):
     assert not marker.exists()  # neither imported the plugin, so neither waited on it
     listing = console("list", "encoders", env={**env, "BRAINBENCH_PLUGIN_IMPORT_TIMEOUT": "1"}, cwd=tmp_path)
     assert listing.returncode == 0 and marker.exists()  # any other command loads it (and gives up after 1 s)
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "nan"])
+def test_a_bad_time_limit_warns_and_the_default_applies(value, tmp_path, monkeypatch, capsys):
+    from brainbench.guarded import DEFAULT_TIMEOUT, timeout_seconds
+    from brainbench.plugins import load_plugins
+
+    monkeypatch.setenv("BRAINBENCH_PLUGIN_IMPORT_TIMEOUT", value)
+    assert timeout_seconds() == DEFAULT_TIMEOUT
+    assert f"BRAINBENCH_PLUGIN_IMPORT_TIMEOUT={value!r} is not a number of seconds" in capsys.readouterr().err
+    site = tmp_path / "site"
+    write_dist(site, "bb-fine", "bb_fine", HOOK + "@hookimpl\ndef register_tasks(register):\n"
+                                                  "    register('fine-task', lambda **o: o)\n")
+    monkeypatch.syspath_prepend(str(site))
+    try:
+        assert "fine-task" in load_plugins().tasks
+    finally:
+        sys.modules.pop("bb_fine", None)
+    monkeypatch.setenv("BRAINBENCH_PLUGIN_IMPORT_TIMEOUT", "0")
+    assert timeout_seconds() is None  # 0: no limit
