@@ -25,6 +25,7 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 DEFAULT_TIMEOUT = 5.0
@@ -52,8 +53,12 @@ class Outcome:
 
 
 def timeout_seconds() -> float | None:
-    """The time limit from the environment; None means no limit. A bad value warns and uses the default."""
-    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    """The time limit from the environment; None means no limit. A bad value warns (once) and uses the default."""
+    return _parse_timeout(os.environ.get(TIMEOUT_ENV, "").strip())
+
+
+@cache
+def _parse_timeout(raw: str) -> float | None:
     if not raw:
         return DEFAULT_TIMEOUT
     try:

@@ -287,12 +287,14 @@ def test_version_and_builtin_help_never_import_third_party_plugins(tmp_path):
 
 @pytest.mark.parametrize("value", ["soon", "-1", "nan"])
 def test_a_bad_time_limit_warns_and_the_default_applies(value, tmp_path, monkeypatch, capsys):
-    from brainbench.guarded import DEFAULT_TIMEOUT, timeout_seconds
+    from brainbench.guarded import DEFAULT_TIMEOUT, _parse_timeout, timeout_seconds
     from brainbench.plugins import load_plugins
 
+    _parse_timeout.cache_clear()  # it warns once per value and process
     monkeypatch.setenv("BRAINBENCH_PLUGIN_IMPORT_TIMEOUT", value)
     assert timeout_seconds() == DEFAULT_TIMEOUT
     assert f"BRAINBENCH_PLUGIN_IMPORT_TIMEOUT={value!r} is not a number of seconds" in capsys.readouterr().err
+    assert timeout_seconds() == DEFAULT_TIMEOUT and capsys.readouterr().err == ""  # once, not per plugin call
     site = tmp_path / "site"
     write_dist(site, "bb-fine", "bb_fine", HOOK + "@hookimpl\ndef register_tasks(register):\n"
                                                   "    register('fine-task', lambda **o: o)\n")
