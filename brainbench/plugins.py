@@ -41,6 +41,7 @@ REGISTRY_HOOKS = {
     "register_targets": "target",
     "register_tasks": "task",
     "register_datasets": "dataset",
+    "register_priors": "prior",
 }
 HOOK_NAMES = [*REGISTRY_HOOKS, "register_commands"]
 
@@ -70,11 +71,11 @@ class PluginSet:
     tasks: Registry[Any]
     datasets: Registry[Any]
     refused: list[PluginInfo] = field(default_factory=list)  # collided with a taken name; error says why
+    priors: Registry[Any] = field(default_factory=lambda: Registry("prior"))  # brainbench.priors.Prior
 
     def registry(self, kind: str) -> Registry[Any]:
-        return {"encoder": self.encoders, "target": self.targets, "task": self.tasks, "dataset": self.datasets}[
-            kind
-        ]
+        return {"encoder": self.encoders, "target": self.targets, "task": self.tasks, "dataset": self.datasets,
+                "prior": self.priors}[kind]
 
 
 def _strict() -> bool:
