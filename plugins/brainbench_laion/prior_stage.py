@@ -22,8 +22,11 @@ CHUNK_ROWS = 2048
 PRIOR_FILE = "prior.safetensors"
 
 
-def parse_prior_options(items: list[str] | None) -> dict[str, Any]:
-    """``["depth=2", "epochs=5"]`` -> ``{"depth": "2", "epochs": "5"}`` (the prior's declaration coerces)."""
+def parse_prior_options(items: list[str] | str | None) -> dict[str, Any]:
+    """``["depth=2", "epochs=5"]`` (or "depth=2,epochs=5") -> ``{"depth": "2", "epochs": "5"}`` (the prior's
+    declaration coerces the values)."""
+    if isinstance(items, str):
+        items = [part for part in items.replace(";", ",").split(",") if part.strip()]
     parsed: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = str(item).partition("=")

@@ -154,7 +154,7 @@ class DiffusionPrior(Prior):
         recipe = {
             "backend": self.backend_name, "epochs": int(self.options["epochs"]),
             "batch_size": int(self.options["batch_size"]), "lr": float(self.options["lr"]),
-            "schedule": "timm-cosine", "pairs": len(brain), "final_loss": history[-1],
+            "schedule": "timm-cosine", "pairs": len(brain), "first_epoch_loss": history[0], "final_loss": history[-1],
             "train_seconds": round(time.perf_counter() - started, 3), "device": str(device),
         }
         return FittedDiffusionPrior(self, backend, images.shape[1], device, recipe)
