@@ -17,8 +17,9 @@ import numpy as np
 from brainbench.errors import DataError
 from brainbench.interfaces import EvalContext
 
-#: Training trials predicted, and stimuli embedded, per chunk (bounds memory for 257x768 token targets).
+#: Training trials predicted per chunk, and stimuli embedded per chunk (257x768 token targets: ~200 MB).
 CHUNK_ROWS = 2048
+EMBED_CHUNK = 256
 PRIOR_FILE = "prior.safetensors"
 
 
@@ -76,8 +77,8 @@ def training_pairs(ctx: EvalContext, pool: Any, pooling: str) -> tuple[np.ndarra
     unique, inverse = np.unique(trials.stimulus_ids, return_inverse=True)
     images = np.concatenate(
         [
-            pool(np.asarray(ctx.target.embed(ctx.dataset, unique[start : start + CHUNK_ROWS]), np.float32), pooling)
-            for start in range(0, len(unique), CHUNK_ROWS)
+            pool(np.asarray(ctx.target.embed(ctx.dataset, unique[start : start + EMBED_CHUNK]), np.float32), pooling)
+            for start in range(0, len(unique), EMBED_CHUNK)
         ]
     )
     return np.concatenate(brain), images[inverse]
