@@ -46,6 +46,14 @@ def register_datasets(register: Any) -> None:
 
 
 @hookspec
+def register_priors(register: Any) -> None:
+    """Call ``register(name, factory, description=...)`` for each prior (brain -> image embedding) provided.
+
+    ``factory(**options)`` returns a :class:`brainbench.priors.Prior`.
+    """
+
+
+@hookspec
 def register_commands(app: Any) -> None:
     """Add commands to the ``brainbench`` Typer app (``app.command()`` or ``app.add_typer()``).
 

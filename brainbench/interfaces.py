@@ -403,6 +403,18 @@ class MetricResult:
 
 
 @dataclass
+class FitStage:
+    """What a task may fit a second stage on (the LAION task's diffusion prior): the fitted encoder, the
+    training trials it was fitted on (predict them in chunks), and the run's settings, reporter and budget."""
+
+    encoder: FittedEncoder
+    trials: Trials
+    settings: TrainSettings
+    reporter: Reporter
+    budget: str = "reference"  # "quick": demo-scale data or --budget quick (the stage trains its quick recipe)
+
+
+@dataclass
 class EvalContext:
     """Everything a task may use: one row of ``predictions``/``targets`` per test stimulus."""
 
@@ -419,6 +431,9 @@ class EvalContext:
     # Metric name -> (n,) outcome in [0, 1] per row of stimulus_ids (1/0 hit, or an item's expected hit rate);
     # the runner stores them as the per_item.json artifact so `brainbench compare` can pair encoders by item.
     per_item: dict[str, np.ndarray] = field(default_factory=dict)
+    #: The training side of the run, for tasks that train on the encoder's training predictions; None when
+    #: the caller has none (a task evaluated on predictions alone).
+    training: FitStage | None = None
 
 
 class Task(ABC):

@@ -50,6 +50,7 @@ REGISTRY_HOOKS = {
     "register_targets": "target",
     "register_tasks": "task",
     "register_datasets": "dataset",
+    "register_priors": "prior",
 }
 HOOK_NAMES = [*REGISTRY_HOOKS, "register_commands"]
 
@@ -83,11 +84,11 @@ class PluginSet:
     refused: list[PluginInfo] = field(default_factory=list)  # collided with a taken name; error says why
     skipped: list[PluginInfo] = field(default_factory=list)  # broken (import failed, hung, bad hooks); error says why
     commands_checked: bool = False  # third-party register_commands hooks have run once (refusals recorded)
+    priors: Registry[Any] = field(default_factory=lambda: Registry("prior"))  # brainbench.priors.Prior
 
     def registry(self, kind: str) -> Registry[Any]:
-        return {"encoder": self.encoders, "target": self.targets, "task": self.tasks, "dataset": self.datasets}[
-            kind
-        ]
+        return {"encoder": self.encoders, "target": self.targets, "task": self.tasks, "dataset": self.datasets,
+                "prior": self.priors}[kind]
 
 
 def _strict() -> bool:

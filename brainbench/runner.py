@@ -14,7 +14,16 @@ from brainbench import __version__
 from brainbench.arrays import RowIndexed
 from brainbench.config import RunConfig
 from brainbench.errors import BrainbenchError
-from brainbench.interfaces import Dataset, EvalContext, FitData, MetricResult, Reporter, Target, TrainSettings
+from brainbench.interfaces import (
+    Dataset,
+    EvalContext,
+    FitData,
+    FitStage,
+    MetricResult,
+    Reporter,
+    Target,
+    TrainSettings,
+)
 from brainbench.plugins import PluginSet, get_plugins, used_plugin_tags
 from brainbench.repeats import group_mean
 
@@ -331,6 +340,7 @@ def run_cell(
         subject=config.subject,
         seed=config.seed,
         output_dir=work_dir,
+        training=FitStage(fitted, train, settings, reporter, budget=effective_budget(config, dataset)),
     )
     metrics = task.evaluate(context)
     eval_seconds = time.perf_counter() - started
@@ -356,6 +366,12 @@ def run_cell(
     if record is not None:
         _record_result(record, result, fitted, checkpoint, work_dir, example=test_voxels[:2], reporter=reporter)
     return result
+
+
+def effective_budget(config: RunConfig, dataset: Dataset) -> str:
+    """"quick" when the run asks for it or (auto) the data is demo-scale, else "reference"."""
+    quick = config.budget == "quick" or (config.budget == "auto" and dataset.demo_scale)
+    return "quick" if quick else "reference"
 
 
 def resolved_recipe(cell: ResolvedCell, fitted: Any) -> dict[str, Any]:

@@ -148,11 +148,11 @@ def test_image_metrics_when_candidate_images_exist(tmp_path, capsys):
 def test_default_gallery_is_built_once_under_home(tmp_path, isolated_home):
     dataset = FakeDataset(dim=16)
     ids = dataset.trials(1, "test").stimulus_ids
-    task = LaionTask(gallery_size=300)
+    task = LaionTask(gallery_size=300, include_test_images=True)
     first = {
         r.name: r.value for r in task.evaluate(context(dataset, dataset.embeddings[ids], tmp_path / "a"))
     }
-    manifest = default_gallery_dir(dataset, 300, 0) / "index" / "manifest.json"
+    manifest = default_gallery_dir(dataset, 300, 0, include_test=True) / "index" / "manifest.json"
     assert manifest.is_relative_to(isolated_home) and manifest.exists()
     stamp = manifest.stat().st_mtime_ns
     second = {

@@ -21,6 +21,7 @@ class Kind(StrEnum):
     tasks = "tasks"
     targets = "targets"
     datasets = "datasets"
+    priors = "priors"
 
 
 def register(app: typer.Typer) -> None:
@@ -74,7 +75,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("list")
     def list_(kind: Kind = typer.Argument(..., help="What to list.")) -> None:
-        """List the registered encoders, tasks, targets or datasets."""
+        """List the registered encoders, tasks, targets, datasets or priors."""
         from rich.console import Console
         from rich.table import Table
 

@@ -20,14 +20,17 @@ from brainbench.constants import EMBEDDING_TOKENS
 from brainbench.errors import DataError
 from brainbench.interfaces import Dataset, EvalContext, MetricResult, MetricSpec, Task
 from brainbench.options import Option, Options
+from brainbench.priors import NO_PRIOR
 from brainbench_laion.gallery import SearchResult, normalise
 from brainbench_laion.image_metrics import FEATURE_METRICS
+from brainbench_laion.prior_stage import build_prior, parse_prior_options, prior_queries
 
 POOLINGS = ("cls", "mean")
 RERANKS = ("auto", "none", "tokens")
 STIMULUS_URL = re.compile(r"^synthetic://[^/]+/stimulus/(\d+)$")
 
 METRICS = (
+    MetricSpec("query_cosine", True, "cosine of the query (the prediction, or the prior's sample) to the ground truth"),
     MetricSpec("candidate_cosine", True, "cosine of the chosen candidate's embedding to the ground truth's"),
     MetricSpec("clip_2way", True, "2-way identification of chosen candidates vs ground truths in CLIP space"),
     MetricSpec("category_agreement", True, "fraction of chosen candidates in the ground truth's category"),
@@ -63,22 +66,24 @@ def stimulus_of(item: dict) -> int:
     return int(match.group(1)) if match else -1
 
 
-def default_gallery_dir(dataset: Dataset, size: int, seed: int) -> Path:
+def default_gallery_dir(dataset: Dataset, size: int, seed: int, include_test: bool = False) -> Path:
     from brainbench.paths import home
 
     key = hashlib.sha256(json.dumps(dataset.describe(), sort_keys=True, default=str).encode()).hexdigest()[
         :10
     ]
-    return home() / "laion" / f"{dataset.name}-{size}-seed{seed}-{key}"
+    test = "with-test" if include_test else "without-test"
+    return home() / "laion" / f"{dataset.name}-{size}-seed{seed}-{test}-{key}"
 
 
-def ensure_default_gallery(dataset: Dataset, size: int, seed: int) -> Path:
-    """Simulated gallery + its index for ``dataset``, built on first use and reused afterwards."""
+def ensure_default_gallery(dataset: Dataset, size: int, seed: int, include_test: bool = False) -> Path:
+    """Simulated gallery + its index for ``dataset``, built on first use and reused afterwards; the test
+    stimuli are in it only when ``include_test`` (LAION-5B does not hold NSD's test images)."""
     from brainbench.locks import building_directory, hold
     from brainbench_laion.index import MANIFEST, build_index
     from brainbench_laion.simulate import simulate_for_dataset
 
-    root = default_gallery_dir(dataset, size, seed)
+    root = default_gallery_dir(dataset, size, seed, include_test)
     index_dir = root / "index"
     if (index_dir / MANIFEST).exists():
         return index_dir
@@ -90,7 +95,7 @@ def ensure_default_gallery(dataset: Dataset, size: int, seed: int) -> Path:
         info(f"building a simulated {size}-item gallery for {dataset.name} under {root} (once)")
         if (root / "gallery").exists():  # left by a build that was killed: no index points to it
             shutil.rmtree(root / "gallery")
-        simulate_for_dataset(dataset, size, root / "gallery", include_test=True, seed=seed)
+        simulate_for_dataset(dataset, size, root / "gallery", include_test=include_test, seed=seed)
         with building_directory(index_dir) as staging:
             build_index(root / "gallery", staging, "auto", seed=seed, progress=False)
     return index_dir
@@ -104,7 +109,10 @@ class LaionTask(Task):
     predictions and candidate token embeddings at hand, re-rank the top k by flattened-token cosine as
     MindEye does; ``none``; ``tokens``: require it), ``nprobe`` and ``refine`` (10: the IVF-PQ top
     k*refine are re-scored exactly from the source shards when they are at hand) for an approximate index,
-    ``gallery_size`` (20000) and ``gallery_seed`` (0) of the default simulated gallery, ``figure_rows`` (8).
+    ``gallery_size`` (20000) and ``gallery_seed`` (0) of the default simulated gallery, which holds the test
+    stimuli only with ``include_test_images`` (false, as LAION-5B), ``figure_rows`` (8). ``prior`` (``none``)
+    names a registered prior (``brainbench list priors``) trained on the training trials' predictions whose
+    samples query the gallery instead of the predictions; ``prior_opts`` sets its options.
     """
 
     name: ClassVar[str] = "laion"
@@ -122,6 +130,12 @@ class LaionTask(Task):
         Option("gt_in_gallery", bool, None, "whether the test stimuli are in the gallery (default: detect)",
                nullable=True),
         Option("figure_rows", int, 8, "rows of the retrieval figure", minimum=0),
+        Option("include_test_images", bool, False, "the default simulated gallery holds the test stimuli (LAION-5B "
+               "does not hold NSD's; true makes gt_top1/gt_recall_at_k measurable)"),
+        Option("prior", str, NO_PRIOR, "prior whose samples query the gallery (brainbench list priors); none: the "
+               "prediction itself"),
+        Option("prior_opts", list, None, "options of the prior as KEY=VALUE items, e.g. depth=2,epochs=5",
+               nullable=True),
     )
     metrics: ClassVar[tuple[MetricSpec, ...]] = METRICS
     default_dataset: ClassVar[str] = "synthetic-nsd"
@@ -163,6 +177,13 @@ class LaionTask(Task):
         if int(k) < 1:
             raise ValueError(f"laion k must be >= 1, got {k}")
         self.k, self.pooling, self.rerank = int(k), pooling, rerank
+        self.prior_name = str(self.options.get("prior") or NO_PRIOR)
+        self.prior_options = parse_prior_options(self.options.get("prior_opts"))
+        if self.prior_name == NO_PRIOR and self.prior_options:
+            raise ValueError("laion: prior_opts given without a prior (add --task-opt prior=NAME)")
+        if self.prior_name != NO_PRIOR:  # an unknown prior or option stops the run before it trains anything
+            build_prior(self.prior_name, self.prior_options, "reference")
+        self._prior_record: dict[str, Any] | None = None
         self.notes: list[str] = []
         self._gallery_info: dict[str, Any] = {}
         self._remote_gallery: Any = None
@@ -175,7 +196,11 @@ class LaionTask(Task):
 
         path = self.options.get("index")
         path = (
-            Path(path) if path else ensure_default_gallery(dataset, int(self.options["gallery_size"]), seed)
+            Path(path)
+            if path
+            else ensure_default_gallery(
+                dataset, int(self.options["gallery_size"]), seed, bool(self.options.get("include_test_images"))
+            )
         )
         gallery = LocalIndex.open(path)
         if self.options.get("nprobe"):
@@ -195,12 +220,20 @@ class LaionTask(Task):
         """Before training: a remote back end must answer and serve the index asked for (or exactly one)."""
         if self.options.get("remote"):
             self._remote().check()
+        if self.prior_name != NO_PRIOR:
+            build_prior(self.prior_name, self.prior_options, "reference")[0].check_ready()
 
     # ---------------------------------------------------------------------------------------- evaluation
     def evaluate(self, ctx: EvalContext) -> list[MetricResult]:
         self.notes = []
         queries = pool(np.asarray(ctx.predictions, dtype=np.float32), self.pooling)
         truths = normalise(pool(np.asarray(ctx.targets, dtype=np.float32), self.pooling))
+        self._prior_record = None
+        if self.prior_name != NO_PRIOR:
+            queries, self._prior_record = prior_queries(
+                ctx, queries, self.prior_name, self.prior_options, pool, self.pooling, info
+            )
+            self._note(f"queries are prior {self.prior_name!r}'s samples ({self._prior_record['recipe_note']})")
         # One gallery for every run seed (a seed-specific gallery would rebuild per matrix cell).
         gallery = self.open_gallery(ctx.dataset, int(self.options.get("gallery_seed", 0)))
         self._gallery_info = gallery.describe()
@@ -231,7 +264,8 @@ class LaionTask(Task):
                 f"laion: none of its metrics could be computed with gallery {gallery.name}: "
                 + "; ".join(self.notes)
             )
-        return results
+        query_cosine = float(np.mean(np.sum(normalise(queries) * truths, axis=1)))
+        return [self.result("query_cosine", query_cosine), *results]
 
     def _note(self, message: str) -> None:
         self.notes.append(message)
@@ -349,6 +383,7 @@ class LaionTask(Task):
             "gallery": gallery.describe(),
             "k": self.k,
             "pooling": self.pooling,
+            "prior": self._prior_record,  # None: the predictions queried the gallery themselves
             "notes": self.notes,
             "queries": [
                 {
