@@ -151,3 +151,15 @@ def test_dataset_roi_option_selects_the_labelled_voxels_at_run_time(fake, tmp_pa
     client = MlflowClient(tracking_uri=uri)
     run = client.search_runs([client.get_experiment_by_name("brainbench").experiment_id])[0]
     assert run.data.params["n_voxels"] == str(n_v1v) and run.data.params["dataset.roi"] == "V1v"
+    # The run logs the noise ceiling of the voxels it read, per labelled region too; compare shows it.
+    from brainbench.noise_ceiling import noise_ceiling
+
+    test = open_nsd(out, roi="V1v").trials(1, "test")
+    expected = noise_ceiling(test.load(), test.stimulus_ids)
+    assert run.data.metrics["data.noise_ceiling_median"] == pytest.approx(expected.median)
+    assert run.data.metrics["data.noise_ceiling.prf-visualrois.V1v"] == pytest.approx(expected.median)
+    assert run.data.metrics["data.noise_ceiling_n"] == pytest.approx(3.0)  # the shared images' 3 repeats
+    shown = CliRunner().invoke(build_app(), ["compare", "--all", "--tracking-uri", uri], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert (f"noise ceiling (NSD formula from the test repeats, median over voxels): subject 1 "
+            f"{expected.median:.1f}% (ncsnr {expected.median_ncsnr:.3f})") in " ".join(shown.output.split())

@@ -54,6 +54,7 @@ class CellRow:
     error: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
     per_item: dict[str, Any] | None = None  # the run's per_item.json, when loaded
+    data: dict[str, float] = field(default_factory=dict)  # data.* metrics (noise ceiling), without "data."
 
     def field(self, name: str) -> str:
         return self.params.get(name, "")
@@ -108,6 +109,8 @@ class GroupRow:
     verdicts: dict[str, str] = field(default_factory=dict)  # metric -> better / worse / no difference / ...
     distinct_seeds: int | None = None  # seeds whose outcomes differ (identical outcome vectors count once)
     levels: str = "seeds+items"  # what the intervals resample (INTERVAL_LEVELS)
+    noise_ceiling: float | None = None  # median over voxels, percent, of the data the row was tested on
+    ncsnr: float | None = None
 
     @property
     def seed_count(self) -> str:
@@ -153,6 +156,7 @@ def cell_rows(runs: list[RunView], tracker: Any | None = None) -> list[CellRow]:
                 run.metrics.get("train_seconds"),
                 run.tags.get("brainbench.error"),
                 dict(run.tags),
+                data={name[5:]: value for name, value in run.metrics.items() if name.startswith("data.")},
             )
         )
     if tracker is not None:
@@ -257,6 +261,29 @@ def _distinct_cells(cells: list[CellRow], outcomes: dict[str, tuple[np.ndarray, 
     return distinct_seeds(np.concatenate(columns, axis=1)) if columns[0].size else 1
 
 
+def _data_mean(cells: list[CellRow], name: str) -> float | None:
+    values = [c.data[name] for c in cells if name in c.data]
+    return float(np.mean(values)) if values else None
+
+
+def noise_ceiling_line(groups: list[GroupRow]) -> str | None:
+    """Per subject, the test data's noise ceiling (one value when every row of the subject shares it)."""
+    by_subject: dict[str, list[GroupRow]] = {}
+    for g in groups:
+        if g.noise_ceiling is not None:
+            by_subject.setdefault(g.subject, []).append(g)
+    if not by_subject:
+        return None
+    parts = []
+    for subject, members in by_subject.items():
+        shown = {f"{g.noise_ceiling:.1f}% (ncsnr {g.ncsnr:.3f})" for g in members}
+        if len(shown) == 1:
+            parts.append(f"subject {subject} {shown.pop()}")
+        else:
+            parts += [f"subject {subject} {g.label} {g.noise_ceiling:.1f}% (ncsnr {g.ncsnr:.3f})" for g in members]
+    return "noise ceiling (NSD formula from the test repeats, median over voxels): " + "; ".join(parts)
+
+
 def group_rows(rows: list[CellRow], levels: str = "seeds+items") -> list[GroupRow]:
     """FINISHED cells grouped over seeds; the variant names the settings that tell apart rows of one base.
 
@@ -297,6 +324,8 @@ def group_rows(rows: list[CellRow], levels: str = "seeds+items") -> list[GroupRo
                     outcomes=outcomes,
                     distinct_seeds=_distinct_cells(cells, outcomes),
                     levels=levels,
+                    noise_ceiling=_data_mean(cells, "noise_ceiling_median"),
+                    ncsnr=_data_mean(cells, "ncsnr_median"),
                 )
             )
     groups.sort(key=lambda g: (g.task, g.dataset, _number(g.subject), g.label))
@@ -443,6 +472,8 @@ def to_records(groups: list[GroupRow]) -> list[dict[str, Any]]:
                     record[f"{name}.diff_low_items"] = test.item_low if test else None
                     record[f"{name}.diff_high_items"] = test.item_high if test else None
                     record[f"{name}.p_items"] = test.item_p_value if test else None
+        record["noise_ceiling"] = g.noise_ceiling
+        record["ncsnr"] = g.ncsnr
         record["n_parameters"] = g.n_parameters
         record["train_seconds"] = g.train_seconds.mean if g.train_seconds else None
         record["best"] = sorted(g.best)
@@ -533,6 +564,9 @@ def legend(groups: list[GroupRow], higher: dict[str, bool], baseline: str | None
     methods = interval_methods(groups)
     if methods:
         lines.append("intervals: " + "; ".join(methods))
+    ceiling = noise_ceiling_line(groups)
+    if ceiling:
+        lines.append(ceiling)
     if baseline:
         resampled = "test images" if groups and groups[0].levels == "items" else "seeds and the same test images"
         lines.append(
