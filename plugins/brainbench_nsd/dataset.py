@@ -14,6 +14,8 @@ MindEye2 layout in one folder, as the public release ships it:
   (bool over the 73k ids) and ``COCO_73k_subj_indices.hdf5``; all optional for reading the betas.
 - brainbench's own optional ``clip_targets.hdf5`` (``pooled`` (n_images, 768), ``tokens`` (n_images, 257,
   768), ``category``, ``category_names``); the release has none, so its runs use an open_clip target.
+- brainbench's own optional ``rois_subj01.hdf5``: each betas column's label in NSD's ROI atlases (written by
+  ``data prepare nsd`` and the simulator; ``rois.py``); the ``roi=`` option selects columns by it.
 
 Betas are read lazily (the files stay open). NaN/inf betas are checked on every read of trial rows, and
 in full when a betas file is first opened if it is under ``FULL_CHECK_BYTES``.
