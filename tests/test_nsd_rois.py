@@ -163,3 +163,9 @@ def test_dataset_roi_option_selects_the_labelled_voxels_at_run_time(fake, tmp_pa
     assert shown.exit_code == 0, shown.output
     assert (f"noise ceiling (NSD formula from the test repeats, median over voxels): subject 1 "
             f"{expected.median:.1f}% (ncsnr {expected.median_ncsnr:.3f})") in " ".join(shown.output.split())
+
+
+@pytest.mark.parametrize("layout", ["mindeye1", "litemind"])
+def test_layouts_without_voxel_labels_refuse_an_roi(tmp_path, layout):
+    with pytest.raises(DataError, match=rf"roi='V1v' selects voxels .* is in the {layout} layout"):
+        open_nsd(tmp_path, layout=layout, roi="V1v")

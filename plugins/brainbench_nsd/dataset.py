@@ -172,10 +172,11 @@ class MindEye2Nsd(Dataset):
         """The per-voxel ROI labels of the voxels this dataset reads (``rois.Atlas`` per atlas), if stored."""
         from brainbench_nsd.rois import labels_file_name, read_voxel_labels
 
+        n_columns = int(self._betas(subject).shape[1])  # first: the simulator writes a subject's files on use
         path = self.root / labels_file_name(subject)
         if not path.exists():
             return None
-        atlases = read_voxel_labels(path, int(self._betas(subject).shape[1]))
+        atlases = read_voxel_labels(path, n_columns)
         columns = self._roi_columns(subject)
         if columns is None:
             return atlases
@@ -188,14 +189,15 @@ class MindEye2Nsd(Dataset):
         if subject not in self._columns:
             from brainbench_nsd.rois import labels_file_name, read_voxel_labels, select
 
+            n_columns = int(self._betas(subject).shape[1])  # first: the simulator writes a subject on use
             path = self.root / labels_file_name(subject)
             if not path.exists():
                 raise DataError(
                     f"{path}: not found, so roi={self.roi!r} cannot be selected: these betas hold no per-voxel "
-                    "ROI labels. Prepare raw NSD with `brainbench data prepare nsd` (it writes them), or use "
-                    "roi=all"
+                    "ROI labels (`brainbench data prepare nsd` writes them from raw NSD, as the simulator does); "
+                    "use roi=all for every voxel"
                 )
-            atlases = read_voxel_labels(path, int(self._betas(subject).shape[1]))
+            atlases = read_voxel_labels(path, n_columns)
             inside = select(self.roi, atlases, str(path))
             if not inside.any():
                 raise DataError(f"{path}: roi={self.roi!r} selects no voxel of these betas")
