@@ -13,7 +13,7 @@ cell (``brainbench.runner.run_cell``: the runner's validation split, quick recip
   auto (bf16 autocast on capable GPUs, fp32 on the CPU), compiled block by block on CUDA (``--compile auto``);
 - mindeye faithful: precision fp32; mindeye fast: precision auto (bf16 + fused AdamW on CUDA).
 
-Per path: the accuracy per seed, the mean over seeds with its 95% Student-t interval (``mean_interval``) and
+Per path: the accuracy per seed, the mean over seeds with its 95% Student-t interval (``stats.t_interval``) and
 the training time. Per encoder and direction: fast minus faithful, paired by seed, with the 95% t-interval of
 the per-seed differences; the verdict is "same accuracy" when 0 lies in that interval in both directions.
 With a single seed there are no differences to spread, so the rule becomes "the two paths' 95% Wilson
@@ -51,8 +51,8 @@ from brainbench.devices import resolve_device, resolve_precision
 from brainbench.errors import BrainbenchError
 from brainbench.plugins import get_plugins
 from brainbench.reporting import QuietReporter
-from brainbench.retrieval_metrics import mean_interval, wilson_interval
 from brainbench.runner import CellResult, run_cell
+from brainbench.stats import t_interval, wilson_interval
 
 DIRECTIONS = ("fmri_to_image", "image_to_fmri")
 ARROWS = {"fmri_to_image": "fMRI->image", "image_to_fmri": "image->fMRI"}
@@ -186,7 +186,8 @@ def summarise_path(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
     for direction in DIRECTIONS:
         values = [r[direction] for r in runs]
-        mean, interval = mean_interval(values)
+        seeds = t_interval(values)
+        mean, interval = seeds.mean, seeds.as_tuple()
         if len(runs) == 1:  # no seed spread: the binomial interval over the test queries instead
             interval = wilson_interval(mean * runs[0]["n_test"], runs[0]["n_test"])
         summary[direction] = {
@@ -207,7 +208,8 @@ def compare(faithful: dict[str, Any], fast: dict[str, Any]) -> dict[str, Any]:
     for direction in DIRECTIONS:
         a, b = faithful[direction], fast[direction]
         differences = [y - x for x, y in zip(a["per_seed"], b["per_seed"], strict=True)]
-        difference, (low, high) = mean_interval(differences)
+        spread = t_interval(differences)
+        difference, (low, high) = spread.mean, spread.as_tuple()
         if paired:
             interval: list[float] | None = [low, high]
             agrees = low <= 0.0 <= high

@@ -132,6 +132,11 @@ class Dataset(ABC):
     def category_names(self) -> list[str] | None:
         return None
 
+    def voxel_labels(self, subject: int) -> dict[str, Any] | None:
+        """Region labels of the voxels ``trials`` returns: atlas name -> an object with ``values`` (n_voxels,)
+        int (0 or below: no label) and ``labels`` {value: name}; None when the data hold none."""
+        return None
+
     def all_stimulus_ids(self) -> np.ndarray:
         """Every stimulus id any subject sees in any split, sorted and unique (override when cheaper)."""
         found = [

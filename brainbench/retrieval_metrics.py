@@ -7,22 +7,11 @@ constant prediction scores exactly chance instead of whatever ``argmax`` happens
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-
 import numpy as np
 
 DRAW_SCHEMES = ("shared", "per-query")
 #: Similarities closer than this are ties (float32 rounding of cosines, not a real difference).
 TIE_TOL = 1e-6
-
-# Two-sided 95% Student t quantiles for 1..30 degrees of freedom.
-_T975 = (
-    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
-    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
-    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
-)  # fmt: skip
-
 
 def _rows(x: np.ndarray) -> np.ndarray:
     """(n, *shape) -> (n, d) float32 without copying when already float32 and contiguous."""
@@ -195,33 +184,3 @@ def two_way_identification(pred: np.ndarray, true: np.ndarray, per_item: bool = 
     lower = (corr < own - TIE_TOL).sum(axis=1) + 0.5 * ((np.abs(corr - own) <= TIE_TOL).sum(axis=1) - 1)
     scores = lower / (n - 1)
     return scores if per_item else float(scores.mean())
-
-
-def _t_quantile_975(df: int) -> float:
-    if df <= len(_T975):
-        return _T975[df - 1]
-    z = 1.959964  # Cornish-Fisher expansion beyond the table; error < 1e-3 for df > 30
-    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
-
-
-def mean_interval(values: Sequence[float] | np.ndarray) -> tuple[float, tuple[float, float]]:
-    """Mean and 95% confidence interval of the mean (Student t over the values, e.g. per-draw accuracies)."""
-    values = np.asarray(values, dtype=np.float64)
-    if values.size == 0:
-        raise ValueError("mean_interval needs at least one value")
-    mean = float(values.mean())
-    if values.size == 1:
-        return mean, (mean, mean)
-    half = _t_quantile_975(values.size - 1) * float(values.std(ddof=1)) / math.sqrt(values.size)
-    return mean, (mean - half, mean + half)
-
-
-def wilson_interval(successes: float, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """95% Wilson score interval of a binomial proportion ``successes / n``."""
-    if n <= 0:
-        raise ValueError(f"n must be positive, got {n}")
-    p = successes / n
-    denom = 1 + z**2 / n
-    centre = (p + z**2 / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)

@@ -324,6 +324,7 @@ def run_cell(
 
     started = time.perf_counter()
     test_voxels = test.load()
+    log_noise_ceiling(record, reporter, test_voxels, test.stimulus_ids, dataset, config.subject)
     if config.repeats == "average-voxels":
         test_voxels, test_ids = group_mean(test_voxels, test.stimulus_ids)
         predictions = fitted.predict(test_voxels)
@@ -372,6 +373,24 @@ def effective_budget(config: RunConfig, dataset: Dataset) -> str:
     """"quick" when the run asks for it or (auto) the data is demo-scale, else "reference"."""
     quick = config.budget == "quick" or (config.budget == "auto" and dataset.demo_scale)
     return "quick" if quick else "reference"
+
+
+def log_noise_ceiling(
+    record: Any, reporter: Reporter, voxels: np.ndarray, stimulus_ids: np.ndarray, dataset: Dataset, subject: int
+) -> None:
+    """NSD's noise ceiling of the test trials (brainbench.noise_ceiling), said and logged as ``data.*``
+    metrics, per labelled region too; nothing when no test image is repeated."""
+    from brainbench.noise_ceiling import ceiling_metrics
+
+    metrics = ceiling_metrics(voxels, stimulus_ids, dataset.voxel_labels(subject))
+    if not metrics:
+        return
+    reporter.info(
+        f"noise ceiling of the test repeats (NSD formula, {metrics['data.noise_ceiling_n']:.3g} trials averaged): "
+        f"median {metrics['data.noise_ceiling_median']:.1f}% over voxels, ncsnr {metrics['data.ncsnr_median']:.3f}"
+    )
+    if record is not None:
+        record.log_metrics(metrics)
 
 
 def resolved_recipe(cell: ResolvedCell, fitted: Any) -> dict[str, Any]:

@@ -141,6 +141,24 @@ class FakeNsd:
     mask: np.ndarray  # (X, Y, Z) bool
     image_of_trial: np.ndarray  # 0-based 73k id per global trial
     shared: np.ndarray  # (73000,) bool
+    atlases: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (X, Y, Z) int16 as written
+    label_names: dict[str, dict[int, str]] = field(default_factory=dict)  # name -> value -> name (as meant)
+
+
+#: ROI atlases the fake release holds beside nsdgeneral: values 1..n and whether a ctab names them (without
+#: one, prf-visualrois is read with NSD's published numbering). floc-faces' names exist only in its ctab.
+FAKE_ATLASES = {
+    "prf-visualrois": (["V1v", "V1d", "V2v", "V2d", "V3v", "V3d", "hV4"], False),
+    "streams": (["early", "midventral", "midlateral", "midparietal", "ventral", "lateral", "parietal"], True),
+    "floc-faces": (["OFA", "FFA-1", "FFA-2", "mTL-faces", "aTL-faces"], True),
+}
+
+
+def write_ctab(path: Path, names: list[str]) -> None:
+    """A FreeSurfer colour table like NSD's: ``VALUE<TAB>NAME``, some lines with RGBA columns after."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["0\tUnknown"] + [f"{v}\t{n}" + ("\t200\t30\t30\t0" if v % 2 else "") for v, n in enumerate(names, 1)]
+    path.write_text("\n".join(lines) + "\n")
 
 
 def write_fake_nsd(
@@ -152,12 +170,16 @@ def write_fake_nsd(
     n_subject_images: int = 30,
     n_shared: int = 5,
     seed: int = 0,
+    n_ids: int = 73000,
 ) -> FakeNsd:
     """NSD's raw files, written by nibabel (ROI mask), scipy.io (design .mat) and h5py (session betas).
 
     Departures from the real release, to stay small: ``trials_per_session`` trials per session (NSD: 750),
     a ``volume`` of (X, Y, Z) voxels (NSD func1pt8mm: 81 x 104 x 83), ``n_subject_images`` images per subject
-    (NSD: 10,000) and a ``masterordering`` as long as these sessions (NSD: 30,000).
+    (NSD: 10,000) and a ``masterordering`` as long as these sessions (NSD: 30,000); image ids below ``n_ids``
+    (NSD: 73,000) so a test can store a small target file. Besides nsdgeneral the ROI folder holds the
+    ``FAKE_ATLASES`` (-1 where nsdgeneral has -1: outside the brain), with ``.mgz.ctab`` label names under
+    ``nsddata/freesurfer/subjNN/label/`` for those marked so.
     """
     import nibabel
     import scipy.io
@@ -165,7 +187,7 @@ def write_fake_nsd(
     root = Path(root)
     rng = np.random.default_rng(seed)
     n_trials = sessions * trials_per_session
-    subjectim = np.stack([rng.choice(np.arange(1, 73001), n_subject_images, replace=False) for _ in range(8)])
+    subjectim = np.stack([rng.choice(np.arange(1, n_ids + 1), n_subject_images, replace=False) for _ in range(8)])
     sharedix = subjectim[subject - 1, :n_shared]  # 1-based 73k ids, shown to every subject
     shown = np.r_[np.repeat(np.arange(n_shared), 3), rng.integers(n_shared, n_subject_images, n_trials - 3 * n_shared)]
     masterordering = rng.permutation(shown) + 1  # 1-based into the subject's images
@@ -180,6 +202,15 @@ def write_fake_nsd(
     roi = root / "nsddata" / "ppdata" / f"subj{subject:02d}" / "func1pt8mm" / "roi"
     roi.mkdir(parents=True)
     nibabel.save(nibabel.Nifti1Image(labels, affine=np.eye(4)), str(roi / "nsdgeneral.nii.gz"))
+    atlases, label_names = {}, {}
+    atlas_rng = np.random.default_rng(seed + 1000)  # its own stream: the betas stay those of earlier fixtures
+    for name, (names, with_ctab) in FAKE_ATLASES.items():
+        values = atlas_rng.integers(0, len(names) + 1, size=volume).astype(np.int16)
+        values[labels == -1] = -1
+        nibabel.save(nibabel.Nifti1Image(values, affine=np.eye(4)), str(roi / f"{name}.nii.gz"))
+        if with_ctab:
+            write_ctab(root / "nsddata" / "freesurfer" / f"subj{subject:02d}" / "label" / f"{name}.mgz.ctab", names)
+        atlases[name], label_names[name] = values, dict(enumerate(names, 1))
     betas = (root / "nsddata_betas" / "ppdata" / f"subj{subject:02d}" / "func1pt8mm"
              / "betas_fithrf_GLMdenoise_RR")
     betas.mkdir(parents=True)
@@ -193,12 +224,15 @@ def write_fake_nsd(
     image_of_trial = subjectim[subject - 1, masterordering - 1] - 1
     shared = np.zeros(73000, dtype=bool)
     shared[sharedix - 1] = True
-    return FakeNsd(root, subject, trials_per_session, volumes, labels == 1, image_of_trial, shared)
+    atlases["nsdgeneral"], label_names["nsdgeneral"] = labels, {1: "nsdgeneral"}
+    return FakeNsd(root, subject, trials_per_session, volumes, labels == 1, image_of_trial, shared, atlases,
+                   label_names)
 
 
-def expected_prepared_betas(fake: FakeNsd) -> np.ndarray:
-    """Masked, /300, z-scored per voxel per session; voxels in NIfTI order with X fastest (h5py C order)."""
-    x, y, z = np.nonzero(fake.mask)
+def expected_prepared_betas(fake: FakeNsd, mask: np.ndarray | None = None) -> np.ndarray:
+    """Masked (nsdgeneral unless ``mask``, (X, Y, Z) bool, is given), /300, z-scored per voxel per session;
+    voxels in NIfTI order with X fastest (h5py C order)."""
+    x, y, z = np.nonzero(fake.mask if mask is None else mask)
     order = np.lexsort((x, y, z))  # z slowest, x fastest
     x, y, z = x[order], y[order], z[order]
     parts = []

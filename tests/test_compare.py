@@ -18,14 +18,15 @@ import scipy.stats
 from typer.testing import CliRunner
 
 from brainbench.matrix.summary import (
+    as_stat,
     cell_rows,
     compare_to_baseline,
     directions,
     group_rows,
-    t_interval,
     to_latex,
     to_markdown,
 )
+from brainbench.stats import t_interval
 from brainbench.tracking_query import RunView
 from tests.test_matrix_run import run_spec, store_uri, template_store, tiny_plugin  # noqa: F401
 
@@ -77,13 +78,13 @@ def view(
 
 def test_t_interval_matches_scipy():
     values = [0.52, 0.61, 0.57, 0.49]
-    stat = t_interval(values)
+    stat = as_stat(t_interval(values))
     low, high = scipy.stats.t.interval(
         0.95, len(values) - 1, loc=sum(values) / 4, scale=scipy.stats.sem(values)
     )
     assert stat.mean == pytest.approx(sum(values) / 4)
-    assert (stat.low, stat.high) == (pytest.approx(low, abs=1e-4), pytest.approx(high, abs=1e-4))  # t table to 3 dp
-    single = t_interval([0.3])
+    assert (stat.low, stat.high) == (pytest.approx(low, abs=1e-12), pytest.approx(high, abs=1e-12))
+    single = as_stat(t_interval([0.3]))
     assert single.low is None and single.text() == "0.300"
 
 
@@ -174,6 +175,42 @@ def test_baseline_marks_rows_by_a_holm_corrected_paired_test_on_the_same_items()
     assert r"\begin{tabular}" in latex and r"$\blacktriangle$" in latex and r"\textbf{" in latex
 
 
+def test_rows_say_how_many_seeds_differed_and_show_the_item_only_view_beside():
+    rng = np.random.default_rng(1)
+    p = rng.random(300)
+    fixed = (rng.random(300) < p).astype(float)  # a deterministic fit: both seeds give these outcomes
+    runs, outcomes = [], {}
+    for encoder, seeds in (("fixed", [fixed, fixed]),
+                           ("varied", [(rng.random(300) < np.clip(p + s, 0, 1)).astype(float) for s in (-.1, 0, .1)])):
+        for seed, hits in enumerate(seeds):
+            run_id = f"{encoder}{seed}"
+            runs.append(with_outcomes(view(run_id, encoder, seed, 0.0, 1.0), hits))
+            outcomes[run_id] = {"stimulus_ids": list(range(300)), "outcomes": {"top1": hits.tolist()}}
+    rows = cell_rows(runs)
+    for row in rows:
+        row.per_item = outcomes[row.run_id]
+    groups = {g.encoder: g for g in group_rows(rows, "both")}
+    fixed_row, varied_row = groups["fixed"], groups["varied"]
+    assert fixed_row.seed_count == "2 (1 distinct)" and varied_row.seed_count == "3"
+    assert fixed_row.metrics["top1"].method == "bootstrap over 300 items (2 seeds with identical outcomes)"
+    assert fixed_row.metrics["top1"].item_low is None  # nothing to put beside: it is the item-only interval
+    stat = varied_row.metrics["top1"]
+    assert stat.method.startswith("hierarchical bootstrap over 3 seeds and 300 items; items: bootstrap")
+    assert stat.low < stat.item_low < stat.item_high < stat.high  # the seeds widen it
+    assert " items [" in stat.text()
+    compare_to_baseline(list(groups.values()), "fixed", directions(rows))
+    test = varied_row.tests["top1"]
+    assert test.method == ("hierarchical bootstrap over seeds (3 seeds vs 2 seeds with identical outcomes) "
+                           "and 300 items")
+    assert test.low < test.item_low and test.item_high < test.high
+    markdown = to_markdown(list(groups.values()), directions(rows), "fixed")
+    assert "| fixed | 1 | 2 (1 distinct) |" in markdown and "items only [95%]" in markdown
+    items = {g.encoder: g for g in group_rows(rows, "items")}["varied"].metrics["top1"]
+    assert (items.low, items.high) == (stat.item_low, stat.item_high)
+    with pytest.raises(ValueError, match="levels"):
+        group_rows(rows, "seeds")
+
+
 # --------------------------------------------------- the console script on a store real ridge runs wrote
 
 RIDGE_SPEC = """
@@ -222,7 +259,7 @@ def test_compare_table_fits_the_terminal_without_broken_words(ridge_store, colum
     cells = re.findall(r"\d\.\d{3} \[(\d\.\d{3}), (\d\.\d{3})\]", text)
     assert len(cells) == 8 and all(0.0 <= float(low) <= float(high) <= 1.0 for low, high in cells)
     # A penalty of 1e9 shrinks the predictions to the mean: clearly worse than alpha=100 on full top-1.
-    assert "retrieval on synthetic-nsd, subject 1, 1 seed(s)" in text  # shared by all rows: in the heading
+    assert "retrieval on synthetic-nsd, subject 1, seeds: 1" in text  # shared by all rows: in the heading
     assert re.search(r"\]\s+▼", text) and re.search(r"^ridge alpha=1000000000.0 .* worse$", text, re.MULTILINE)
     assert re.search(r"f→i full +-0\.\d{3} \[-0\.\d{3}, -0\.\d{3}\]", text)  # the paired difference
     assert "paired tests against ridge alpha=10000.0" in text

@@ -151,10 +151,32 @@ def test_documented_command_runs(where: str, command: str, workspace: dict[str, 
         if filled.startswith("brainbench index") and "build" not in filled and "simulate" not in filled \
                 and not (folder / "index").exists():
             _run(["index", "build", "gallery", "index", "--kind", "flat"], folder)
+        if "NSD_ROOT" in filled or "--dataset nsd --data-path OUT" in filled:
+            filled = _on_raw_nsd(filled, folder)
         result = _run(_as_run(filled, str(workspace["parent"])), folder)
         shown = f"{where}: {filled}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
         assert result.returncode == 0, shown
         assert "Traceback" not in result.stderr, shown
+
+
+def _on_raw_nsd(command: str, folder: Path) -> str:
+    """docs/nsd-rois.md's commands on a small raw-NSD tree (tests/nsd_fixtures.py: nibabel, h5py, scipy.io;
+    20 trials per session) and its preparation with stored targets, so ``--data-path OUT`` runs read it."""
+    import h5py
+    import numpy as np
+
+    from brainbench_nsd.prepare import prepare_nsd
+    from tests.nsd_fixtures import write_fake_nsd
+
+    if not (folder / "NSD_ROOT").exists():
+        write_fake_nsd(folder / "NSD_ROOT", sessions=2, trials_per_session=20, n_ids=200)
+    if "NSD_ROOT" in command:
+        return command + " --trials-per-session 20"
+    prepare_nsd(folder / "NSD_ROOT", folder / "OUT", 1, trials_per_session=20,
+                roi="nsdgeneral,prf-visualrois,streams")
+    with h5py.File(folder / "OUT" / "clip_targets.hdf5", "w") as f:
+        f.create_dataset("pooled", data=np.random.default_rng(0).standard_normal((200, 768)).astype(np.float32))
+    return command + " --target synthetic-clip"
 
 
 def _serve(index: str, folder: Path) -> None:

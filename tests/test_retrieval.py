@@ -14,13 +14,11 @@ from brainbench.interfaces import EvalContext
 from brainbench.plugins import get_plugins
 from brainbench.retrieval_metrics import (
     cosine_similarity_matrix,
-    mean_interval,
     n_way_accuracy,
     n_way_expected_hits,
     topk_accuracy,
     topk_hits,
     two_way_identification,
-    wilson_interval,
 )
 
 
@@ -128,18 +126,6 @@ def test_two_way_identification_exact_cases():
     assert two_way_identification(np.ones_like(true), true) == pytest.approx(0.5)
     per_item = two_way_identification(true, true, per_item=True)
     assert isinstance(per_item, np.ndarray) and per_item.shape == (30,)
-
-
-def test_mean_interval_and_wilson_known_values():
-    mean, (lo, hi) = mean_interval([1.0, 2.0, 3.0])
-    assert mean == 2.0
-    assert hi - mean == pytest.approx(4.303 / math.sqrt(3), rel=1e-4) and mean - lo == pytest.approx(hi - mean)
-    assert mean_interval([0.5]) == (0.5, (0.5, 0.5))
-    lo, hi = wilson_interval(0, 10)
-    assert lo == 0.0 and hi == pytest.approx(1.959964**2 / (10 + 1.959964**2), rel=1e-6)
-
-
-# ------------------------------------------------------------------------------------------------ task
 
 
 def test_task_identity_is_perfect_and_declares_directions(tmp_path):

@@ -43,13 +43,25 @@ def register(app: typer.Typer) -> None:
         all_cells: bool = typer.Option(
             False, "--all", help="Every cell run of the experiment, not one matrix."
         ),
+        interval: str = typer.Option(
+            "seeds+items",
+            "--interval",
+            help="What intervals and paired tests resample: seeds+items (a hierarchical bootstrap: training "
+            "seeds, then test images; the default), items (test images only, seeds averaged per image: the "
+            "older, narrower view) or both (the item-only interval shown beside the hierarchical one).",
+        ),
     ) -> None:
         """Rows: encoders (and settings) per subject over seeds; columns: test metrics with 95% intervals over
-        test images, best marked; with --baseline, paired tests against one encoder. See docs/compare.md."""
+        training seeds and test images, best marked; with --baseline, paired tests against one encoder. See
+        docs/compare.md."""
+        from brainbench.matrix.summary import INTERVAL_LEVELS
+
         if output_format not in FORMATS:
             raise typer.BadParameter(f"choose one of {', '.join(FORMATS)}", param_hint="--format")
+        if interval not in INTERVAL_LEVELS:
+            raise typer.BadParameter(f"choose one of {', '.join(INTERVAL_LEVELS)}", param_hint="--interval")
         title, runs, tracker = select_runs(target, tracking_uri, experiment, all_cells)
-        print_comparison(title, runs, output_format, baseline, tracker)
+        print_comparison(title, runs, output_format, baseline, tracker, interval)
 
 
 def select_runs(
@@ -93,7 +105,12 @@ def _ensure_experiment(tracker: Any, name: str) -> None:
 
 
 def print_comparison(
-    title: str, runs: list[Any], output_format: str, baseline: str | None = None, tracker: Any | None = None
+    title: str,
+    runs: list[Any],
+    output_format: str,
+    baseline: str | None = None,
+    tracker: Any | None = None,
+    interval: str = "seeds+items",
 ) -> None:
     from brainbench.matrix.summary import (
         BaselineError,
@@ -117,7 +134,7 @@ def print_comparison(
             f"{title}: no cell finished ({_status_counts(unfinished)}), so there is nothing to compare"
             + (f"; first error: {first}" if first else "")
         )
-    groups = group_rows(rows)
+    groups = group_rows(rows, interval)
     higher = directions(rows)
     if baseline:
         try:

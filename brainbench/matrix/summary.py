@@ -1,10 +1,12 @@
-"""Cells read back from MLflow, grouped over seeds, with intervals over test items and paired tests.
+"""Cells read back from MLflow, grouped over seeds, with intervals over seeds and test items and paired tests.
 
 Per group (encoder variant x task x dataset x subject) and metric: the mean over seeds of the logged value
 and a 95% interval. Where the cells stored per-item outcomes (``per_item.json``), the interval is a
-hierarchical bootstrap over seeds and test items (brainbench.stats); otherwise a Student t interval over
-seeds (clipped to [0, 1] for accuracies), and the table says which. ``--baseline`` adds paired tests of each
-row against the baseline on the same test items, Holm-corrected over every test in the table.
+hierarchical bootstrap over seeds and test items (brainbench.stats; ``levels="items"`` gives the older
+item-only interval, ``"both"`` keeps the item-only one beside it); otherwise a Student t interval over
+seeds (clipped to [0, 1] for accuracies), and the table says which. Each row says how many of its seeds
+actually differed. ``--baseline`` adds paired tests of each row against the baseline on the same test
+items (seeds resampled too), Holm-corrected over every test in the table.
 """
 
 from __future__ import annotations
@@ -17,7 +19,17 @@ from typing import Any
 
 import numpy as np
 
-from brainbench.stats import PairedResult, align_items, bootstrap_interval, holm, paired_test, seed_interval
+from brainbench.stats import (
+    Interval,
+    PairedResult,
+    align_items,
+    bootstrap_interval,
+    distinct_seeds,
+    holm,
+    paired_test,
+    t_interval,
+    with_adjusted_p,
+)
 from brainbench.tracking_query import RunView
 
 GROUP_FIELDS = ("encoder", "task", "dataset", "subject")
@@ -25,6 +37,8 @@ GROUP_FIELDS = ("encoder", "task", "dataset", "subject")
 NOT_VARIANT = {"seed", "cell_key", "brainbench_version", "n_voxels", "synthetic", *GROUP_FIELDS}
 NOT_VARIANT_PREFIXES = ("plugin.", "metric.", "recipe.")  # recipe.*: what a fit chose, per seed
 DIRECTIONS_TAG = "brainbench.higher_is_better"
+#: What intervals and paired tests resample: both levels, items only, or both views side by side.
+INTERVAL_LEVELS = ("seeds+items", "items", "both")
 VERDICT_MARKS = {"better": "▲", "worse": "▼", "no difference": "=", "baseline": "·", "untested": "?"}
 
 
@@ -40,6 +54,7 @@ class CellRow:
     error: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
     per_item: dict[str, Any] | None = None  # the run's per_item.json, when loaded
+    data: dict[str, float] = field(default_factory=dict)  # data.* metrics (noise ceiling), without "data."
 
     def field(self, name: str) -> str:
         return self.params.get(name, "")
@@ -57,11 +72,23 @@ class Stat:
     high: float | None = None
     n: int = 1  # seeds
     method: str = ""
+    item_low: float | None = None  # the item-only interval beside the hierarchical one (levels "both")
+    item_high: float | None = None
 
     def text(self, digits: int = 3) -> str:
         if self.low is None or self.high is None:
             return f"{self.mean:.{digits}f}"
-        return f"{self.mean:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
+        text = f"{self.mean:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
+        if self.item_low is not None and self.item_high is not None:
+            text += f" items [{self.item_low:.{digits}f}, {self.item_high:.{digits}f}]"
+        return text
+
+
+def as_stat(interval: Interval) -> Stat:
+    """A stats.Interval as a table cell's Stat (no interval for one seed without per-item outcomes)."""
+    if interval.n_items == 0 and interval.n_seeds < 2:
+        return Stat(interval.mean, n=interval.n_seeds, method=interval.method)
+    return Stat(interval.mean, interval.low, interval.high, interval.n_seeds, interval.method)
 
 
 @dataclass
@@ -80,6 +107,18 @@ class GroupRow:
     outcomes: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     tests: dict[str, PairedResult] = field(default_factory=dict)  # metric -> this row minus the baseline
     verdicts: dict[str, str] = field(default_factory=dict)  # metric -> better / worse / no difference / ...
+    distinct_seeds: int | None = None  # seeds whose outcomes differ (identical outcome vectors count once)
+    levels: str = "seeds+items"  # what the intervals resample (INTERVAL_LEVELS)
+    noise_ceiling: float | None = None  # median over voxels, percent, of the data the row was tested on
+    ncsnr: float | None = None
+
+    @property
+    def seed_count(self) -> str:
+        """The n column: "3", or "2 (1 distinct)" when seeds gave identical outcomes."""
+        n = len(self.seeds)
+        if self.distinct_seeds is None or self.distinct_seeds == n:
+            return str(n)
+        return f"{n} ({self.distinct_seeds} distinct)"
 
     @property
     def label(self) -> str:
@@ -117,6 +156,7 @@ def cell_rows(runs: list[RunView], tracker: Any | None = None) -> list[CellRow]:
                 run.metrics.get("train_seconds"),
                 run.tags.get("brainbench.error"),
                 dict(run.tags),
+                data={name[5:]: value for name, value in run.metrics.items() if name.startswith("data.")},
             )
         )
     if tracker is not None:
@@ -163,14 +203,6 @@ def directions(rows: list[CellRow]) -> dict[str, bool]:
     return found
 
 
-def t_interval(values: list[float], bounds: tuple[float, float] | None = None) -> Stat:
-    """Mean and 95% Student t interval over seeds (no interval for one seed)."""
-    interval = seed_interval(values, bounds)
-    if interval.n_seeds < 2:
-        return Stat(interval.mean, n=interval.n_seeds, method=interval.method)
-    return Stat(interval.mean, interval.low, interval.high, interval.n_seeds, interval.method)
-
-
 def _variant_params(row: CellRow) -> dict[str, str]:
     return {
         k: v for k, v in row.params.items() if k not in NOT_VARIANT and not k.startswith(NOT_VARIANT_PREFIXES)
@@ -204,18 +236,60 @@ def _take(cell_ids: np.ndarray, values: np.ndarray, ids: np.ndarray) -> np.ndarr
     return values[order[np.searchsorted(cell_ids, ids, sorter=order)]]
 
 
-def _metric_stat(cells: list[CellRow], name: str, higher: bool, outcomes: Any, seed: int) -> Stat:
+def _metric_stat(cells: list[CellRow], name: str, higher: bool, outcomes: Any, seed: int, levels: str) -> Stat:
     values = [c.metrics[name] for c in cells if name in c.metrics]
     mean = float(np.mean(values))
     if outcomes is not None:
-        interval = bootstrap_interval(outcomes[1], seed=seed)
-        return Stat(mean, min(interval.low, mean), max(interval.high, mean), len(values), interval.method)
+        primary = "items" if levels == "items" else "seeds+items"
+        interval = bootstrap_interval(outcomes[1], seed=seed, levels=primary)
+        stat = Stat(mean, min(interval.low, mean), max(interval.high, mean), len(values), interval.method)
+        if levels == "both" and interval.method.startswith("hierarchical"):
+            items = bootstrap_interval(outcomes[1], seed=seed, levels="items")
+            stat.item_low, stat.item_high = min(items.low, mean), max(items.high, mean)
+            stat.method += f"; items: {items.method}"
+        return stat
     accuracy_like = higher and all(0.0 <= v <= 1.0 for v in values)
-    return t_interval(values, (0.0, 1.0) if accuracy_like else None)
+    return as_stat(t_interval(values, (0.0, 1.0) if accuracy_like else None))
 
 
-def group_rows(rows: list[CellRow]) -> list[GroupRow]:
-    """FINISHED cells grouped over seeds; the variant names the settings that tell apart rows of one base."""
+def _distinct_cells(cells: list[CellRow], outcomes: dict[str, tuple[np.ndarray, np.ndarray]]) -> int:
+    """Seeds that gave different results: distinct per-item outcome vectors (all metrics side by side) where
+    stored, and distinct values of the other metrics."""
+    plain = sorted({m for c in cells for m in c.metrics} - set(outcomes))
+    scalars = np.array([[c.metrics.get(m, np.nan) for m in plain] for c in cells], dtype=np.float64)
+    columns = [matrix for _, matrix in outcomes.values()] + [np.nan_to_num(scalars, nan=-np.inf)]
+    return distinct_seeds(np.concatenate(columns, axis=1)) if columns[0].size else 1
+
+
+def _data_mean(cells: list[CellRow], name: str) -> float | None:
+    values = [c.data[name] for c in cells if name in c.data]
+    return float(np.mean(values)) if values else None
+
+
+def noise_ceiling_line(groups: list[GroupRow]) -> str | None:
+    """Per subject, the test data's noise ceiling (one value when every row of the subject shares it)."""
+    by_subject: dict[str, list[GroupRow]] = {}
+    for g in groups:
+        if g.noise_ceiling is not None:
+            by_subject.setdefault(g.subject, []).append(g)
+    if not by_subject:
+        return None
+    parts = []
+    for subject, members in by_subject.items():
+        shown = {f"{g.noise_ceiling:.1f}% (ncsnr {g.ncsnr:.3f})" for g in members}
+        if len(shown) == 1:
+            parts.append(f"subject {subject} {shown.pop()}")
+        else:
+            parts += [f"subject {subject} {g.label} {g.noise_ceiling:.1f}% (ncsnr {g.ncsnr:.3f})" for g in members]
+    return "noise ceiling (NSD formula from the test repeats, median over voxels): " + "; ".join(parts)
+
+
+def group_rows(rows: list[CellRow], levels: str = "seeds+items") -> list[GroupRow]:
+    """FINISHED cells grouped over seeds; the variant names the settings that tell apart rows of one base.
+
+    ``levels`` (INTERVAL_LEVELS): what the intervals over per-item outcomes resample."""
+    if levels not in INTERVAL_LEVELS:
+        raise ValueError(f"levels must be one of {', '.join(INTERVAL_LEVELS)}, got {levels!r}")
     finished = [row for row in rows if row.status == "FINISHED"]
     higher = directions(finished)
     by_base: dict[tuple[str, ...], list[CellRow]] = {}
@@ -234,7 +308,7 @@ def group_rows(rows: list[CellRow]) -> list[GroupRow]:
             names = sorted({m for cell in cells for m in cell.metrics})
             outcomes = {name: found for name in names if (found := _cell_outcomes(cells, name)) is not None}
             metrics = {
-                name: _metric_stat(cells, name, higher.get(name, True), outcomes.get(name), seed=index)
+                name: _metric_stat(cells, name, higher.get(name, True), outcomes.get(name), index, levels)
                 for index, name in enumerate(names)
             }
             n_params = [c.n_parameters for c in cells if c.n_parameters is not None]
@@ -246,8 +320,12 @@ def group_rows(rows: list[CellRow]) -> list[GroupRow]:
                     seeds=sorted((c.field("seed") for c in cells), key=_number),
                     metrics=metrics,
                     n_parameters=max(n_params) if n_params else None,
-                    train_seconds=t_interval(times) if times else None,
+                    train_seconds=as_stat(t_interval(times)) if times else None,
                     outcomes=outcomes,
+                    distinct_seeds=_distinct_cells(cells, outcomes),
+                    levels=levels,
+                    noise_ceiling=_data_mean(cells, "noise_ceiling_median"),
+                    ncsnr=_data_mean(cells, "ncsnr_median"),
                 )
             )
     groups.sort(key=lambda g: (g.task, g.dataset, _number(g.subject), g.label))
@@ -287,8 +365,8 @@ def compare_to_baseline(groups: list[GroupRow], baseline: str, higher: dict[str,
     """Paired tests of every row against the baseline row of its task, dataset and subject.
 
     ``baseline`` names an encoder (or a row label such as ``ridge alpha=10``). Each metric of each row is
-    tested on the test items both stored outcomes for; p-values are Holm-corrected over all tests made.
-    Returns the number of tests.
+    tested on the test items both stored outcomes for, resampling seeds and items (or items only, as the
+    rows' ``levels`` say); p-values are Holm-corrected over all tests made. Returns the number of tests.
     """
     names = {g.encoder for g in groups} | {g.label for g in groups}
     if baseline not in names:
@@ -319,15 +397,12 @@ def compare_to_baseline(groups: list[GroupRow], baseline: str, higher: dict[str,
                 if len(ids) == 0:
                     g.verdicts[name] = "untested"
                     continue
-                g.tests[name] = paired_test(mine, theirs, seed=seed + len(tested))
+                levels = "items" if g.levels == "items" else "seeds+items"
+                g.tests[name] = paired_test(mine, theirs, seed=seed + len(tested), levels=levels)
                 tested.append((g, name))
     adjusted = holm([g.tests[name].p_value for g, name in tested])
     for (g, name), p in zip(tested, adjusted, strict=True):
-        test = g.tests[name]
-        g.tests[name] = PairedResult(
-            test.difference, test.low, test.high, test.p_value, test.n_items, test.n_seeds_a, test.n_seeds_b,
-            float(p),
-        )
+        g.tests[name] = with_adjusted_p(g.tests[name], p)
         g.verdicts[name] = g.tests[name].verdict(higher.get(name, True))
     return len(tested)
 
@@ -373,6 +448,7 @@ def to_records(groups: list[GroupRow]) -> list[dict[str, Any]]:
             "subject": g.subject,
             "variant": g.variant,
             "n_seeds": len(g.seeds),
+            "n_distinct_seeds": g.distinct_seeds,
         }
         for name in names:
             stat = g.metrics.get(name)
@@ -380,6 +456,9 @@ def to_records(groups: list[GroupRow]) -> list[dict[str, Any]]:
             record[f"{name}.ci_low"] = stat.low if stat else None
             record[f"{name}.ci_high"] = stat.high if stat else None
             record[f"{name}.interval"] = stat.method if stat else None
+            if g.levels == "both":
+                record[f"{name}.ci_low_items"] = stat.item_low if stat else None
+                record[f"{name}.ci_high_items"] = stat.item_high if stat else None
             if g.verdicts:
                 test = g.tests.get(name)
                 record[f"{name}.vs_baseline"] = g.verdicts.get(name)
@@ -388,6 +467,13 @@ def to_records(groups: list[GroupRow]) -> list[dict[str, Any]]:
                 record[f"{name}.diff_high"] = test.high if test else None
                 record[f"{name}.p"] = test.p_value if test else None
                 record[f"{name}.p_holm"] = test.p_adjusted if test else None
+                record[f"{name}.test"] = test.method if test else None
+                if g.levels == "both":
+                    record[f"{name}.diff_low_items"] = test.item_low if test else None
+                    record[f"{name}.diff_high_items"] = test.item_high if test else None
+                    record[f"{name}.p_items"] = test.item_p_value if test else None
+        record["noise_ceiling"] = g.noise_ceiling
+        record["ncsnr"] = g.ncsnr
         record["n_parameters"] = g.n_parameters
         record["train_seconds"] = g.train_seconds.mean if g.train_seconds else None
         record["best"] = sorted(g.best)
@@ -455,7 +541,7 @@ def table_cells(
             cells.append(text)
         params = _count(g.n_parameters)
         seconds = f"{g.train_seconds.mean:.3g}" if g.train_seconds else ""
-        rows.append([g.label, g.subject, str(len(g.seeds)), *cells, params, seconds])
+        rows.append([g.label, g.subject, g.seed_count, *cells, params, seconds])
     return keys, values, rows
 
 
@@ -472,25 +558,40 @@ def legend(groups: list[GroupRow], higher: dict[str, bool], baseline: str | None
     names = metric_names(groups)
     labels = short_labels(names)
     lines = [f"{labels[n]} = {n} ({'higher' if higher.get(n, True) else 'lower'} is better)" for n in names]
-    lines.append("sub: subject; n: seeds; params: trained parameters; train s: mean training seconds")
+    lines.append("sub: subject; n: seeds (distinct: how many gave different outcomes); params: trained "
+                 "parameters; train s: mean training seconds")
     lines.append(f"value [95% interval]; {best} best in its subject")
     methods = interval_methods(groups)
     if methods:
         lines.append("intervals: " + "; ".join(methods))
+    ceiling = noise_ceiling_line(groups)
+    if ceiling:
+        lines.append(ceiling)
     if baseline:
+        resampled = "test images" if groups and groups[0].levels == "items" else "seeds and the same test images"
         lines.append(
-            f"vs {baseline}: ▲ better, ▼ worse, = no difference (paired test over the same test images, "
+            f"vs {baseline}: ▲ better, ▼ worse, = no difference (paired test resampling {resampled}, "
             "Holm-corrected, 5%); · the baseline; ? no per-item outcomes to test"
         )
+        tests = sorted({test.method for g in groups for test in g.tests.values() if test.method})
+        if tests:
+            lines.append("paired tests: " + "; ".join(tests))
     return lines
 
 
 def paired_rows(groups: list[GroupRow]) -> tuple[list[str], list[str], list[list[str]]]:
-    """One row per paired test: difference [95% interval], p, Holm p, verdict."""
+    """One row per paired test: difference [95% interval], p, Holm p, verdict; with levels "both" also the
+    item-only interval and p beside them."""
     labels = short_labels(metric_names(groups))
+    both = any(g.levels == "both" for g in groups)
     rows = []
     for g in groups:
         for name, test in sorted(g.tests.items()):
+            extra = []
+            if both:
+                low, high = test.item_low, test.item_high
+                extra = [f"[{_signed(low)}, {_signed(high)}]" if low is not None and high is not None else "",
+                         f"{test.item_p_value:.3g}" if test.item_p_value is not None else ""]
             rows.append(
                 [
                     g.label,
@@ -499,10 +600,12 @@ def paired_rows(groups: list[GroupRow]) -> tuple[list[str], list[str], list[list
                     f"{_signed(test.difference)} [{_signed(test.low)}, {_signed(test.high)}]",
                     f"{test.p_value:.3g}",
                     f"{test.p_adjusted:.3g}" if test.p_adjusted is not None else "",
+                    *extra,
                     g.verdicts.get(name, ""),
                 ]
             )
-    return ["encoder", "sub", "metric"], ["difference [95%]", "p", "p Holm", "verdict"], rows
+    values = ["difference [95%]", "p", "p Holm", *(["items only [95%]", "p items"] if both else []), "verdict"]
+    return ["encoder", "sub", "metric"], values, rows
 
 
 def _signed(value: float) -> str:
@@ -607,7 +710,7 @@ def rich_table(groups: list[GroupRow], higher: dict[str, bool], title: str, base
         out.append("no finished cells")
     for task, dataset, members in blocks(groups):
         keys, values, rows = table_cells(members, higher, pad_marks=True)
-        keys, rows, shared = _lift_constant_keys(keys, rows, {"sub": "subject {}", "n": "{} seed(s)"})
+        keys, rows, shared = _lift_constant_keys(keys, rows, {"sub": "subject {}", "n": "seeds: {}"})
         out.append("")
         out += wrap(", ".join([f"{task} on {dataset}", *shared]), width)
         out += fit_table(keys, values, rows, width)

@@ -15,7 +15,8 @@ import numpy as np
 from brainbench.errors import DataError
 from brainbench.interfaces import EvalContext, MetricResult, MetricSpec, Task
 from brainbench.options import Option, Options
-from brainbench.retrieval_metrics import cosine_similarity_matrix, topk_hits, wilson_interval
+from brainbench.retrieval_metrics import cosine_similarity_matrix, topk_hits
+from brainbench.stats import wilson_interval
 
 DEFAULT_TEMPLATES: tuple[str, ...] = (
     "an image of a {}.",

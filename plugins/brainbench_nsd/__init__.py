@@ -14,6 +14,10 @@ NSD_OPTIONS = Options(
            "mindeye1 layout: training rows are every repeat (all), one fixed repeat per image (one-per-image), "
            "or MindEye1's own sampling: each step takes repeat step % 3 of every image in its batch "
            "(one-per-step)", choices=("all", "one-per-image", "one-per-step")),
+    Option("roi", str, "all",
+           "mindeye2 layout: the voxels to use, by the per-voxel labels `data prepare nsd` stores "
+           "(rois_subjNN.hdf5): an atlas, atlas:label[+label...] or label names, commas for a union "
+           "(e.g. V1v,V1d or streams:ventral); all: every stored voxel"),
 )
 SYNTHETIC_NSD_OPTIONS = Options(
     Option("scale", str, "small", "simulated size: small (seconds on a laptop), tiny (tests), nsd (real sizes)",
@@ -21,6 +25,9 @@ SYNTHETIC_NSD_OPTIONS = Options(
     Option("seed", int, 0, "simulator seed", minimum=0),
     Option("tokens", bool, False, "also store 257x768 token embeddings"),
     Option("images", bool, False, "also store stimulus images"),
+    Option("roi", str, "all",
+           "the voxels to use, by the simulator's per-voxel labels (rois_subjNN.hdf5): an atlas, "
+           "atlas:label[+label...] or label names, commas for a union; all: every voxel"),
 )
 
 

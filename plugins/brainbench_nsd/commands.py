@@ -17,8 +17,15 @@ def prepare_nsd_command(
     subject: int = typer.Option(..., "--subject", "-s", min=1, max=8, help="NSD subject number (1-8)."),
     sessions: int | None = typer.Option(None, "--sessions", min=1, help="Only the first N sessions (default: all)."),
     trials_per_session: int = typer.Option(750, "--trials-per-session", min=1, help="NSD has 750."),
+    roi: str = typer.Option(
+        "nsdgeneral", "--roi",
+        help="The voxels to keep, from NSD's ROI atlases (roi/*.nii.gz): an atlas (nsdgeneral, streams, "
+        "prf-visualrois, floc-faces, ...), atlas:label[+label...] (streams:ventral, prf-visualrois:V1v+V1d), "
+        "or label names (V1v,V1d); commas join terms into a union. See docs/nsd-rois.md.",
+    ),
 ) -> None:
-    """Mask with nsdgeneral, divide by 300, z-score per session; write betas HDF5, behav shards, shared1000.npy."""
+    """Mask with an ROI (nsdgeneral by default), divide by 300, z-score per session; write betas HDF5, behav
+    shards, shared1000.npy and each voxel's ROI labels (rois_subjNN.hdf5, for --dataset-opt roi=...)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -34,7 +41,7 @@ def prepare_nsd_command(
             bar.update(task, completed=done, total=total, description=note)
 
         result = prepare_nsd(nsd_root, out, subject, list(range(1, sessions + 1)) if sessions else None,
-                             trials_per_session, progress=show)
+                             trials_per_session, progress=show, roi=roi)
     for key, value in describe(result).items():
         console.print(f"{key}: {value}", highlight=False, soft_wrap=True)
     console.print(f"read it with: brainbench data inspect {out}", highlight=False, soft_wrap=True)

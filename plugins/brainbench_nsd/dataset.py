@@ -14,6 +14,8 @@ MindEye2 layout in one folder, as the public release ships it:
   (bool over the 73k ids) and ``COCO_73k_subj_indices.hdf5``; all optional for reading the betas.
 - brainbench's own optional ``clip_targets.hdf5`` (``pooled`` (n_images, 768), ``tokens`` (n_images, 257,
   768), ``category``, ``category_names``); the release has none, so its runs use an open_clip target.
+- brainbench's own optional ``rois_subj01.hdf5``: each betas column's label in NSD's ROI atlases (written by
+  ``data prepare nsd`` and the simulator; ``rois.py``); the ``roi=`` option selects columns by it.
 
 Betas are read lazily (the files stay open). NaN/inf betas are checked on every read of trial rows, and
 in full when a betas file is first opened if it is under ``FULL_CHECK_BYTES``.
@@ -24,6 +26,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -110,8 +113,11 @@ class MindEye2Nsd(Dataset):
         prepare: Any = None,
         prepare_tokens: Any = None,
         test_split: str = "auto",
+        roi: str = "all",
     ) -> None:
         self.root = Path(root)
+        self.roi = roi.strip() or "all"
+        self._columns: dict[int, np.ndarray | None] = {}
         if not self.root.is_dir():
             raise DataError(f"{self.root}: NSD folder not found")
         from brainbench_nsd.release import TEST_SPLITS
@@ -160,6 +166,43 @@ class MindEye2Nsd(Dataset):
         if fresh and ds.size * 4 <= FULL_CHECK_BYTES:
             check_finite(ds[:], str(path), BETAS_KEY, np.arange(ds.shape[0]))
         return ds
+
+    # ---------------------------------------------------------------------------------------- ROIs
+    def voxel_labels(self, subject: int) -> dict[str, Any] | None:
+        """The per-voxel ROI labels of the voxels this dataset reads (``rois.Atlas`` per atlas), if stored."""
+        from brainbench_nsd.rois import labels_file_name, read_voxel_labels
+
+        n_columns = int(self._betas(subject).shape[1])  # first: the simulator writes a subject's files on use
+        path = self.root / labels_file_name(subject)
+        if not path.exists():
+            return None
+        atlases = read_voxel_labels(path, n_columns)
+        columns = self._roi_columns(subject)
+        if columns is None:
+            return atlases
+        return {name: replace(atlas, values=atlas.values[columns]) for name, atlas in atlases.items()}
+
+    def _roi_columns(self, subject: int) -> np.ndarray | None:
+        """The betas columns of ``roi`` (None: all of them), from ``rois_subjNN.hdf5``."""
+        if self.roi == "all":
+            return None
+        if subject not in self._columns:
+            from brainbench_nsd.rois import labels_file_name, read_voxel_labels, select
+
+            n_columns = int(self._betas(subject).shape[1])  # first: the simulator writes a subject on use
+            path = self.root / labels_file_name(subject)
+            if not path.exists():
+                raise DataError(
+                    f"{path}: not found, so roi={self.roi!r} cannot be selected: these betas hold no per-voxel "
+                    "ROI labels (`brainbench data prepare nsd` writes them from raw NSD, as the simulator does); "
+                    "use roi=all for every voxel"
+                )
+            atlases = read_voxel_labels(path, n_columns)
+            inside = select(self.roi, atlases, str(path))
+            if not inside.any():
+                raise DataError(f"{path}: roi={self.roi!r} selects no voxel of these betas")
+            self._columns[subject] = np.flatnonzero(inside)
+        return self._columns[subject]
 
     def _has_shards(self, subject: int) -> bool:
         return bool(release_shards(self.root, subject)["train"])
@@ -227,7 +270,8 @@ class MindEye2Nsd(Dataset):
 
     def n_voxels(self, subject: int) -> int:
         self._check_subject(subject)
-        return int(self._betas(subject).shape[1])
+        columns = self._roi_columns(subject)
+        return int(self._betas(subject).shape[1]) if columns is None else len(columns)
 
     def trials(self, subject: int, split: str) -> Trials:
         self._check_subject(subject)
@@ -237,7 +281,8 @@ class MindEye2Nsd(Dataset):
         mask = table["split"] == split
         order = np.argsort(table["trial_index"][mask], kind="stable")
         rows = table["trial_index"][mask][order]
-        view = RowView(self._betas(subject), rows, str(self.root / betas_name(subject)), BETAS_KEY)
+        view = RowView(self._betas(subject), rows, str(self.root / betas_name(subject)), BETAS_KEY,
+                       columns=self._roi_columns(subject))
         sessions = table["session"][mask][order] if "session" in table else None
         return Trials(view, table["image_index"][mask][order], sessions)
 
@@ -286,6 +331,8 @@ class MindEye2Nsd(Dataset):
         info: dict[str, Any] = {"name": self.name, "synthetic": self.synthetic, "layout": "mindeye2"}
         info["root"] = str(self.root)
         info["subjects"] = self.subjects()
+        if self.roi != "all":
+            info["roi"] = self.roi
         marker = self.root / SYNTHETIC_MARKER
         if marker.exists():
             meta = json.loads(marker.read_text())
@@ -393,10 +440,14 @@ def open_nsd(root: str | Path | None, layout: str = "auto", **options: Any) -> D
     if layout == "auto":
         layout = detect_layout(root)
     test_split = options.pop("test_split", "auto")
+    roi = options.pop("roi", "all")
     if layout == "mindeye2":
-        return MindEye2Nsd(root, test_split=test_split, **options)
+        return MindEye2Nsd(root, test_split=test_split, roi=roi, **options)
     if test_split != "auto":
         raise DataError(f"test_split={test_split!r} picks a MindEye2 release folder; {root} is in the {layout} layout")
+    if roi != "all":
+        raise DataError(f"roi={roi!r} selects voxels of a MindEye2-layout folder with per-voxel ROI labels; {root} "
+                        f"is in the {layout} layout, which stores nsdgeneral voxels only")
     if layout == "mindeye1":
         from brainbench_nsd.mindeye1 import MindEye1Nsd
 
@@ -414,6 +465,7 @@ def open_synthetic_nsd(
     seed: int = 0,
     tokens: bool = False,
     images: bool = False,
+    roi: str = "all",
 ) -> Dataset:
     """The simulator's NSD (generated on first use, each subject when first requested) through the real reader."""
     from brainbench.paths import synthetic_root
@@ -430,6 +482,7 @@ def open_synthetic_nsd(
         subject_list=list(SUBJECTS),
         prepare=sim.ensure_subject,
         prepare_tokens=partial(sim.ensure_common, tokens=True),
+        roi=roi,
     )
     dataset.demo_scale = scale != "nsd"  # the real-size scale trains with the reference recipes
     return dataset

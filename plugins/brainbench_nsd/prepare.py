@@ -1,9 +1,11 @@
-"""Raw NSD -> the MindEye2 layout: ``brainbench data prepare nsd NSD_ROOT OUT --subject N``.
+"""Raw NSD -> the MindEye2 layout: ``brainbench data prepare nsd NSD_ROOT OUT --subject N [--roi SPEC]``.
 
 Reads, for one subject (``NSD_ROOT`` is the folder holding ``nsddata`` and ``nsddata_betas``):
 - ``nsddata_betas/ppdata/subjNN/func1pt8mm/betas_fithrf_GLMdenoise_RR/betas_sessionSS.hdf5``: ``betas``
   (trials, Z, Y, X) int16 = percent signal change x 300 (h5py shows the NIfTI's axes reversed);
-- ``nsddata/ppdata/subjNN/func1pt8mm/roi/nsdgeneral.nii.gz`` (nibabel, (X, Y, Z)): 1 inside the ROI;
+- the ROI atlases ``nsddata/ppdata/subjNN/func1pt8mm/roi/<atlas>.nii.gz`` (nibabel, (X, Y, Z)) and their
+  label names ``nsddata/freesurfer/subjNN/label/<atlas>.mgz.ctab`` (``rois.py``): the ROI spec (default
+  ``nsdgeneral``: 1 inside) picks the voxels kept;
 - ``nsddata/experiments/nsd/nsd_expdesign.mat`` (scipy.io): ``masterordering`` (trials in order, 1-based
   into the subject's images), ``subjectim`` (8 x 10,000 1-based 73k ids), ``sharedix`` (1-based 73k ids).
 
@@ -18,7 +20,9 @@ Writes into ``OUT`` (read back by ``MindEye2Nsd``):
   trial with ``behav.npy`` (1, 17): column 0 the 73k id, 1 subject, 2 session, 5 global trial index; the
   other columns (run, trial in run, responses) are NaN, not known from these files; ``past_behav``,
   ``future_behav`` and ``olds_behav`` are not written (nothing reads them for training or testing);
-- ``shared1000.npy`` (bool over the 73k ids).
+- ``shared1000.npy`` (bool over the 73k ids);
+- ``rois_subjNN.hdf5``: each kept voxel's label in every label atlas the release has (nsdgeneral,
+  prf-visualrois, streams, floc-*), so the NSD dataset's ``roi=`` option can select a region at run time.
 
 Memory: one session's ROI voxels at a time (read in blocks of trials, cropped to the ROI's bounding box).
 Resumable: each finished session is kept as ``OUT/.prepare_subjNN/session_SS.npy`` (written to a temporary
@@ -35,7 +39,7 @@ import os
 import shutil
 import tarfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +60,6 @@ def session_file(nsd_root: Path, subject: int, session: int) -> Path:
             / "betas_fithrf_GLMdenoise_RR" / f"betas_session{session:02d}.hdf5")
 
 
-def mask_file(nsd_root: Path, subject: int) -> Path:
-    return Path(nsd_root) / "nsddata" / "ppdata" / f"subj{subject:02d}" / "func1pt8mm" / "roi" / "nsdgeneral.nii.gz"
-
-
 def design_file(nsd_root: Path) -> Path:
     return Path(nsd_root) / "nsddata" / "experiments" / "nsd" / "nsd_expdesign.mat"
 
@@ -74,7 +74,7 @@ def find_sessions(nsd_root: Path, subject: int) -> list[int]:
     return found
 
 
-def _field_library(name: str) -> Any:
+def field_library(name: str) -> Any:
     """nibabel / scipy, or an error saying how to install them (they are an optional extra)."""
     import importlib
 
@@ -87,21 +87,19 @@ def _field_library(name: str) -> Any:
         ) from None
 
 
-def read_mask(path: Path) -> np.ndarray:
-    """The ROI as a bool volume in h5py's (Z, Y, X) axis order."""
-    if not path.exists():
-        raise DataError(f"{path}: nsdgeneral ROI mask not found (NIfTI, 1 inside the ROI)")
-    nibabel = _field_library("nibabel")
-    try:
-        volume = np.asarray(nibabel.load(str(path)).get_fdata())
-    except Exception as err:  # nibabel raises many kinds for a damaged file
-        raise DataError(f"{path}: not a readable NIfTI file ({err})") from None
-    if volume.ndim != 3:
-        raise DataError(f"{path}: volume has shape {volume.shape}; expected 3-D (X, Y, Z)")
-    inside = volume == 1
+def read_roi(nsd_root: Path, subject: int, spec: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """The ROI of ``spec`` as a bool volume in h5py's (Z, Y, X) axis order, and the atlases read for it."""
+    from brainbench_nsd.rois import release_atlases, roi_folder, select
+
+    atlases = release_atlases(nsd_root, subject, spec)
+    shapes = {name: atlas.values.shape for name, atlas in atlases.items()}
+    if len(set(shapes.values())) > 1:
+        raise DataError(f"{roi_folder(nsd_root, subject)}: the atlases are on different grids: "
+                        + ", ".join(f"{n} {s[::-1]}" for n, s in shapes.items()))
+    inside = select(spec, atlases, str(roi_folder(nsd_root, subject)))
     if not inside.any():
-        raise DataError(f"{path}: no voxel equals 1 (the ROI); values found {np.unique(volume)[:5].tolist()}")
-    return inside.transpose(2, 1, 0)  # nibabel (X, Y, Z) -> h5py (Z, Y, X)
+        raise DataError(f"{roi_folder(nsd_root, subject)}: ROI {spec!r} holds no voxel")
+    return inside, atlases
 
 
 @dataclass(frozen=True)
@@ -113,7 +111,7 @@ class Design:
 def read_design(path: Path, subject: int) -> Design:
     if not path.exists():
         raise DataError(f"{path}: NSD experiment design not found (nsd_expdesign.mat)")
-    _field_library("scipy")
+    field_library("scipy")
     import scipy.io
 
     try:
@@ -168,7 +166,7 @@ def zscore_session(path: Path, mask: np.ndarray, trials: int) -> np.ndarray:
         if ds.ndim != 4 or ds.shape[1:] != mask.shape:
             raise DataError(
                 f"{path}: 'betas' has shape {ds.shape}; expected (trials, {', '.join(map(str, mask.shape))}), the "
-                "ROI mask's (X, Y, Z) reversed"
+                "ROI atlases' (X, Y, Z) reversed"
             )
         if ds.shape[0] != trials:
             raise DataError(f"{path}: 'betas' holds {ds.shape[0]} trials; expected {trials} per session "
@@ -239,6 +237,9 @@ class PrepareResult:
     sessions_done_before: list[int]
     train_trials: int
     test_trials: int
+    roi: str = "nsdgeneral"
+    voxel_labels: Path | None = None
+    label_counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def prepare_nsd(
@@ -248,10 +249,12 @@ def prepare_nsd(
     sessions: list[int] | None = None,
     trials_per_session: int = NSD_TRIALS_PER_SESSION,
     progress: Callable[[int, int, int, bool], None] | None = None,
+    roi: str = "nsdgeneral",
 ) -> PrepareResult:
     """Build the MindEye2 layout for one subject, session by session (see the module docstring).
 
-    ``progress(done, total, session, skipped)`` is called after each session.
+    ``roi`` is an ROI spec (``rois.parse_spec``): the voxels kept. ``progress(done, total, session, skipped)``
+    is called after each session.
     """
     nsd_root, out = Path(nsd_root).expanduser(), Path(out).expanduser()
     if not nsd_root.is_dir():
@@ -263,7 +266,7 @@ def prepare_nsd(
             f"{session_file(nsd_root, subject, 1).parent}: sessions {sessions} found; the global trial order needs "
             f"sessions 1..{len(sessions)} without gaps"
         )
-    mask = read_mask(mask_file(nsd_root, subject))
+    mask, atlases = read_roi(nsd_root, subject, roi)
     first = session_file(nsd_root, subject, sessions[0])
     _check_trials(first, trials_per_session)  # before the design's length is compared with it
     design = read_design(design_file(nsd_root), subject)
@@ -277,7 +280,7 @@ def prepare_nsd(
     work = out / f".prepare_subj{subject:02d}"
     work.mkdir(parents=True, exist_ok=True)
     identity = {"subject": subject, "n_voxels": n_voxels, "trials_per_session": trials_per_session,
-                "nsd_root": str(nsd_root.resolve())}
+                "nsd_root": str(nsd_root.resolve()), "roi": roi}
     stamp = work / "prepare.json"
     if stamp.exists() and json.loads(stamp.read_text()) != identity:
         raise DataError(
@@ -305,13 +308,17 @@ def prepare_nsd(
                 behav_rows(subject, all_trials[is_test], design, trials_per_session))
     _atomic_save_npy(out / "shared1000.npy", design.shared)
     betas = out / f"betas_all_subj{subject:02d}_fp32_renorm.hdf5"
-    _assemble(betas, [work / f"session_{s:02d}.npy" for s in sessions], n_trials, n_voxels)
+    _assemble(betas, [work / f"session_{s:02d}.npy" for s in sessions], n_trials, n_voxels, roi)
+    from brainbench_nsd.rois import label_counts, labels_file_name, write_voxel_labels
+
+    labels = out / labels_file_name(subject)
+    write_voxel_labels(labels, mask, atlases, roi)
     shutil.rmtree(work)  # the finished betas file replaces the per-session parts
-    return PrepareResult(betas, n_trials, n_voxels, sessions, done_before,
-                         int((~is_test).sum()), int(is_test.sum()))
+    return PrepareResult(betas, n_trials, n_voxels, sessions, done_before, int((~is_test).sum()),
+                         int(is_test.sum()), roi, labels, label_counts(atlases, mask))
 
 
-def _assemble(path: Path, parts: list[Path], n_trials: int, n_voxels: int) -> None:
+def _assemble(path: Path, parts: list[Path], n_trials: int, n_voxels: int, roi: str) -> None:
     """The sessions' z-scored rows into one betas file, one session in memory at a time; renamed into place."""
     import h5py
 
@@ -324,7 +331,7 @@ def _assemble(path: Path, parts: list[Path], n_trials: int, n_voxels: int) -> No
             session = np.load(part, mmap_mode="r")
             ds[start : start + len(session)] = session
             start += len(session)
-        handle.attrs["source"] = "brainbench data prepare nsd: nsdgeneral, /300, z-scored per voxel per session"
+        handle.attrs["source"] = f"brainbench data prepare nsd: ROI {roi}, /300, z-scored per voxel per session"
     os.replace(tmp, path)
 
 
@@ -337,4 +344,9 @@ def describe(result: PrepareResult) -> dict[str, Any]:
         "sessions already done": len(result.sessions_done_before),
         "train trials": result.train_trials,
         "test trials (shared images)": result.test_trials,
+        "roi": result.roi,
+        "voxel labels": f"{result.voxel_labels} ("
+        + "; ".join(f"{atlas}: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v)
+                    for atlas, counts in result.label_counts.items())
+        + ")",
     }
