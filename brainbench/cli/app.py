@@ -59,6 +59,9 @@ def build_app() -> typer.Typer:
 
     data_cmd.register(app)
     log_cmd.register(app)
+    from brainbench.cli import simulate_cmd
+
+    simulate_cmd.register(app)
     plugin_set = get_plugins()
     _add_plugin_commands(app, plugin_set)
     return app
