@@ -152,7 +152,7 @@ def oracle_ceilings(
             optimiser.step()
             schedule.step()
         if progress is not None:
-            progress(epoch + 1, epochs, float(loss))
+            progress(epoch + 1, epochs, loss.item())
     with torch.no_grad():
         nonlinear = net(torch.as_tensor(x[test], dtype=torch.float32)).double().numpy()
     return Ceilings(
