@@ -40,11 +40,10 @@ def noise_table(root: Path, subject: int) -> list[dict[str, object]]:
     """Per ROI (nsdgeneral, each prf-visualrois and streams label): voxels, median ncsnr (and its 90th
     percentile), median noise ceiling for 1 and 3 trials averaged (NSD's formula)."""
     root = Path(root)
-    with h5py.File(root / betas_file(subject), "r") as f:
-        betas = f["betas"][()]
     with open(root / trials_file(subject), newline="") as handle:
         images = np.array([int(row["image_index"]) for row in csv.DictReader(handle)])
-    snr = ncsnr(betas, images)
+    with h5py.File(root / betas_file(subject), "r") as f:
+        snr = ncsnr(f["betas"], images)
     rows = []
     with h5py.File(root / rois_file(subject), "r") as f:
         for atlas in ROI_ORDER:
