@@ -167,3 +167,17 @@ def test_god_rois_partition_visual_cortex(tmp_path):
     assert sum(sizes.values()) == data.select("ROI_VC").shape[1]
     assert data.select("ROI_LVC").shape[1] == sizes["V1"] + sizes["V2"] + sizes["V3"]
 
+
+
+def test_a_one_subject_god_run_writes_one_subject_file(tmp_path):
+    from brainbench.simulate.god import GENERATOR_VERSION
+    from tests.conftest import run_cli
+
+    home = tmp_path / "home"
+    result = run_cli(
+        "run", "ridge", "--task", "god-zeroshot", "--dataset-opt", "scale=tiny", "--subject", "2",
+        env={"BRAINBENCH_HOME": str(home), "OMP_NUM_THREADS": "1"}, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    folder = home / "synthetic" / f"god-tiny-v{GENERATOR_VERSION}-seed0"
+    assert sorted(p.name for p in folder.iterdir()) == ["Subject2.h5", "stimuli.hdf5"]
