@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from brainbench.errors import DataError
-from brainbench.simulate.nsd import SCALES, generate_synthetic_nsd
+from brainbench.simulate.nsd import GENERATOR_VERSION, SCALES, generate_synthetic_nsd
 from brainbench_nsd.dataset import open_nsd, open_synthetic_nsd
 from brainbench_nsd.h5rows import RowView
 from tests.nsd_fixtures import write_mindeye2_release
@@ -42,8 +42,8 @@ def _copy(written, tmp_path):
 def test_synthetic_dataset_reads_lazily_through_the_real_reader(tmp_path):
     ds = open_synthetic_nsd(scale="tiny", seed=0)
     assert ds.name == "synthetic-nsd" and ds.synthetic and ds.subjects() == [1, 2, 5, 7]
-    assert (tmp_path / "home" / "synthetic" / "nsd-tiny-v3-seed0" / "clip_targets.hdf5").exists()
-    assert not (tmp_path / "home" / "synthetic" / "nsd-tiny-v3-seed0" / "trials_subj05.csv").exists()
+    assert (tmp_path / "home" / "synthetic" / f"nsd-tiny-v{GENERATOR_VERSION}-seed0" / "clip_targets.hdf5").exists()
+    assert not (tmp_path / "home" / "synthetic" / f"nsd-tiny-v{GENERATOR_VERSION}-seed0" / "trials_subj05.csv").exists()
     train, test = ds.trials(5, "train"), ds.trials(5, "test")  # subject 5 is generated now
     assert isinstance(train.voxels, RowView)  # lazy, not an array in memory
     scale = SCALES["tiny"]

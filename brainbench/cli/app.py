@@ -31,7 +31,17 @@ def _version(value: bool) -> None:
 
 def core_app() -> typer.Typer:
     """The app with brainbench's own commands only (no plugin's)."""
-    from brainbench.cli import compare_cmd, data_cmd, info_cmd, log_cmd, matrix_cmd, plugins_cmd, report_cmd, run_cmd
+    from brainbench.cli import (
+        compare_cmd,
+        data_cmd,
+        info_cmd,
+        log_cmd,
+        matrix_cmd,
+        plugins_cmd,
+        report_cmd,
+        run_cmd,
+        simulate_cmd,
+    )
 
     app = typer.Typer(
         name="brainbench",
@@ -50,7 +60,8 @@ def core_app() -> typer.Typer:
     ) -> None:
         """Train, evaluate and compare fMRI-to-image decoders."""
 
-    for module in (plugins_cmd, run_cmd, info_cmd, matrix_cmd, compare_cmd, report_cmd, data_cmd, log_cmd):
+    for module in (plugins_cmd, run_cmd, info_cmd, matrix_cmd, compare_cmd, report_cmd, data_cmd, log_cmd,
+                   simulate_cmd):
         module.register(app)
     return app
 

@@ -1,210 +1,133 @@
-"""The shared generative model behind the synthetic datasets: stimuli, CLIP-like targets, voxel responses.
+"""A subject's voxel responses: nonlinear tuning to the world's features, laid out in 3-D, with NSD-like noise.
 
-Stimuli belong to semantic categories: each has a latent = category centroid + within-category variation,
-and a "nuisance" latent the brain never sees (so decoding is good but never perfect).
-CLIP-like targets are a fixed random map of both latents plus a common mean offset, L2-normalised, so
-cosine similarities are positive-ish as with real CLIP image embeddings.
-A subject's voxels respond to the latent through a linear and a rectified-squared (non-linear) part, both
-mapped to voxels by weights that are smooth along the voxel axis; each voxel's signal gain is drawn from
-a heavy-tailed, spatially smooth field (most voxels weak, a few strong), and trial noise is partly smooth.
-Every random quantity comes from ``rng(seed, *tags)``, so everything is deterministic from the seed.
+Signal. Three populations of feature-tuned units ("channels") read the visual world at three levels: low
+(the appearance pathway's first layer: early visual areas), mid (the appearance pathway's second layer and
+the semantic pathway's first: V4 and the mid streams) and high (semantic features, a little appearance:
+ventral, lateral and parietal streams). Each channel's tuning is nonlinear: most are rectifying
+(softplus of a feature projection, like contrast responses), a quarter are bell-shaped (a preferred
+value). A voxel pools the channels of each level with weights that are smooth 3-D random fields (nearby
+voxels sample similar sub-populations), mixed across levels by its place in the hierarchy (anatomy's
+coordinate: early areas mostly low-level, higher areas mostly high-level). Each voxel's noise-free
+response is standardised under the stimulus prior.
+
+Noise and calibration. ``gain`` is the voxel's signal-to-noise ratio: a smooth log-normal field, higher in
+early areas and lower in parietal ones, scaled so its median over the ROI is ``ncsnr_median`` (NSD's
+nsdgeneral median, ~0.26). A session's betas are ``drift * gain * signal + noise + offset``, z-scored per
+voxel within the session as NSD's are: noise is part white, part spatially smooth in 3-D (a fresh set of
+smooth fields each session), ``drift`` a smooth per-session change of response amplitude and ``offset`` a
+smooth per-session baseline. With z-scored betas, NSD's ncsnr of a voxel is close to its ``gain``.
 """
 
 from __future__ import annotations
 
-import zlib
-from dataclasses import dataclass
-
 import numpy as np
-from scipy.ndimage import gaussian_filter1d
 
-EMBED_DIM = 768
-N_TOKENS = 257  # CLS + 16 x 16 patches, as CLIP ViT-L/14 at 224 px
-LATENT_DIM = 64
-NUISANCE_DIM = 48
+from brainbench.simulate.anatomy import Anatomy
+from brainbench.simulate.world import Features, Stimuli, VisualWorld, prior_stimuli, rng
 
-
-def rng(seed: int, *tags: object) -> np.random.Generator:
-    """An independent, reproducible stream for one component (tags name it: "clip", subject number...)."""
-    words = [int(seed)] + [zlib.crc32(str(tag).encode()) for tag in tags]
-    return np.random.default_rng(np.random.SeedSequence(words))
-
-
-def smooth_columns(values: np.ndarray, sigma: float) -> np.ndarray:
-    """Smooth along the last (voxel) axis and restore unit variance per row."""
-    out = gaussian_filter1d(values, sigma=sigma, axis=-1, mode="wrap")
-    out /= out.std(axis=-1, keepdims=True) + 1e-8
-    return out
+LEVELS = ("low", "mid", "high")
+LEVEL_CENTRES = (0.12, 0.42, 0.80)  # hierarchy position where each level dominates
+LEVEL_WIDTH = 0.15
+CHANNELS = 48  # tuned sub-populations per level
+TUNING_SIGMA_MM = 3.0  # spatial scale of the channel mixture (columns, patches)
+GAIN_SIGMA_MM = 5.0  # spatial scale of the signal-to-noise field
+NOISE_SIGMA_MM = 2.5  # spatial scale of correlated noise
+NOISE_FIELDS = 64  # smooth noise fields drawn per session
+SMOOTH_NOISE_SHARE = 0.4
+NCSNR_MEDIAN = 0.26  # NSD: median ncsnr in nsdgeneral
+NCSNR_SPREAD = 0.55  # log-normal spread: a long right tail
+PARIETAL_GAIN = 0.6  # parietal streams respond less to image content
 
 
-def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    return x / (np.linalg.norm(x, axis=axis, keepdims=True) + 1e-8)
+def level_inputs(features: Features) -> dict[str, np.ndarray]:
+    """What each level's channels are tuned to."""
+    return {
+        "low": features.low,
+        "mid": np.hstack([features.appearance, features.mid_semantic]),
+        "high": np.hstack([features.semantic, 0.3 * features.appearance]),
+    }
 
 
-# ------------------------------------------------------------------------------------------- stimuli
+def tuning(projection: np.ndarray) -> np.ndarray:
+    """Nonlinear tuning: rectifying (softplus) for three quarters of the channels, bell-shaped for the rest."""
+    split = projection.shape[1] * 3 // 4
+    rectified = np.logaddexp(0.0, 2.0 * projection[:, :split]) / 2.0
+    bell = np.exp(-(projection[:, split:] ** 2))
+    return np.hstack([rectified, bell]).astype(np.float32)
 
 
-@dataclass
-class Stimuli:
-    """One row per image: its category, the latent the brain sees, and a latent only the target sees."""
-
-    category: np.ndarray  # (n,) int64
-    latent: np.ndarray  # (n, LATENT_DIM) float32
-    nuisance: np.ndarray  # (n, NUISANCE_DIM) float32
-
-    def __len__(self) -> int:
-        return len(self.category)
-
-    def take(self, rows: np.ndarray) -> Stimuli:
-        return Stimuli(self.category[rows], self.latent[rows], self.nuisance[rows])
-
-
-def category_centroids(seed: int, n_categories: int) -> np.ndarray:
-    return rng(seed, "centroids").standard_normal((n_categories, LATENT_DIM)).astype(np.float32)
-
-
-def make_stimuli(seed: int, category: np.ndarray, within: float = 0.9) -> Stimuli:
-    """Latents for images of the given categories (centroid + ``within`` x Gaussian variation)."""
-    category = np.asarray(category, dtype=np.int64)
-    centroids = category_centroids(seed, int(category.max()) + 1)
-    gen = rng(seed, "stimuli", len(category))
-    variation = gen.standard_normal((len(category), LATENT_DIM)).astype(np.float32)
-    latent = (centroids[category] + within * variation) / np.sqrt(1.0 + within**2)
-    nuisance = gen.standard_normal((len(category), NUISANCE_DIM)).astype(np.float32)
-    return Stimuli(category, latent.astype(np.float32), nuisance)
-
-
-# ---------------------------------------------------------------------------------------- CLIP space
-
-
-class ClipSpace:
-    """A fixed random map from stimulus latents to CLIP-like pooled embeddings and 257x768 tokens."""
-
-    def __init__(self, seed: int, mean_offset: float = 0.9, nuisance_weight: float = 0.8) -> None:
-        gen = rng(seed, "clip")
-        # The offset is sized against the spread of the embeddings: 0.9 gives random-pair cosines ~0.45.
-        spread = np.sqrt(EMBED_DIM * (1.0 + nuisance_weight**2))
-        self.mean = (l2_normalize(gen.standard_normal(EMBED_DIM)) * mean_offset * spread).astype(np.float32)
-        self.latent_map = (gen.standard_normal((LATENT_DIM, EMBED_DIM)) / np.sqrt(LATENT_DIM)).astype(np.float32)
-        self.nuisance_map = (
-            gen.standard_normal((NUISANCE_DIM, EMBED_DIM)) * nuisance_weight / np.sqrt(NUISANCE_DIM)
-        ).astype(np.float32)
-        # Patch tokens: a shared part plus a low-rank, position-specific readout of the latent.
-        self.rank = 16
-        self.patch_reduce = (gen.standard_normal((LATENT_DIM, self.rank)) / np.sqrt(LATENT_DIM)).astype(np.float32)
-        # (rank, 256 patches x 768) so one matmul reads out every patch.
-        self.patch_basis = (
-            gen.standard_normal((self.rank, (N_TOKENS - 1) * EMBED_DIM)) / np.sqrt(self.rank * EMBED_DIM)
-        ).astype(np.float32)
-        self.seed = seed
-
-    def unnormalized(self, stimuli: Stimuli) -> np.ndarray:
-        return self.mean + stimuli.latent @ self.latent_map + stimuli.nuisance @ self.nuisance_map
-
-    def pooled(self, stimuli: Stimuli) -> np.ndarray:
-        """(n, 768) float32, unit norm."""
-        return l2_normalize(self.unnormalized(stimuli)).astype(np.float32)
-
-    def tokens(self, stimuli: Stimuli, noise_key: int) -> np.ndarray:
-        """(n, 257, 768) float32; token 0 (CLS) is the pooled embedding plus a little noise.
-
-        ``noise_key`` seeds the token noise of this batch (the writer uses the batch's first image id).
-        """
-        pooled = self.pooled(stimuli)
-        n = len(stimuli)
-        gen = rng(self.seed, "token-noise", int(noise_key))
-        out = gen.standard_normal((n, N_TOKENS, EMBED_DIM), dtype=np.float32)
-        out *= np.float32(0.3 / np.sqrt(EMBED_DIM))
-        out[:, 0] *= np.float32(0.05 / 0.3)
-        out[:, 0] += pooled
-        # Patches: half the pooled embedding plus a position-specific readout of the latent.
-        spatial = (stimuli.latent @ self.patch_reduce) @ self.patch_basis
-        out[:, 1:] += 0.5 * pooled[:, None, :] + spatial.reshape(n, N_TOKENS - 1, EMBED_DIM)
-        return out
-
-    def text(self, seed: int, centroids: np.ndarray, n_templates: int, gap: float = 2.0) -> np.ndarray:
-        """Text-like class embeddings (n_classes, n_templates, 768) with a modality gap.
-
-        They share each category's direction (its centroid through the same map) but sit around their own
-        mean, shifted orthogonally away from the image mean by ``gap`` x its norm, so image-text cosines
-        (~0.3) are lower than image-image ones (~0.45), as with CLIP.
-        """
-        gen = rng(seed, "text")
-        shift = gen.standard_normal(EMBED_DIM)
-        shift -= (shift @ self.mean) / (self.mean @ self.mean) * self.mean
-        shift *= gap * np.linalg.norm(self.mean) / np.linalg.norm(shift)
-        direction = centroids @ self.latent_map
-        template_noise = 0.5 * gen.standard_normal((len(centroids), n_templates, EMBED_DIM))
-        text = self.mean + shift + direction[:, None, :] + template_noise
-        return l2_normalize(text).astype(np.float32)
-
-
-def images_from_stimuli(seed: int, stimuli: Stimuli, size: int) -> np.ndarray:
-    """Small RGB images (n, 3, size, size) in [0, 1]: category colour plus latent-driven 4x4 blobs."""
-    gen = rng(seed, "images")
-    colour = gen.standard_normal((int(stimuli.category.max()) + 1, 3)).astype(np.float32)
-    layout = (gen.standard_normal((LATENT_DIM, 3 * 16)) / np.sqrt(LATENT_DIM)).astype(np.float32)
-    coarse = (stimuli.latent @ layout).reshape(-1, 3, 4, 4) + colour[stimuli.category][:, :, None, None]
-    scale = max(size // 4, 1)
-    fine = np.kron(coarse, np.ones((1, 1, scale, scale), dtype=np.float32))[:, :, :size, :size]
-    fine = gaussian_filter1d(gaussian_filter1d(fine, scale / 2, axis=2), scale / 2, axis=3)
-    return (1.0 / (1.0 + np.exp(-fine))).astype(np.float32)
-
-
-# ------------------------------------------------------------------------------------------- subjects
+def level_weights(hierarchy: np.ndarray) -> np.ndarray:
+    """(3, V): each voxel's mix of low, mid and high levels, summing to 1."""
+    weights = np.stack([np.exp(-((hierarchy - c) ** 2) / (2 * LEVEL_WIDTH**2)) for c in LEVEL_CENTRES])
+    return (weights / weights.sum(axis=0, keepdims=True)).astype(np.float32)
 
 
 class SubjectBrain:
-    """One subject's voxel responses: own voxel count, own smooth mapping, own gains (from the subject seed)."""
+    """One subject's voxels: own anatomy, own tuning and mixing, own gains (from the subject's seed)."""
 
     def __init__(
         self,
         seed: int,
         subject: int,
-        n_voxels: int,
-        gain_median: float = 0.09,
-        gain_spread: float = 1.15,
-        smoothness: float = 4.0,
-        nonlinear_units: int = 32,
+        anatomy: Anatomy,
+        world: VisualWorld,
+        ncsnr_median: float = NCSNR_MEDIAN,
+        tag: str = "nsd",
     ) -> None:
-        gen = rng(seed, "subject", subject)
-        self.n_voxels = n_voxels
-        self.smoothness = smoothness
-        self.linear = smooth_columns(gen.standard_normal((LATENT_DIM, n_voxels)), smoothness).astype(np.float32)
-        self.linear /= np.sqrt(LATENT_DIM)
-        self.hidden = (gen.standard_normal((LATENT_DIM, nonlinear_units)) / np.sqrt(LATENT_DIM)).astype(np.float32)
-        self.nonlinear = smooth_columns(gen.standard_normal((nonlinear_units, n_voxels)), smoothness)
-        self.nonlinear = (self.nonlinear / np.sqrt(nonlinear_units)).astype(np.float32)
-        # Heavy-tailed, spatially clustered gains: a smooth log-normal field.
-        log_gain = smooth_columns(gen.standard_normal((1, n_voxels)), 3 * smoothness)[0]
-        self.gain = (gain_median * np.exp(gain_spread * log_gain)).astype(np.float32)
-        # Normalise each voxel's raw response to zero mean, unit variance under the latent prior.
-        reference = gen.standard_normal((2048, LATENT_DIM)).astype(np.float32)
+        gen = rng(seed, "subject", tag, subject)
+        self.anatomy, self.world = anatomy, world
+        self.n_voxels = anatomy.n_voxels
+        self.seed, self.subject, self.tag = seed, subject, tag
+        reference = level_inputs(world.features(prior_stimuli(world.seed, 2048, tag="brain-reference")))
+        self.projection, self.bias, self.mixing, self.channel_norm = {}, {}, {}, {}
+        for level in LEVELS:
+            width = reference[level].shape[1]
+            self.projection[level] = (gen.standard_normal((width, CHANNELS)) * 1.2 / np.sqrt(width)).astype(np.float32)
+            self.bias[level] = (0.5 * gen.standard_normal(CHANNELS)).astype(np.float32)
+            self.mixing[level] = anatomy.smooth_fields(gen, CHANNELS, TUNING_SIGMA_MM) / np.sqrt(CHANNELS)
+            channels = self._channels(level, reference[level], normalise=False)
+            self.channel_norm[level] = (channels.mean(axis=0), channels.std(axis=0) + 1e-6)
+        self.level_weights = level_weights(anatomy.hierarchy)
         raw = self._raw(reference)
-        self.offset = raw.mean(axis=0)
-        self.scale = raw.std(axis=0) + 1e-6
-        self.seed, self.subject = seed, subject
+        self.offset, self.scale = raw.mean(axis=0), raw.std(axis=0) + 1e-6
+        self.gain = self._gains(gen, ncsnr_median)
 
-    def _raw(self, latent: np.ndarray) -> np.ndarray:
-        rectified = np.maximum(latent @ self.hidden, 0.0) ** 2
-        return latent @ self.linear + rectified @ self.nonlinear
+    def _channels(self, level: str, inputs: np.ndarray, normalise: bool = True) -> np.ndarray:
+        out = tuning(inputs @ self.projection[level] + self.bias[level])
+        if normalise:
+            mean, std = self.channel_norm[level]
+            out = (out - mean) / std
+        return out
 
-    def signal(self, latent: np.ndarray) -> np.ndarray:
-        """Noise-free response (n, V), unit variance per voxel before the gain."""
-        return ((self._raw(latent) - self.offset) / self.scale).astype(np.float32)
+    def _raw(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        total = np.zeros((len(inputs["low"]), self.n_voxels), np.float32)
+        for i, level in enumerate(LEVELS):
+            total += self.level_weights[i] * (self._channels(level, inputs[level]) @ self.mixing[level])
+        return total
 
-    def session(self, signal: np.ndarray, session: int, smooth_noise: float = 0.3) -> np.ndarray:
-        """One session's betas (n_trials, V) from the trials' ``signal(latent)`` rows:
-        gain x signal + noise + a session offset, then z-scored per voxel as NSD's betas are."""
-        gen = rng(self.seed, "session", self.subject, session)
-        n, v = signal.shape[0], self.n_voxels
-        white = gen.standard_normal((n, v), dtype=np.float32)
-        smooth = smooth_columns(gen.standard_normal((n, v), dtype=np.float32), self.smoothness)
-        noise = np.sqrt(1 - smooth_noise) * white + np.sqrt(smooth_noise) * smooth
-        offset = 2.0 * smooth_columns(gen.standard_normal((1, v), dtype=np.float32), 8 * self.smoothness)
-        drift = 1.0 + 0.2 * gen.standard_normal(dtype=np.float32)  # per-session scanner gain
-        betas = drift * (self.gain * signal + noise) + offset
-        return zscore_rows(betas)
+    def _gains(self, gen: np.random.Generator, median: float) -> np.ndarray:
+        field = self.anatomy.smooth_fields(gen, 1, GAIN_SIGMA_MM)[0]
+        log_gain = 0.8 * (0.5 - self.anatomy.hierarchy) + NCSNR_SPREAD * field
+        parietal = np.isin(self.anatomy.labels["streams"], (4, 7))
+        gain = np.exp(log_gain) * np.where(parietal, PARIETAL_GAIN, 1.0)
+        return (gain * median / np.median(gain)).astype(np.float32)
+
+    def signal(self, stimuli: Stimuli) -> np.ndarray:
+        """Noise-free responses (n, V), unit variance per voxel under the stimulus prior, before the gain."""
+        inputs = level_inputs(self.world.features(stimuli))
+        return ((self._raw(inputs) - self.offset) / self.scale).astype(np.float32)
+
+    def session(self, signal: np.ndarray, session: int) -> np.ndarray:
+        """One session's betas (n_trials, V) from its trials' ``signal`` rows, z-scored per voxel."""
+        gen = rng(self.seed, "session", self.tag, self.subject, session)
+        n = signal.shape[0]
+        fields = self.anatomy.smooth_fields(gen, NOISE_FIELDS + 2, NOISE_SIGMA_MM)
+        weights = gen.standard_normal((n, NOISE_FIELDS), dtype=np.float32) / np.float32(np.sqrt(NOISE_FIELDS))
+        noise = np.sqrt(1 - SMOOTH_NOISE_SHARE) * gen.standard_normal((n, self.n_voxels), dtype=np.float32)
+        noise += np.float32(np.sqrt(SMOOTH_NOISE_SHARE)) * (weights @ fields[:NOISE_FIELDS])
+        drift = 1.0 + 0.15 * fields[NOISE_FIELDS]
+        offset = 2.0 * fields[NOISE_FIELDS + 1]
+        return zscore_rows(drift * self.gain * signal + noise + offset)
 
 
 def zscore_rows(betas: np.ndarray) -> np.ndarray:

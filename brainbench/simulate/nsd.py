@@ -9,6 +9,8 @@ Files in ``root``:
   only when asked for; ``category`` (n_images,) int64; ``category_names`` (n_categories,) UTF-8 strings.
 - ``coco_images_224_float16.hdf5``: ``images`` (n_images, 3, S, S) float16 in [0, 1], only when asked for.
 - ``brainbench_synthetic.json``: marker saying the data are synthetic (generator, version, scale, seed).
+- ``rois_subj01.hdf5``: per-voxel ROI labels in betas column order, and NSD's ROI volumes and label names
+  under ``nsddata/`` (see ``atlas_files.py`` and docs/simulator.md).
 
 Test images are shared by all subjects, as in NSD. Every file is written under a temporary name and renamed,
 so an interrupted generation never leaves a file that looks complete; one process at a time writes (a lock
@@ -28,18 +30,19 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from brainbench.simulate.brain import (
+from brainbench.simulate.anatomy import NSD_VOLUME, NSD_VOXEL_MM, Anatomy, make_anatomy
+from brainbench.simulate.brain import SubjectBrain
+from brainbench.simulate.world import (
     EMBED_DIM,
     N_TOKENS,
     ClipSpace,
     Stimuli,
-    SubjectBrain,
     images_from_stimuli,
     make_stimuli,
     rng,
 )
 
-GENERATOR_VERSION = "3"  # bump when generated data change; cached folders are keyed by it
+GENERATOR_VERSION = "4"  # bump when generated data change; cached folders are keyed by it
 SUBJECTS = (1, 2, 5, 7)
 MARKER = "brainbench_synthetic.json"
 TARGETS_FILE = "clip_targets.hdf5"
@@ -68,6 +71,14 @@ class NsdScale:
     n_categories: int
     shared_train_pool: bool
     image_size: int
+    grid_step: int = 1  # the 3-D grid is NSD's 1.8 mm one coarsened by this factor per axis
+
+    def volume(self, subject: int) -> tuple[int, int, int]:
+        return tuple(-(-n // self.grid_step) for n in NSD_VOLUME[subject])
+
+    @property
+    def voxel_mm(self) -> float:
+        return NSD_VOXEL_MM * self.grid_step
 
 
 REAL_VOXELS = {1: 15724, 2: 14278, 5: 13039, 7: 12682}
@@ -77,9 +88,13 @@ SCALES: dict[str, NsdScale] = {
     "nsd": NsdScale("nsd", REAL_VOXELS, 8859, 24980, 982, 2770, 750, 80, False, 64),
     # Default: trains in seconds on a laptop CPU.
     # 400 test images: the 300-way protocol runs as published and differs from full (400-way) retrieval.
-    "small": NsdScale("small", {s: v // 8 for s, v in REAL_VOXELS.items()}, 1000, 2000, 400, 1200, 300, 40, True, 32),
+    "small": NsdScale(
+        "small", {s: v // 8 for s, v in REAL_VOXELS.items()}, 1000, 2000, 400, 1200, 300, 40, True, 32, grid_step=2
+    ),
     # For tests only.
-    "tiny": NsdScale("tiny", {s: v // 64 for s, v in REAL_VOXELS.items()}, 150, 300, 30, 90, 130, 10, True, 16),
+    "tiny": NsdScale(
+        "tiny", {s: v // 64 for s, v in REAL_VOXELS.items()}, 150, 300, 30, 90, 130, 10, True, 16, grid_step=4
+    ),
 }
 
 
@@ -173,6 +188,20 @@ class SyntheticNsd:
         self.seed = seed
         self._design: Design | None = None
         self._stimuli: Stimuli | None = None
+        self._clip: ClipSpace | None = None
+
+    @property
+    def clip(self) -> ClipSpace:
+        if self._clip is None:
+            self._clip = ClipSpace(self.seed)
+        return self._clip
+
+    def anatomy(self, subject: int) -> Anatomy:
+        scale = self.scale
+        return make_anatomy(self.seed, subject, scale.voxels[subject], scale.volume(subject), scale.voxel_mm)
+
+    def brain(self, subject: int) -> SubjectBrain:
+        return SubjectBrain(self.seed, subject, self.anatomy(subject), self.clip.world)
 
     @property
     def design(self) -> Design:
@@ -243,14 +272,18 @@ class SyntheticNsd:
         with self._generating():
             if betas.exists() and table.exists():  # another process wrote them while this one waited
                 return
+            from brainbench.simulate.atlas_files import write_atlases
+
             trials = subject_trials(self.scale, self.seed, self.design, subject)
+            brain = self.brain(subject)
+            write_atlases(self.root, subject, brain.anatomy, atomic_path)
             with atomic_path(betas) as tmp:
-                self._write_betas(tmp, subject, trials)
+                self._write_betas(tmp, brain, trials)
             with atomic_path(table) as tmp:  # written last: its presence marks the subject complete
                 write_trial_table(tmp, trials)
 
     def _write_targets(self, path: Path, tokens: bool) -> None:
-        clip = ClipSpace(self.seed)
+        clip = self.clip
         names = [f"category_{k:03d}" for k in range(self.scale.n_categories)]
         with h5py.File(path, "w") as f:
             f.create_dataset("pooled", data=clip.pooled(self.stimuli))
@@ -274,14 +307,12 @@ class SyntheticNsd:
                 rows = np.arange(start, min(start + 512, n))
                 ds[start : rows[-1] + 1] = images_from_stimuli(self.seed, self.stimuli.take(rows), size)
 
-    def _write_betas(self, path: Path, subject: int, trials: dict[str, np.ndarray]) -> None:
-        brain = SubjectBrain(self.seed, subject, self.scale.voxels[subject])
-        latent = self.stimuli.latent
+    def _write_betas(self, path: Path, brain: SubjectBrain, trials: dict[str, np.ndarray]) -> None:
         with h5py.File(path, "w") as f:
             ds = f.create_dataset("betas", (len(trials["trial_index"]), brain.n_voxels), dtype=np.float32)
             for session in np.unique(trials["session"]):
                 rows = np.flatnonzero(trials["session"] == session)
-                signal = brain.signal(latent[trials["image_index"][rows]])
+                signal = brain.signal(self.stimuli.take(trials["image_index"][rows]))
                 ds[rows[0] : rows[-1] + 1] = brain.session(signal, int(session))
             f.attrs["synthetic"] = True
 

@@ -13,7 +13,8 @@ GOD_OPTIONS = Options(
 SYNTHETIC_GOD_OPTIONS = Options(
     Option("seed", int, 0, "simulator seed", minimum=0),
     Option("scale", str, "small", "simulated size", choices=("small", "tiny")),
-    Option("subjects", list, None, "subjects to write", item=int, minimum=1, nullable=True),
+    Option("subjects", list, None, "subjects offered (each written when first used)", item=int, minimum=1,
+           nullable=True),
     Option("roi", str, "ROI_VC", "BData region-of-interest column selecting the voxels"),
 )
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -99,8 +100,13 @@ class GodDataset(Dataset):
         class_names: Path | None = None,
         synthetic: bool = False,
         name: str = "god",
+        prepare: Callable[[int], Path] | None = None,
     ) -> None:
+        """``prepare(subject)``, when given, writes a subject's file on first use (the simulator): ``files``
+        then names the subjects that can be asked for, and nothing is opened until one is."""
         self.name = name
+        self._prepare = prepare
+        self._subject_list = sorted(files)
         self.roi = roi
         self.stimuli_path = stimuli if stimuli is not None and Path(stimuli).is_file() else None
         if not synthetic and self.stimuli_path is not None:  # the simulator marks its stimuli file
@@ -108,7 +114,8 @@ class GodDataset(Dataset):
                 synthetic = bool(h5.attrs.get("synthetic", False))
         self.synthetic = synthetic
         self.default_target = "synthetic-clip" if synthetic else "clip-vit-l-14"
-        self._subjects = {number: self._open_subject(path) for number, path in sorted(files.items())}
+        opened = {} if prepare is not None else files
+        self._subjects = {number: self._open_subject(path) for number, path in sorted(opened.items())}
         self._synsets: np.ndarray | None = None  # category ids from Label, when categories come from there
         self._stimulus_category = self._categories_by_stimulus()
         self._names = self._read_names(class_names)
@@ -184,9 +191,11 @@ class GodDataset(Dataset):
     # -- Dataset interface
 
     def subjects(self) -> list[int]:
-        return list(self._subjects)
+        return list(self._subject_list)
 
     def _subject(self, subject: int) -> _Subject:
+        if subject not in self._subjects and self._prepare is not None and subject in self._subject_list:
+            self._subjects[subject] = self._open_subject(self._prepare(subject))
         if subject not in self._subjects:
             raise DataError(f"{self.name}: no subject {subject}; subjects: {self.subjects()}")
         return self._subjects[subject]
@@ -195,6 +204,8 @@ class GodDataset(Dataset):
         return len(self._subject(subject).voxel_columns)
 
     def splits(self) -> list[str]:
+        if self._prepare is not None and not self._subjects:  # the simulator writes every split
+            return list(SPLIT_CODES)
         present = set(np.concatenate([s.data_type for s in self._subjects.values()]).tolist())
         return [split for split, code in SPLIT_CODES.items() if code in present]
 
@@ -341,17 +352,18 @@ def open_synthetic_god(
     """The simulator's GOD-like data (written on first use) in the BData layout."""
     from brainbench.paths import synthetic_root
 
-    folder = Path(root) if root is not None else synthetic_root("god", scale, seed)
-    if not any(folder.glob("Subject*.h5")):
-        try:
-            from brainbench.simulate.god import write_synthetic_god
-        except ImportError as error:
-            raise DataError(f"the GOD simulator is not available ({error}); cannot write {folder}") from None
-        folder.mkdir(parents=True, exist_ok=True)
-        write_synthetic_god(folder, seed=seed, subjects=(1, 2, 3, 4, 5), scale=scale)
-    dataset = open_god(folder, subjects=subjects, roi=roi)
-    dataset.name = "synthetic-god"
-    dataset.synthetic = True
-    dataset.default_target = "synthetic-clip"
+    try:
+        from brainbench.simulate.god import GENERATOR_VERSION, subject_file, write_one_subject, write_synthetic_god
+    except ImportError as error:
+        raise DataError(f"the GOD simulator is not available ({error})") from None
+    # The generator version is part of the cached folder's name, so changed data never mix with old files.
+    folder = Path(root) if root is not None else synthetic_root("god", f"{scale}-v{GENERATOR_VERSION}", seed)
+    write_synthetic_god(folder, seed=seed, subjects=(), scale=scale)  # the stimuli file only
+    prepare = partial(write_one_subject, folder, seed, scale)  # a subject's file is written on its first use
+    wanted = list(subjects) if subjects is not None else [1, 2, 3, 4, 5]
+    files = {s: subject_file(folder, s) for s in wanted}
+    dataset = GodDataset(
+        files, roi=roi, stimuli=folder / STIMULI_FILE, synthetic=True, name="synthetic-god", prepare=prepare
+    )
     dataset.demo_scale = True  # GOD is small: 1200 training trials per subject
     return dataset
