@@ -54,9 +54,10 @@ def noise_ceiling(betas: Any, stimulus_ids: np.ndarray, n_average: float | None 
     ``betas`` must be z-scored per voxel per session (as NSD's and brainbench's prepared betas are).
     ``n_average``: trials averaged per image at test time; default: the test set's own repeat counts.
     """
-    betas = np.asarray(betas)
+    if not hasattr(betas, "shape"):
+        betas = np.asarray(betas)  # an h5py dataset stays on disk: it is read a block of voxels at a time
     ids = np.asarray(stimulus_ids).reshape(-1)
-    if betas.ndim != 2 or betas.shape[0] != len(ids):
+    if len(betas.shape) != 2 or betas.shape[0] != len(ids):
         raise ValueError(f"betas must be (n_trials, n_voxels) with one stimulus id per trial; got betas "
                          f"{betas.shape} and {len(ids)} ids")
     order = np.argsort(ids, kind="stable")
@@ -67,7 +68,7 @@ def noise_ceiling(betas: Any, stimulus_ids: np.ndarray, n_average: float | None 
     inverse_n = float(np.mean(1.0 / counts)) if n_average is None else 1.0 / float(n_average)
     noise_var = np.empty(betas.shape[1], dtype=np.float64)
     for start in range(0, betas.shape[1], VOXEL_BLOCK):
-        block = betas[order, start : start + VOXEL_BLOCK].astype(np.float64)
+        block = np.asarray(betas[:, start : start + VOXEL_BLOCK], dtype=np.float64)[order]
         sums = np.add.reduceat(block, starts, axis=0)
         squares = np.add.reduceat(block * block, starts, axis=0)
         variance = (squares - sums**2 / counts[:, None]) / np.maximum(counts - 1, 1)[:, None]

@@ -9,9 +9,9 @@ import h5py
 import numpy as np
 import pytest
 
+from brainbench.noise_ceiling import ceiling_percent, noise_ceiling
 from brainbench.simulate.anatomy import NSD_VOLUME, make_anatomy
 from brainbench.simulate.nsd import SCALES, generate_synthetic_nsd
-from brainbench.simulate.reliability import ncsnr, noise_ceiling
 
 nib = pytest.importorskip("nibabel")
 
@@ -115,9 +115,9 @@ def test_ncsnr_follows_nsds_definition():
     signal = gen.standard_normal((n_images, 3)) * snr
     betas = np.repeat(signal, repeats, axis=0) + gen.standard_normal((n_images * repeats, 3))
     betas = (betas - betas.mean(0)) / betas.std(0)  # z-scored, as NSD's betas
-    estimate = ncsnr(betas, np.repeat(np.arange(n_images), repeats))
+    estimate = noise_ceiling(betas, np.repeat(np.arange(n_images), repeats)).ncsnr
     np.testing.assert_allclose(estimate, snr, atol=0.05)
-    np.testing.assert_allclose(noise_ceiling(0.26, 3), 100 * 0.0676 / (0.0676 + 1 / 3))
+    np.testing.assert_allclose(ceiling_percent(0.26, 1 / 3), 100 * 0.0676 / (0.0676 + 1 / 3))
 
 
 def test_noise_statistics_are_nsd_like(tiny_release):

@@ -17,9 +17,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from brainbench.noise_ceiling import ceiling_percent, noise_ceiling
 from brainbench.simulate.atlas_files import rois_file
 from brainbench.simulate.nsd import SyntheticNsd, betas_file, trials_file
-from brainbench.simulate.reliability import ncsnr, noise_ceiling
 from brainbench.simulate.world import l2_normalize, prior_stimuli
 
 ROI_ORDER = ("nsdgeneral", "prf-visualrois", "streams")
@@ -43,7 +43,7 @@ def noise_table(root: Path, subject: int) -> list[dict[str, object]]:
     with open(root / trials_file(subject), newline="") as handle:
         images = np.array([int(row["image_index"]) for row in csv.DictReader(handle)])
     with h5py.File(root / betas_file(subject), "r") as f:
-        snr = ncsnr(f["betas"], images)
+        snr = noise_ceiling(f["betas"], images).ncsnr
     rows = []
     with h5py.File(root / rois_file(subject), "r") as f:
         for atlas in ROI_ORDER:
@@ -59,8 +59,8 @@ def noise_table(root: Path, subject: int) -> list[dict[str, object]]:
                     "voxels": int(len(chosen)),
                     "median_ncsnr": float(np.median(chosen)),
                     "p90_ncsnr": float(np.percentile(chosen, 90)),
-                    "nc1": float(np.median(noise_ceiling(chosen, 1))),
-                    "nc3": float(np.median(noise_ceiling(chosen, 3))),
+                    "nc1": float(np.median(ceiling_percent(chosen, 1.0))),
+                    "nc3": float(np.median(ceiling_percent(chosen, 1 / 3))),
                 })
     return rows
 
