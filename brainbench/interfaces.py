@@ -14,6 +14,8 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
+from brainbench.recipes import QuickRecipe  # defined in the recipes leaf; imported from here too
+
 Shape = tuple[int, ...]
 
 
@@ -347,18 +349,6 @@ class FittedEncoder(ABC):
     @abstractmethod
     def save(self, path: Path) -> Path:
         """Write a safely loadable checkpoint (no pickled code); returns the file written."""
-
-
-@dataclass(frozen=True)
-class QuickRecipe:
-    """How an encoder trains on demo-scale data (a laptop CPU, a few thousand trials) instead of its
-    reference recipe; options and settings a run names explicitly still win."""
-
-    options: dict[str, Any] = field(default_factory=dict)
-    epochs: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    note: str = ""
 
 
 class Encoder(ABC):

@@ -8,13 +8,15 @@ matmuls and convolutions count 2 FLOPs per multiply-add; FFTs and elementwise op
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from brainbench.interfaces import Shape
-from brainbench.torch_encoder import TorchEncoder
+
+if TYPE_CHECKING:  # for annotations only: torch_encoder imports this module to describe itself
+    from brainbench.torch_encoder import TorchEncoder
 
 #: A training step costs about three forward passes (forward, and backward for inputs and weights).
 TRAINING_FLOPS_PER_FORWARD = 3

@@ -15,13 +15,13 @@ names the closest declared option for a misspelling. Nothing here imports anythi
 
 from __future__ import annotations
 
-import difflib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from brainbench.errors import BrainbenchError
+from brainbench.suggest import closest
 
 TYPE_NAMES = {int: "an integer", float: "a number", str: "text", bool: "true or false", list: "a list"}
 TRUE_WORDS = {"1", "true", "yes", "on"}
@@ -150,11 +150,6 @@ class Option:
             raise ValueError(f"must be <= {self.maximum:g}")
         if self.above is not None and value <= self.above:
             raise ValueError(f"must be > {self.above:g}")
-
-
-def closest(word: str, candidates: Sequence[str]) -> str | None:
-    found = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.5)
-    return found[0] if found else None
 
 
 @dataclass(frozen=True)

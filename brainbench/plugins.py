@@ -25,7 +25,6 @@ built-ins are loaded and register first, whatever ``sys.path`` order says.
 
 from __future__ import annotations
 
-import difflib
 import importlib.util
 import inspect
 import os
@@ -42,6 +41,7 @@ import pluggy
 from brainbench import guarded, hookspecs
 from brainbench.errors import PluginError, one_line
 from brainbench.registry import Registry
+from brainbench.suggest import close_names
 
 GROUP = "brainbench"
 BUILTIN_DISTRIBUTION = "brainbench"
@@ -225,7 +225,7 @@ def _hook_problem(pm: pluggy.PluginManager, plugin: Any) -> str | None:
         if not callable(value) or not hasattr(value, f"{GROUP}_impl"):
             continue
         if attr not in HOOK_NAMES:
-            close = difflib.get_close_matches(attr, HOOK_NAMES, n=1)
+            close = close_names(attr, HOOK_NAMES, cutoff=0.6)  # difflib's default: hook names are long
             hint = f"; did you mean {close[0]!r}?" if close else f"; known hooks: {', '.join(HOOK_NAMES)}"
             return f"implements unknown hook {attr!r}{hint}"
         offered = getattr(pm.hook, attr).spec.argnames

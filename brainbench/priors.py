@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar
@@ -20,6 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from brainbench.interfaces import Reporter, TrainSettings, _check_options
+from brainbench.recipes import PriorQuickRecipe  # defined in the recipes leaf; imported from here too
 
 #: The task option value that means "query with the brain embedding itself" (no prior).
 NO_PRIOR = "none"
@@ -39,14 +39,6 @@ class FittedPrior(ABC):
     @abstractmethod
     def save(self, path: Path) -> Path:
         """Write a safely loadable file (safetensors, no pickled code); returns the file written."""
-
-
-@dataclass(frozen=True)
-class PriorQuickRecipe:
-    """Options a prior trains with on demo-scale data (seconds on a laptop CPU); a run's own win."""
-
-    options: dict[str, Any]
-    note: str = ""
 
 
 class Prior(ABC):

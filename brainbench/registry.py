@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -10,6 +9,7 @@ from typing import Any, Generic, TypeVar
 
 from brainbench.errors import DuplicateNameError, PluginError, UnknownNameError
 from brainbench.options import Options
+from brainbench.suggest import close_names
 
 T = TypeVar("T")
 
@@ -111,7 +111,7 @@ class Registry(Generic[T]):
         return len(self._entries)
 
     def _unknown_message(self, name: str) -> str:
-        close = difflib.get_close_matches(name, self.names(), n=3, cutoff=0.5)
+        close = close_names(name, self.names(), n=3)
         if close:
             hint = "did you mean " + " or ".join(repr(c) for c in close) + "?"
         elif self._entries:

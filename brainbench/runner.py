@@ -13,6 +13,7 @@ import numpy as np
 from brainbench import __version__
 from brainbench.arrays import RowIndexed
 from brainbench.config import RunConfig
+from brainbench.constants import PER_ITEM_FILE
 from brainbench.errors import BrainbenchError
 from brainbench.interfaces import (
     Dataset,
@@ -26,6 +27,8 @@ from brainbench.interfaces import (
 )
 from brainbench.plugins import PluginSet, get_plugins, used_plugin_tags
 from brainbench.repeats import group_mean
+from brainbench.rows import read_rows
+from brainbench.text_tables import markdown_table
 
 
 @dataclass
@@ -112,29 +115,6 @@ def split_train_validation(
     val_ids = rng.choice(unique, size=n_val, replace=False) if n_val else np.empty(0, dtype=unique.dtype)
     val_mask = np.isin(stimulus_ids, val_ids)
     return ~val_mask, val_mask
-
-
-
-#: Source rows read at once when gathering training rows (bounds the transient block, ~60 MB at NSD scale).
-GATHER_BLOCK_ROWS = 1024
-
-
-def gather_rows(voxels: Any, order: np.ndarray) -> np.ndarray:
-    """``voxels[order]`` as one float32 array, read in contiguous source blocks (HDF5-friendly): memory is
-    the result plus one block, never a second full copy."""
-    n = len(order)
-    out = np.empty((n, int(voxels.shape[1])), dtype=np.float32)
-    destination = np.empty(int(voxels.shape[0]), dtype=np.int64)
-    destination.fill(-1)
-    destination[order] = np.arange(n)
-    for start in range(0, int(voxels.shape[0]), GATHER_BLOCK_ROWS):
-        stop = min(start + GATHER_BLOCK_ROWS, int(voxels.shape[0]))
-        wanted = destination[start:stop]
-        keep = wanted >= 0
-        if keep.any():
-            block = np.asarray(voxels[start:stop], dtype=np.float32)
-            out[wanted[keep]] = block[keep]
-    return out
 
 
 def repeat_groups(stimulus_ids: np.ndarray) -> np.ndarray:
@@ -297,7 +277,7 @@ def run_cell(
     fit_mask, val_mask = split_train_validation(train.stimulus_ids, config.val_fraction, config.seed)
     order = np.concatenate([np.flatnonzero(fit_mask), np.flatnonzero(val_mask)])
     fit_data = FitData(
-        voxels=gather_rows(train.voxels, order),
+        voxels=read_rows(train.voxels, order),
         targets=embed_rows(target, dataset, train.stimulus_ids[order]),
         n_validation=int(val_mask.sum()),
         repeat_groups=repeat_groups(train.stimulus_ids[order]) if train.one_repeat_per_step else None,
@@ -453,7 +433,6 @@ def _record_result(
 
 
 #: The run artifact with each test item's outcome per metric (see EvalContext.per_item).
-PER_ITEM_FILE = "per_item.json"
 
 
 def write_per_item(context: EvalContext, metrics: list[MetricResult], path: Path) -> None:
@@ -481,11 +460,16 @@ def write_per_item(context: EvalContext, metrics: list[MetricResult], path: Path
     path.write_text(json.dumps(record))
 
 
+#: The columns a run's metrics are shown in: the terminal table and the run's metrics.md.
+METRIC_COLUMNS = ("metric", "value", "95% interval", "chance", "better")
+
+
+def metric_cells(m: MetricResult) -> list[str]:
+    """One metric's row under METRIC_COLUMNS."""
+    interval = f"{m.interval[0]:.4f} - {m.interval[1]:.4f}" if m.interval else ""
+    chance = f"{m.chance:.4f}" if m.chance is not None else ""
+    return [m.name, f"{m.value:.4f}", interval, chance, "higher" if m.higher_is_better else "lower"]
+
+
 def metrics_markdown(metrics: list[MetricResult]) -> str:
-    lines = ["| metric | value | 95% interval | chance | better |", "|---|---|---|---|---|"]
-    for m in metrics:
-        interval = f"{m.interval[0]:.4f} - {m.interval[1]:.4f}" if m.interval else ""
-        chance = f"{m.chance:.4f}" if m.chance is not None else ""
-        better = "higher" if m.higher_is_better else "lower"
-        lines.append(f"| {m.name} | {m.value:.4f} | {interval} | {chance} | {better} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(markdown_table(list(METRIC_COLUMNS), [metric_cells(m) for m in metrics])) + "\n"

@@ -1,48 +1,29 @@
-"""Learning-rate schedules as pure functions of the optimizer step.
+"""Learning-rate schedules as pure functions of the optimizer step, with the rates of the maintained schedulers.
 
-A schedule's whole state is the step number, so a resumed run recomputes the exact same rates.
+The rates come from timm's ``CosineLRScheduler`` (cosine, timm-cosine) and torch's ``OneCycleLR`` (onecycle),
+run once on a stand-in optimizer into a table of every step's rate (and one-cycle's Adam beta1). A schedule's
+whole state is still the step number, so a resumed run looks up the exact same rates.
 """
 
 from __future__ import annotations
 
-import math
+import logging
 from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
 
 from brainbench.errors import BrainbenchError
-from brainbench.torch_encoder import TrainingDefaults
+from brainbench.recipes import (
+    ONECYCLE_BASE_MOMENTUM,
+    ONECYCLE_DEFAULT_PCT_START,
+    ONECYCLE_DIV_FACTOR,
+    ONECYCLE_FINAL_DIV_FACTOR,
+    ONECYCLE_MAX_MOMENTUM,
+    OneCycleDefaults,
+    TrainingDefaults,
+)
 
 SCHEDULES = ("cosine", "timm-cosine", "onecycle", "constant")
-
-#: One-cycle starts at max_lr / this (torch's OneCycleLR default).
-ONECYCLE_DIV_FACTOR = 25.0
-#: One-cycle ends at start_lr / this unless the encoder sets ``min_lr``.
-ONECYCLE_FINAL_DIV_FACTOR = 1e4
-#: Fraction of steps spent rising when the encoder sets no warm-up epochs.
-ONECYCLE_DEFAULT_PCT_START = 0.3
-#: torch's OneCycleLR (cycle_momentum=True) swings Adam's beta1 between these: max at the ends, base at the peak.
-ONECYCLE_BASE_MOMENTUM = 0.85
-ONECYCLE_MAX_MOMENTUM = 0.95
-
-
-def _cosine_between(start: float, end: float, fraction: float) -> float:
-    """Half a cosine from ``start`` (fraction 0) to ``end`` (fraction 1)."""
-    fraction = min(max(fraction, 0.0), 1.0)
-    return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * fraction))
-
-
-@dataclass(frozen=True)
-class OneCycleDefaults(TrainingDefaults):
-    """An encoder's recipe when its reference trains with torch's OneCycleLR (MindEye): that scheduler's knobs.
-
-    ``warmup_epochs`` > 0 sets pct_start = warmup_epochs / epochs (MindEye: 2 / epochs); 0 keeps torch's 0.3.
-    ``min_lr`` > 0 overrides the floor max_lr / div_factor / final_div_factor.
-    """
-
-    div_factor: float = ONECYCLE_DIV_FACTOR
-    final_div_factor: float = ONECYCLE_FINAL_DIV_FACTOR
-    cycle_momentum: bool = True  # Adam's beta1 follows the cycle, as torch's default does
-    base_momentum: float = ONECYCLE_BASE_MOMENTUM
-    max_momentum: float = ONECYCLE_MAX_MOMENTUM
 
 
 @dataclass(frozen=True)
@@ -54,8 +35,8 @@ class LearningRateSchedule:
     warmup_start_lr: float = 0.0
     min_lr: float = 0.0
     steps_per_epoch: int = 1  # timm-cosine: the rate changes once per epoch
-    #: onecycle: torch's pct_start; the rise then ends at step pct_start * total_steps - 1 exactly as torch
-    #: computes it (None: at warmup_steps - 1)
+    #: onecycle: torch's pct_start (None: warmup_steps / total_steps); the rise then ends at step
+    #: pct_start * total_steps - 1, as torch computes it
     rise_fraction: float | None = None
     #: onecycle with cycled momentum: (base, max) of Adam's beta1; None leaves the optimizer's betas alone
     momentum_range: tuple[float, float] | None = None
@@ -67,65 +48,23 @@ class LearningRateSchedule:
     def __call__(self, step: int) -> float:
         if self.kind == "constant":
             return self.lr
-        if self.kind == "cosine":
-            return self._cosine(step)
         if self.kind == "timm-cosine":
             return self.epoch_lr(step // max(1, self.steps_per_epoch))
-        return self._onecycle(step)
-
-    def _cosine(self, step: int) -> float:
-        """Linear warm-up from ``warmup_start_lr`` to ``lr``, then cosine down to ``min_lr``."""
-        if step < self.warmup_steps:
-            return self.warmup_start_lr + (self.lr - self.warmup_start_lr) * step / self.warmup_steps
-        decay_steps = max(1, self.total_steps - self.warmup_steps)
-        return _cosine_between(self.lr, self.min_lr, (step - self.warmup_steps) / decay_steps)
+        if self.kind == "onecycle" and step >= self.total_steps:  # past torch's last step: the floor
+            return self.min_lr
+        rates, _ = self._table
+        return rates[min(max(step, 0), len(rates) - 1)]  # the table runs on to the floor
 
     def epoch_lr(self, epoch: int) -> float:
         """The rate epoch ``epoch`` (0-based) trains at, as timm's CosineLRScheduler gives it when it is
         stepped once at each epoch's end (``scheduler.step(epoch)``), as the Lite-Mind reference does.
 
         The scheduler starts at ``warmup_start_lr`` and the step at the end of epoch e sets the rate of
-        epoch e + 1 to t(e), so epochs 0 and 1 both run at ``warmup_start_lr``. t(e) rises linearly over
-        the warm-up epochs, then follows one cosine over ALL epochs (the warm-up is inside its length, timm's
-        ``warmup_prefix=False``) from ``lr`` to ``min_lr``.
+        epoch e + 1, so epochs 0 and 1 both run at ``warmup_start_lr``; the warm-up is inside the cosine's
+        length (timm's ``warmup_prefix=False``); past the length the rate stays at ``min_lr``.
         """
-        epochs = max(1, self.total_steps // max(1, self.steps_per_epoch))
-        warmup_epochs = self.warmup_steps // max(1, self.steps_per_epoch)
-        t = max(epoch - 1, 0)
-        if t < warmup_epochs:
-            return self.warmup_start_lr + t * (self.lr - self.warmup_start_lr) / warmup_epochs
-        if t >= epochs:  # timm's cycle limit: past the length the rate stays at the floor
-            return self.min_lr
-        return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1.0 + math.cos(math.pi * t / epochs))
-
-    def _onecycle_phase(self, step: int) -> tuple[bool, float]:
-        """(rising?, fraction of the phase done) with torch OneCycleLR's phase ends: the rise ends at step
-        pct_start * total_steps - 1, the fall at total_steps - 1 (each phase's last step hits its end value)."""
-        rise = self.rise_fraction * self.total_steps if self.rise_fraction is not None else self.warmup_steps
-        rise_end = max(1.0, float(rise) - 1.0)
-        fall_end = max(rise_end + 1.0, float(self.total_steps) - 1.0)
-        if step <= rise_end:
-            return True, step / rise_end
-        return False, (step - rise_end) / (fall_end - rise_end)
-
-    def _onecycle(self, step: int) -> float:
-        """Cosine rise from ``warmup_start_lr`` to ``lr`` over the warm-up, cosine fall to ``min_lr``."""
-        rising, fraction = self._onecycle_phase(step)
-        if rising:
-            return _cosine_between(self.warmup_start_lr, self.lr, fraction)
-        return _cosine_between(self.lr, self.min_lr, fraction)
-
-    def record(self) -> dict[str, str | float]:
-        """What the rate and momentum do beyond lr, warm-up and floor, for the run's records (one-cycle)."""
-        if self.kind != "onecycle":
-            return {}
-        rise = self.rise_fraction if self.rise_fraction is not None else self.warmup_steps / max(1, self.total_steps)
-        if self.momentum_range is None:
-            beta1 = "the optimizer's own (not cycled)"
-        else:
-            base, top = self.momentum_range
-            beta1 = f"{top} -> {base} at the peak -> {top} (cycled with the rate)"
-        return {"onecycle_pct_start": rise, "beta1": beta1}
+        rates, _ = self._table
+        return rates[min(max(epoch, 0), len(rates) - 1)]
 
     def momentum(self, step: int) -> float | None:
         """Adam's beta1 for ``step``, or None when this schedule leaves it alone.
@@ -135,9 +74,121 @@ class LearningRateSchedule:
         """
         if self.kind != "onecycle" or self.momentum_range is None:
             return None
-        base, top = self.momentum_range
-        rising, fraction = self._onecycle_phase(step)
-        return _cosine_between(top, base, fraction) if rising else _cosine_between(base, top, fraction)
+        if step >= self.total_steps:  # past torch's last step: back at the top, as at the end
+            return self.momentum_range[1]
+        _, betas = self._table
+        assert betas is not None
+        return betas[max(step, 0)]
+
+    @property
+    def pct_start(self) -> float:
+        """One-cycle's rising fraction of the steps (torch's pct_start)."""
+        if self.rise_fraction is not None:
+            return self.rise_fraction
+        return min(1.0, self.warmup_steps / max(1, self.total_steps))
+
+    def record(self) -> dict[str, str | float]:
+        """What the rate and momentum do beyond lr, warm-up and floor, for the run's records (one-cycle)."""
+        if self.kind != "onecycle":
+            return {}
+        if self.momentum_range is None:
+            beta1 = "the optimizer's own (not cycled)"
+        else:
+            base, top = self.momentum_range
+            beta1 = f"{top} -> {base} at the peak -> {top} (cycled with the rate)"
+        return {"onecycle_pct_start": self.pct_start, "beta1": beta1}
+
+    @cached_property
+    def _table(self) -> tuple[list[float], list[float] | None]:
+        """Every step's rate (timm-cosine: every epoch's) and one-cycle's beta1, from the library's scheduler."""
+        if self.kind == "onecycle":
+            return _onecycle_table(self)
+        return _timm_cosine_table(self), None
+
+
+def _stand_in_optimizer(lr: float) -> Any:
+    """An AdamW over one unused parameter: the schedulers drive its param group, which is read back."""
+    import torch
+
+    return torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+
+
+def _timm_cosine_table(schedule: LearningRateSchedule) -> list[float]:
+    """timm's CosineLRScheduler: "cosine" stepped at every update (``step_update``, warm-up before the cosine),
+    "timm-cosine" at every epoch's end (``step(epoch)``, warm-up inside the cosine, Lite-Mind's use)."""
+    from timm.scheduler import CosineLRScheduler
+
+    optimizer = _stand_in_optimizer(schedule.lr)
+    group = optimizer.param_groups[0]
+    per_epoch = schedule.kind == "timm-cosine"
+    steps_per_epoch = max(1, schedule.steps_per_epoch) if per_epoch else 1
+    length = max(1, schedule.total_steps // steps_per_epoch)
+    warmup = schedule.warmup_steps // steps_per_epoch
+    timm_logger = logging.getLogger("timm.scheduler.cosine_lr")
+    level = timm_logger.level
+    timm_logger.setLevel(logging.ERROR)  # its "no effect" warning for a length of 1 is not so for us
+    try:
+        scheduler = CosineLRScheduler(
+            optimizer,
+            t_initial=length if per_epoch else max(1, length - warmup),
+            lr_min=schedule.min_lr,
+            warmup_t=warmup,
+            warmup_lr_init=schedule.warmup_start_lr,
+            warmup_prefix=not per_epoch,
+            t_in_epochs=per_epoch,
+        )
+    finally:
+        timm_logger.setLevel(level)
+    if not per_epoch:
+        rates = []
+        for step in range(max(length, warmup + 1) + 2):  # through the floor: past the end it stays there
+            scheduler.step_update(step)
+            rates.append(float(group["lr"]))
+        return rates
+    rates = [float(group["lr"])]  # epoch 0 trains at the rate the scheduler starts with
+    for epoch in range(length + 1):  # one past the length: the floor
+        scheduler.step(epoch)
+        rates.append(float(group["lr"]))
+    return rates
+
+
+def _onecycle_table(schedule: LearningRateSchedule) -> tuple[list[float], list[float] | None]:
+    """torch's OneCycleLR(max_lr=lr, total_steps, pct_start, div_factor, final_div_factor), stepped per update;
+    the factors are the ones that start at ``warmup_start_lr`` and end at ``min_lr``."""
+    import torch
+
+    cycled = schedule.momentum_range is not None
+    base, top = schedule.momentum_range or (ONECYCLE_BASE_MOMENTUM, ONECYCLE_MAX_MOMENTUM)
+    total = schedule.total_steps
+    if total < 2:  # no cycle fits in one step (torch divides by zero): it trains at the start rate
+        return [schedule.warmup_start_lr], [top] if cycled else None
+    pct_start = schedule.pct_start
+    if pct_start * total == 1:  # the rise would end at step 0, where torch divides by zero: it ends at step 1
+        pct_start = 2 / total
+    div_factor = schedule.lr / schedule.warmup_start_lr if schedule.warmup_start_lr > 0 else ONECYCLE_DIV_FACTOR
+    initial = schedule.lr / div_factor
+    final_div_factor = initial / schedule.min_lr if schedule.min_lr > 0 and initial > 0 else ONECYCLE_FINAL_DIV_FACTOR
+    optimizer = _stand_in_optimizer(schedule.lr)
+    group = optimizer.param_groups[0]
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=schedule.lr,
+        total_steps=total,
+        pct_start=pct_start,
+        div_factor=div_factor,
+        final_div_factor=final_div_factor,
+        cycle_momentum=cycled,
+        base_momentum=base,
+        max_momentum=top,
+    )
+    optimizer.step()  # a no-op (no gradient): torch expects an optimizer step before each scheduler step
+    rates, betas = [], []
+    for step in range(total):
+        if step:
+            scheduler.step()
+        rates.append(float(group["lr"]))
+        betas.append(float(group["betas"][0]))
+    return rates, betas if cycled else None
 
 
 def scaled_lr(lr: float, batch_size: int, reference_batch: int | None) -> float:
@@ -150,8 +201,8 @@ def build_schedule(
 ) -> LearningRateSchedule:
     """The encoder's schedule with its warm-up and floor, ``lr`` already scaled for the batch size.
 
-    For "onecycle" the warm-up is ``warmup_epochs`` (else 30% of training); it starts at lr / 25 and ends
-    at ``min_lr`` when the encoder sets one, else at start / 1e4, as torch's OneCycleLR does by default.
+    For "onecycle" the warm-up is ``warmup_epochs`` (else torch's pct_start 0.3); it starts at lr / 25 and
+    ends at ``min_lr`` when the encoder sets one, else at start / 1e4, as torch's OneCycleLR does by default.
     """
     total_steps = max(1, epochs * steps_per_epoch)
     warmup_steps = min(defaults.warmup_epochs * steps_per_epoch, total_steps)
@@ -166,7 +217,7 @@ def build_schedule(
 def _onecycle_schedule(
     defaults: TrainingDefaults, lr: float, epochs: int, total_steps: int, warmup_steps: int
 ) -> LearningRateSchedule:
-    """torch's OneCycleLR(max_lr=lr, total_steps, pct_start, div_factor, final_div_factor) as a function.
+    """torch's OneCycleLR(max_lr=lr, total_steps, pct_start, div_factor, final_div_factor).
 
     Plain TrainingDefaults get torch's default factors and no momentum cycling; OneCycleDefaults say
     pct_start (warmup_epochs / epochs), the factors and whether beta1 cycles.
@@ -176,6 +227,7 @@ def _onecycle_schedule(
     final_div = one_cycle.final_div_factor if one_cycle else ONECYCLE_FINAL_DIV_FACTOR
     rise_fraction = None
     if warmup_steps == 0:
+        rise_fraction = ONECYCLE_DEFAULT_PCT_START
         warmup_steps = max(1, round(ONECYCLE_DEFAULT_PCT_START * total_steps))
     elif one_cycle:
         rise_fraction = min(1.0, defaults.warmup_epochs / max(1, epochs))

@@ -7,34 +7,13 @@ shared trainer in :mod:`brainbench.training`.
 from __future__ import annotations
 
 from abc import abstractmethod
-from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from brainbench.interfaces import Encoder, FitData, FittedEncoder, Reporter, Shape, TrainSettings
+from brainbench.recipes import TrainingDefaults  # defined in the recipes leaf; imported from here too
 
 if TYPE_CHECKING:
     import torch
-
-
-@dataclass(frozen=True)
-class TrainingDefaults:
-    """An encoder's own training recipe; a run's TrainSettings override any of these."""
-
-    epochs: int
-    batch_size: int
-    lr: float
-    weight_decay: float
-    schedule: str = "cosine"  # cosine (step-wise, with warm-up) | timm-cosine (per epoch) | onecycle | constant
-    warmup_epochs: int = 0
-    warmup_start_lr: float = 1e-6
-    min_lr: float = 0.0
-    grad_clip: float | None = 1.0
-    lr_reference_batch: int | None = None  # lr is scaled by batch_size / this (None: not scaled)
-    drop_last: bool = True  # drop the last partial batch of each epoch
-    checkpoint_every: int = 1  # epochs between checkpoints (the last epoch is always written)
-
-    def as_params(self) -> dict[str, Any]:
-        return {f"train.{k}": v for k, v in asdict(self).items()}
 
 
 class Objective(Protocol):

@@ -164,21 +164,20 @@ def children(tracker: Tracker, parent_run_id: str) -> list[RunView]:
     return search(tracker, f"tags.`{PARENT_TAG}` = {_quote(parent_run_id)}")
 
 
-PER_ITEM_ARTIFACT = "per_item.json"
-
-
 def per_item_outcomes(tracker: Tracker, run_id: str) -> dict[str, Any] | None:
     """A run's per-item outcomes (the ``per_item.json`` artifact), or None when it has none."""
     import os
     import tempfile
 
+    from brainbench.constants import PER_ITEM_FILE
+
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bar per run on the terminal
     try:
         names = {item.path for item in tracker.client.list_artifacts(run_id)}
-        if PER_ITEM_ARTIFACT not in names:
+        if PER_ITEM_FILE not in names:
             return None
         with tempfile.TemporaryDirectory() as folder:
-            path = tracker.client.download_artifacts(run_id, PER_ITEM_ARTIFACT, folder)
+            path = tracker.client.download_artifacts(run_id, PER_ITEM_FILE, folder)
             with open(path) as handle:
                 record = json.load(handle)
     except (OSError, ValueError):

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -42,7 +42,9 @@ from brainbench.interfaces import FitData, FittedEncoder, Reporter, Shape, Train
 from brainbench.master_weights import MasterWeightAdamW
 from brainbench.schedules import LearningRateSchedule, build_schedule, scaled_lr
 from brainbench.staging import BatchSource, make_batch_source
-from brainbench.torch_encoder import Objective, TorchEncoder
+
+if TYPE_CHECKING:  # annotations only: TorchEncoder.fit imports this module
+    from brainbench.torch_encoder import Objective, TorchEncoder
 
 #: Rows of the validation similarity matrix computed at once (bounds memory for 257x768 targets).
 SIMILARITY_CHUNK = 1024

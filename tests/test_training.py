@@ -303,13 +303,16 @@ def test_cosine_schedule_warms_up_linearly_then_decays_to_the_floor():
     assert all(a >= b for a, b in zip(rates, rates[1:], strict=False))
 
 
-def test_onecycle_matches_torch_onecycle_lr():
-    defaults = TrainingDefaults(epochs=10, batch_size=8, lr=3e-4, weight_decay=0.0, schedule="onecycle")
-    schedule = build_schedule(defaults, 3e-4, epochs=10, steps_per_epoch=10)
+@pytest.mark.parametrize("epochs,steps_per_epoch", [(10, 10), (7, 13), (3, 3)])
+def test_onecycle_matches_torch_onecycle_lr(epochs, steps_per_epoch):
+    """Also where 0.3 x the steps is not whole (91, 9): the rise ends at step 0.3 T - 1, as torch's does."""
+    defaults = TrainingDefaults(epochs=epochs, batch_size=8, lr=3e-4, weight_decay=0.0, schedule="onecycle")
+    schedule = build_schedule(defaults, 3e-4, epochs=epochs, steps_per_epoch=steps_per_epoch)
+    total = epochs * steps_per_epoch
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.AdamW([param], lr=3e-4)
-    reference = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-4, total_steps=100)
-    for step in range(100):
+    reference = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-4, total_steps=total)
+    for step in range(total):
         assert schedule(step) == pytest.approx(optimizer.param_groups[0]["lr"], rel=1e-9), step
         optimizer.step()
         reference.step()

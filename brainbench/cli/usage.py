@@ -6,10 +6,11 @@ Typer 0.12-0.15 raise the standalone ``click`` package's exceptions; newer Typer
 
 from __future__ import annotations
 
-import difflib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
+
+from brainbench.suggest import closest
 
 #: Arguments whose values are plugin names: the message lists the registered ones.
 PLUGIN_ARGUMENTS = {"encoders": "encoder", "encoder": "encoder", "plugin": None, "task": "task", "dataset": "dataset"}
@@ -30,11 +31,6 @@ def is_exit(exc: BaseException) -> bool:
 
 def is_abort(exc: BaseException) -> bool:
     return type(exc).__name__ == "Abort" and type(exc).__module__.split(".")[0] in {"click", "typer"}
-
-
-def closest(word: str, candidates: Iterable[str]) -> str | None:
-    found = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.5)
-    return found[0] if found else None
 
 
 def _command_path(ctx: Any) -> str:

@@ -45,6 +45,13 @@ def write_figures(groups: list[GroupRow], rows: list[CellRow], folder: Path) -> 
     return written
 
 
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _title(ax, fig, text: str) -> None:
     """A title wrapped to the figure's width, so no word is cut off at the edge of the PNG."""
     import textwrap
@@ -86,11 +93,7 @@ def _accuracy_bars(plt, groups: list[GroupRow], task: str, metric: str, folder: 
     ax.set_ylabel(metric)
     _title(ax, fig, f"{task}: {metric} per encoder and subject (95% interval: {_interval_words(groups, metric)})")
     ax.legend()
-    fig.tight_layout()
-    path = folder / f"{task}_{metric}_by_encoder_subject.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, folder / f"{task}_{metric}_by_encoder_subject.png")
 
 
 def _parameters_scatter(plt, rows: list[CellRow], task: str, metric: str, folder: Path) -> Path:
@@ -108,11 +111,7 @@ def _parameters_scatter(plt, rows: list[CellRow], task: str, metric: str, folder
     ax.set_ylabel(metric)
     _title(ax, fig, f"{task}: parameters vs {metric} (one point per cell)")
     ax.legend()
-    fig.tight_layout()
-    path = folder / f"{task}_parameters_vs_{metric}.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, folder / f"{task}_parameters_vs_{metric}.png")
 
 
 def _train_times(plt, rows: list[CellRow], folder: Path) -> Path:
@@ -122,8 +121,4 @@ def _train_times(plt, rows: list[CellRow], folder: Path) -> Path:
     ax.invert_yaxis()
     ax.set_xlabel("training time (s)")
     _title(ax, fig, "training time per cell")
-    fig.tight_layout()
-    path = folder / "train_seconds_per_cell.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, folder / "train_seconds_per_cell.png")

@@ -25,6 +25,7 @@ from brainbench.matrix.summary import (
     table_cells,
     to_markdown,
 )
+from brainbench.text_tables import markdown_table
 
 
 @dataclass
@@ -107,8 +108,9 @@ def to_markdown_report(data: ReportData) -> str:
         out.append(f"\nNot finished: {', '.join(data.unfinished)}.")
     out += ["", "## Comparison", "", data.markdown_table, "## Figures", ""]
     out += [f"![{name}](figures/{name})" for name in sorted(data.figures)] or ["(none)"]
-    out += ["", "## Data", "", "| input | digest | split | runs |", "|---|---|---|---|"]
-    out += [f"| {i['name']} | `{i['digest']}` | {i['context']} | {i['runs']} |" for i in data.inputs]
+    out += ["", "## Data", ""]
+    out += markdown_table(["input", "digest", "split", "runs"],
+                          [[i["name"], f"`{i['digest']}`", str(i["context"]), str(i["runs"])] for i in data.inputs])
     if data.spec_text is not None:
         out += ["", "## Recipe (matrix.toml)", "", "```toml", data.spec_text.rstrip(), "```"]
     out += ["", "## Rerun", "", "```sh", *rerun_commands(data), "```", ""]

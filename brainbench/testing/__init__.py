@@ -1,4 +1,6 @@
-"""The plugin contract, shipped: checks any encoder, task, dataset or target plugin can run on itself.
+"""The plugin contract, shipped: checks an encoder or task plugin can run on itself, and that the option
+declarations of every encoder, task, dataset and target plugin are well formed and build it. Datasets and
+targets have no behavioural checks of their own yet (nor is a fitted encoder saved, loaded and run again).
 
 A third-party package runs the whole contract on its own plugins with::
 

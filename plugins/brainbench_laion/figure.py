@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from brainbench.interfaces import EvalContext
-from brainbench_laion.gallery import SearchResult
+from brainbench_laion.gallery import SearchResult, stimulus_of
 
 SHOWN_CANDIDATES = 4
 
@@ -30,8 +30,6 @@ def retrieval_grid(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from brainbench_laion.task import stimulus_of
 
     n = min(rows, len(found.ids))
     cols = 1 + min(SHOWN_CANDIDATES, found.ids.shape[1])

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+
+#: The url a simulated gallery gives an item that shows a dataset stimulus (brainbench_laion.simulate).
+STIMULUS_URL = re.compile(r"^synthetic://[^/]+/stimulus/(\d+)$")
 
 
 @dataclass
@@ -52,3 +56,12 @@ def merge_topk(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.n
     out_ids = np.take_along_axis(ids, top, axis=1)
     out_ids = np.where(np.isfinite(out_scores), out_ids, -1)
     return out_ids.astype(np.int64), np.nan_to_num(out_scores, neginf=-1.0).astype(np.float32)
+
+
+def stimulus_of(item: dict) -> int:
+    """The dataset stimulus id a gallery item shows, or -1 (distractor / unknown)."""
+    sid = item.get("stimulus_id")
+    if sid is not None and int(sid) >= 0:
+        return int(sid)
+    match = STIMULUS_URL.match(str(item.get("url", "")))
+    return int(match.group(1)) if match else -1

@@ -7,7 +7,6 @@ options; answer: a JSON list of ``{"id", "similarity", "url", "caption"}``, best
 
 from __future__ import annotations
 
-import difflib
 import json
 import threading
 import urllib.error
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from brainbench.errors import DataError
+from brainbench.suggest import closest
 from brainbench_laion.gallery import Gallery, SearchResult, normalise
 
 DEFAULT_INDICE = "laion5B-L-14"
@@ -83,10 +83,10 @@ class RemoteGallery:
         served = self.indices()
         if self.requested is not None:
             if self.requested not in served:
-                near = difflib.get_close_matches(self.requested, served, n=1, cutoff=0.5)
+                near = closest(self.requested, served)
                 raise DataError(
                     f"{self.url} serves no index {self.requested!r}"
-                    + (f"; did you mean {near[0]!r}?" if near else "")
+                    + (f"; did you mean {near!r}?" if near else "")
                     + f" It serves: {', '.join(served) or 'none'} (--task-opt indice_name=NAME)"
                 )
             self.indice_name = self.requested

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import shutil
 import sys
 from pathlib import Path
@@ -21,13 +20,12 @@ from brainbench.errors import DataError
 from brainbench.interfaces import Dataset, EvalContext, MetricResult, MetricSpec, Task
 from brainbench.options import Option, Options
 from brainbench.priors import NO_PRIOR
-from brainbench_laion.gallery import SearchResult, normalise
+from brainbench_laion.gallery import SearchResult, normalise, stimulus_of
 from brainbench_laion.image_metrics import FEATURE_METRICS
 from brainbench_laion.prior_stage import build_prior, parse_prior_options, prior_queries
 
 POOLINGS = ("cls", "mean")
 RERANKS = ("auto", "none", "tokens")
-STIMULUS_URL = re.compile(r"^synthetic://[^/]+/stimulus/(\d+)$")
 
 METRICS = (
     MetricSpec("query_cosine", True, "cosine of the query (the prediction, or the prior's sample) to the ground truth"),
@@ -55,15 +53,6 @@ def pool(array: np.ndarray, pooling: str) -> np.ndarray:
     if array.ndim != 3:
         raise DataError(f"laion: predictions must be (n, d) or (n, tokens, d), got {array.shape}")
     return array[:, 0] if pooling == "cls" else array.mean(axis=1)
-
-
-def stimulus_of(item: dict) -> int:
-    """The dataset stimulus id a gallery item shows, or -1 (distractor / unknown)."""
-    sid = item.get("stimulus_id")
-    if sid is not None and int(sid) >= 0:
-        return int(sid)
-    match = STIMULUS_URL.match(str(item.get("url", "")))
-    return int(match.group(1)) if match else -1
 
 
 def default_gallery_dir(dataset: Dataset, size: int, seed: int, include_test: bool = False) -> Path:
@@ -415,10 +404,6 @@ def _jsonable(item: dict) -> dict:
 
 
 def _two_way(candidates: np.ndarray, truths: np.ndarray) -> float:
-    try:
-        from brainbench.retrieval_metrics import two_way_identification
-    except ImportError:  # the shared helper is optional: same definition, written locally
-        corr = np.corrcoef(candidates, truths)[: len(candidates), len(candidates) :]
-        own = np.diag(corr)[:, None]
-        return float(((corr < own).sum(axis=1) / (len(candidates) - 1)).mean())
+    from brainbench.retrieval_metrics import two_way_identification
+
     return float(two_way_identification(candidates, truths))

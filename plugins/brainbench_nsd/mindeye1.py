@@ -1,5 +1,8 @@
 """NSD in MindEye1's webdataset layout: plain (uncompressed) tar shards read with the standard library.
 
+``tarfile``, not the webdataset package: a large split is indexed once and its voxels read later from each
+member's byte offset, which webdataset's sample stream does not give; and ``import webdataset`` imports torch.
+
 Layout (``root`` is the folder above the split folders):
 - ``train/*.tar``, ``test/*.tar`` and optionally ``val/*.tar`` (read as training data). Without split folders
   the split is taken from the shard name's prefix (``train_subj01_0.tar``). The subject is the number after

@@ -1,4 +1,5 @@
-"""The MindEye2 public release's trial lists: ``behav.npy`` arrays in webdataset shards, read with ``tarfile``.
+"""The MindEye2 public release's trial lists: ``behav.npy`` arrays in webdataset shards, read with ``tarfile``
+(as ``mindeye1.py`` reads its shards, grouping members by the same key rule; ``import webdataset`` imports torch).
 
 Layout (``root`` holds the betas files):
 - ``wds/subjNN/train/K.tar`` (one shard per session), ``wds/subjNN/test/0.tar`` and ``wds/subjNN/new_test/0.tar``
