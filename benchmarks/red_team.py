@@ -1481,6 +1481,8 @@ def main() -> int:
     parser.add_argument("--brainbench", required=True, help="The brainbench executable to attack.")
     parser.add_argument("--jobs", type=int, default=2, help="Probes run at once.")
     parser.add_argument("--only", nargs="*", default=None, help="Run only probes whose name contains a word.")
+    parser.add_argument("--area", nargs="*", default=None,
+                        help="Run only these areas: journal plugins server data options spec leftovers model control.")
     parser.add_argument("--json", type=Path, default=None, help="Write every outcome here.")
     parser.add_argument("--slow", action="store_true", help="Add the slow busy-store probe (~2 minutes).")
     parser.add_argument("--list", action="store_true", help="List the probes and exit.")
@@ -1493,6 +1495,8 @@ def main() -> int:
     probes = catalogue(shared, args.slow)
     if args.only:
         probes = [p for p in probes if any(word in p.name for word in args.only)]
+    if args.area:
+        probes = [p for p in probes if p.area in args.area]
     if args.list:
         for probe in probes:
             print(f"{probe.item}  {probe.area:9s} {probe.name}")

@@ -38,9 +38,9 @@ class Option:
 
     ``type``: int, float, str, bool or list (then ``item`` is the element type; "a,b" text is split on
     commas). ``choices``: the accepted values, when a closed set. ``minimum``/``maximum`` bound numbers
-    (and list elements) inclusively; ``above`` is an exclusive lower bound, ``below`` an exclusive upper one. ``nullable``: None (or an
-    empty value) is accepted and means "the plugin's own choice". ``also``: extra literal values accepted
-    besides the type (e.g. ``draws="shared"``).
+    (and list elements) inclusively; ``above`` is an exclusive lower bound, ``below`` an exclusive upper
+    one. ``nullable``: None (or an empty value) is accepted and means "the plugin's own choice". ``also``:
+    extra literal values accepted besides the type (e.g. ``draws="shared"``).
     """
 
     name: str

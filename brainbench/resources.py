@@ -86,10 +86,19 @@ def parameter_count(encoder: Any, n_voxels: int, target_shape: tuple[int, ...]) 
         return None
     import torch
 
+    name = getattr(encoder, "name", type(encoder).__name__)
     try:
         with torch.device("meta"):
             module = encoder.build(int(n_voxels), tuple(target_shape))
-    except Exception:  # init code that needs real numbers: no estimate, the trainer's own checks stand
+    except ValueError as exc:  # the encoder refusing this configuration (e.g. no whole patch in the voxels)
+        raise BrainbenchError(
+            f"{name} cannot be built for {n_voxels} voxels and target shape {tuple(target_shape)}: {exc}"
+        ) from None
+    except RuntimeError as exc:
+        if "overflow" in str(exc).lower():  # one tensor past 2**63 bytes: not even countable
+            raise ResourceError(f"{name} with these options is too large to build: {exc}") from None
+        return None  # init code that needs real numbers: no estimate, the trainer's own checks stand
+    except Exception:
         return None
     seen: set[int] = set()
     total = 0
