@@ -76,7 +76,9 @@ def setting_problems(values: dict[str, Any], name_of: Any = None, declared: Opti
         try:
             option.coerce(value)
         except ValueError:
-            problems.append(f"{shown}={value!r}: must be {option.accepted()}")
+            # on the command line an unset flag is simply left out: no "(or none)" there
+            accepted = (replace(option, nullable=False) if name_of else option).accepted()
+            problems.append(f"{shown}={value!r}: must be {accepted}")
     return problems
 #: Settings added after cell keys were first recorded: left out of the key while at these defaults, so
 #: cells logged by earlier versions keep their keys (and ``--resume`` still finds them).

@@ -19,6 +19,8 @@ from brainbench.options import OptionError
 CLI_FLAGS = {"encoder": "--opt ", "task": "--task-opt ", "dataset": "--dataset-opt ", "target": "--target-opt "}
 SPEC_PATHS = {kind: f"{kind}_options." for kind in CLI_FLAGS}
 Names = tuple[str | None, str | None]  # a cell's dataset and target names
+#: MLflow's SQL stores keep an experiment name in a 256-character column.
+MAX_EXPERIMENT_NAME = 256
 
 
 def spread_options(
@@ -75,6 +77,9 @@ def check_cli_settings(
                         "discards it; give one of them")
     if experiment is not None and not experiment.strip():
         problems.append(f"--experiment {experiment!r}: an MLflow experiment needs a name (default: brainbench)")
+    elif experiment is not None and len(experiment) > MAX_EXPERIMENT_NAME:
+        problems.append(f"--experiment: a name of {len(experiment):,} characters; MLflow stores at most "
+                        f"{MAX_EXPERIMENT_NAME}")
     if problems:
         raise OptionError("\n".join(dict.fromkeys(problems)))
 
@@ -177,6 +182,13 @@ def check_devices(configs: list[Any]) -> None:
     for name in names:
         if not DEVICE_PATTERN.match(name):
             raise OptionError(f"device {name!r} is not one of auto, cpu, cuda, cuda:N, mps")
+    precisions = sorted({config.precision for config in configs} - {"auto"})
+    if precisions:
+        from brainbench.devices import PRECISIONS  # imports torch: only for a precision other than auto
+
+        unknown = [p for p in precisions if p not in PRECISIONS]
+        if unknown:
+            raise OptionError(f"precision {unknown[0]!r} is not one of {', '.join(PRECISIONS)}")
     if not names:
         return
     import torch
@@ -205,6 +217,8 @@ def build_cells(configs: list[Any]) -> None:
     from brainbench.runner import resolve
 
     seen: set[str] = set()
+    voxels_of: dict[str, int] = {}  # data checked once per dataset and subject, models once per size
+    sized: set[str] = set()
     for config in configs:
         if config.key in seen:
             continue
@@ -218,13 +232,24 @@ def build_cells(configs: list[Any]) -> None:
         try:
             cell.task.check_ready()  # e.g. a remote back end reachable, its index settled
             cell.target.check_ready(cell.dataset)  # e.g. CLIP weights or a target cache present
-            n_voxels = check_cell_data(cell.dataset, cell.dataset_name, config.subject)
-            check_model_fits(cell.encoder, n_voxels, tuple(cell.target.shape), config.device,
-                             _given(config.encoder_options))
+            data = _json([cell.dataset_name, config.data_path, config.dataset_options, config.subject])
+            if data not in voxels_of:
+                voxels_of[data] = check_cell_data(cell.dataset, cell.dataset_name, config.subject)
+            n_voxels = voxels_of[data]
+            model = _json([config.encoder, config.encoder_options, config.budget, n_voxels, cell.target.shape,
+                           config.device])
+            if model not in sized:
+                check_model_fits(cell.encoder, n_voxels, tuple(cell.target.shape), config.device,
+                                 _given(config.encoder_options))
+                sized.add(model)
         except BrainbenchError as exc:
             raise type(exc)(f"{config.label()}: {exc}") from None
         finally:
             cell.dataset.close()
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def _given(options: dict[str, Any]) -> str:

@@ -95,7 +95,10 @@ def query(
 
     gallery = _open(path, remote, indice_name, nprobe, refine)
     if vectors is not None:
-        queries = np.load(vectors).astype(np.float32)
+        try:
+            queries = np.load(vectors, allow_pickle=False).astype(np.float32)
+        except (ValueError, OSError, TypeError) as exc:  # object arrays (pickles) are never loaded
+            raise DataError(f"{vectors}: not a numeric .npy array of query embeddings, one per row ({exc})") from None
     elif row:
         from brainbench_laion.shards import sample_rows
 
