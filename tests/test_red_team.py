@@ -60,7 +60,7 @@ def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 N_VOXELS, N_IMAGES = 24, 60
 
 
-def write_nsd(root: Path, betas: object = None, table: bytes | None = None) -> Path:
+def write_nsd(root: Path, betas: object = None, table: bytes | None = None, pooled: np.ndarray | None = None) -> Path:
     """A MindEye2-layout NSD folder written with h5py: betas, a trial table (CSV) and pooled targets.
 
     ``betas``: an array, or a callable(h5py.File) writing ``betas`` itself; default: fine random betas."""
@@ -78,7 +78,8 @@ def write_nsd(root: Path, betas: object = None, table: bytes | None = None) -> P
         table = ("image_index,trial_index,session,split\n" + "\n".join(lines) + "\n").encode()
     (root / "trials_subj01.csv").write_bytes(table)
     with h5py.File(root / "clip_targets.hdf5", "w") as f:
-        f.create_dataset("pooled", data=rng.normal(size=(N_IMAGES, 768)).astype(np.float32))
+        default = rng.normal(size=(N_IMAGES, 768)).astype(np.float32)
+        f.create_dataset("pooled", data=default if pooled is None else pooled)
     return root
 
 
@@ -172,6 +173,8 @@ DATA_CASES = {
                              ("trials_subj01.csv", "line 2", "trial_index -3")),
     "negative image_index": (dict(table=b"image_index,trial_index,session,split\n-1,0,1,train\n1,1,1,test\n"),
                              ("trials_subj01.csv", "line 2", "image_index -1")),
+    "NaN target embeddings": (dict(pooled=np.full((N_IMAGES, 768), np.nan, np.float32)),
+                              ("stored 'clip-pooled' embedding", "NaN")),
     "trial_index 2**70": (dict(table=f"image_index,trial_index,session,split\n0,{2**70},1,train\n".encode()),
                           ("trials_subj01.csv", "trial_index")),
 }

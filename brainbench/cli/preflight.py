@@ -231,11 +231,11 @@ def build_cells(configs: list[Any]) -> None:
             raise BrainbenchError(f"{config.label()}: {exc}") from None
         try:
             cell.task.check_ready()  # e.g. a remote back end reachable, its index settled
-            cell.target.check_ready(cell.dataset)  # e.g. CLIP weights or a target cache present
             data = _json([cell.dataset_name, config.data_path, config.dataset_options, config.subject])
-            if data not in voxels_of:
+            if data not in voxels_of:  # the data first: a broken file is named before what depends on it
                 voxels_of[data] = check_cell_data(cell.dataset, cell.dataset_name, config.subject)
             n_voxels = voxels_of[data]
+            cell.target.check_ready(cell.dataset)  # e.g. CLIP weights or a target cache present
             model = _json([config.encoder, config.encoder_options, config.budget, n_voxels, cell.target.shape,
                            config.device])
             if model not in sized:
