@@ -1480,7 +1480,7 @@ def prepare(shared: Shared) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--brainbench", required=True, help="The brainbench executable to attack.")
-    parser.add_argument("--jobs", type=int, default=2, help="Probes run at once.")
+    parser.add_argument("--jobs", type=int, default=3, help="Probes run at once.")
     parser.add_argument("--only", nargs="*", default=None, help="Run only probes whose name contains a word.")
     parser.add_argument("--area", nargs="*", default=None,
                         help="Run only these areas: journal plugins server data options spec leftovers model control.")
