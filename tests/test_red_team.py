@@ -297,6 +297,27 @@ def test_any_value_of_any_declared_option_is_taken_or_refused_by_name(which, val
             assert np.isfinite(number) or not option.finite
 
 
+CLI_OPTIONS = [(plugin, option) for kind, plugin, option in DECLARED
+               if kind == "encoder" and plugin in ("ridge", "mindeye")]
+CLI_TEXT = st.one_of(st.sampled_from(["-1", "0", "1e999", "nan", "1000000000000", "a,b", "", "{}", "[1]", "true"]),
+                     st.integers(min_value=-(2**70), max_value=2**70).map(str), st.text(max_size=6))
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(which=st.sampled_from(CLI_OPTIONS), text=CLI_TEXT)
+def test_any_opt_text_on_the_command_line_runs_or_is_refused_naming_it(which, text, work, isolated_home, capsys):
+    """``brainbench run ENCODER --opt NAME=TEXT --dry-run`` (the CLI's entry point, in-process): status 0, or 2
+    with the option named; never an internal error, and never an MLflow store or run folder."""
+    plugin, option = which
+    code, said = run_main(["run", plugin, "--opt", f"{option.name}={text}", "--dataset-opt", "scale=tiny",
+                           "--dry-run"], capsys)
+    assert code in (0, 2), said
+    assert "Internal error" not in said and "Traceback" not in said, said
+    if code == 2:
+        assert option.name in said or "--opt" in said, said
+    assert_nothing_created(work, isolated_home)
+
+
 SCALARS = st.one_of(st.booleans(), st.integers(min_value=-(2**63), max_value=2**63 - 1),
                     st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8))
 SPEC_VALUES = st.one_of(SCALARS, st.lists(SCALARS, max_size=3), st.dictionaries(st.text(max_size=3), SCALARS,
