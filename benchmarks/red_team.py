@@ -63,6 +63,7 @@ class Shared:
     root: Path
     brainbench: str
     python: str
+    extra_env: dict[str, str] = field(default_factory=dict)  # --env: set for every probe (e.g. PYTHONPATH)
     warm_home: Path = field(init=False)
     store_dir: Path = field(init=False)
     ready: bool = False
@@ -228,6 +229,7 @@ def execute(probe: Probe, shared: Shared, base: Path) -> Outcome:
            "COLUMNS": "200", "NO_COLOR": "1", "PYTHONWARNINGS": "ignore"}
     for name in ("MLFLOW_TRACKING_URI", "BRAINBENCH_PLUGINS", "BRAINBENCH_STRICT_PLUGINS", "BRAINBENCH_DEBUG"):
         env.pop(name, None)
+    env.update(shared.extra_env)
     ctx = Ctx(shared, root, cwd, home, env)
     started = time.perf_counter()
     try:
@@ -701,7 +703,7 @@ def declared_option_probes(shared: Shared) -> list[Probe]:
                                     choices=list(o.choices) if o.choices else None))
         print(json.dumps(out))
     """)
-    env = {**os.environ, "BRAINBENCH_HOME": str(shared.root / "declared-home")}
+    env = {**os.environ, "BRAINBENCH_HOME": str(shared.root / "declared-home"), **shared.extra_env}
     result = run_process([shared.python, "-c", code], env, shared.root, 120)
     if result.rc != 0:
         return []
@@ -977,7 +979,7 @@ def _plugin(ctx: Ctx, source: str, entry: str = "evil_plugin", module: str = "ev
     (info / "entry_points.txt").write_text(f"[brainbench]\n{entry} = {module}\n")
     if source:
         (site / f"{module}.py").write_text(textwrap.dedent(source))
-    return {"PYTHONPATH": str(site)}
+    return {"PYTHONPATH": os.pathsep.join(p for p in (str(site), ctx.env.get("PYTHONPATH", "")) if p)}
 
 
 REPLACE_RUN = """
@@ -1469,7 +1471,7 @@ def prepare(shared: Shared) -> None:
     """The warm home and the one-run store every probe may copy."""
     shared.warm_home.mkdir(parents=True)
     shared.store_dir.mkdir(parents=True)
-    env = {**os.environ, "BRAINBENCH_HOME": str(shared.warm_home), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "BRAINBENCH_HOME": str(shared.warm_home), "OMP_NUM_THREADS": "1", **shared.extra_env}
     env.pop("MLFLOW_TRACKING_URI", None)
     result = run_process([shared.brainbench, "run", "ridge", "--task", "retrieval"], env, shared.store_dir, 300)
     shared.ready = result.rc == 0
@@ -1487,11 +1489,16 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None, help="Write every outcome here.")
     parser.add_argument("--slow", action="store_true", help="Add the slow busy-store probe (~2 minutes).")
     parser.add_argument("--list", action="store_true", help="List the probes and exit.")
+    parser.add_argument("--env", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="Set for every probe, e.g. PYTHONPATH=SITE:OLD:OLD/plugins to attack an older "
+                             "checkout OLD (git archive COMMIT) with this venv; SITE holds a brainbench-*.dist-info "
+                             "with the older entry points, so plugins it did not have stay out.")
     args = parser.parse_args()
     executable = shutil.which(args.brainbench) or args.brainbench
     python = str(Path(executable).with_name("python"))
     base = Path(tempfile.mkdtemp(prefix="red-team-"))
-    shared = Shared(base / "shared", executable, python)
+    extra = dict(item.split("=", 1) for item in args.env)
+    shared = Shared(base / "shared", executable, python, extra)
     shared.root.mkdir()
     probes = catalogue(shared, args.slow)
     if args.only:
