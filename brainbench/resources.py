@@ -16,6 +16,9 @@ from brainbench.errors import BrainbenchError
 
 #: Training holds each parameter about four times in fp32: weights, gradients and Adam's two moments.
 TRAINING_BYTES_PER_PARAMETER = 16
+#: Disk one item of a simulated LAION-style gallery takes, at least: its float16 768-d embedding, its metadata
+#: row and its index entry (brainbench_laion writes them).
+GALLERY_BYTES_PER_ITEM = 768 * 2 + 128
 
 
 class ResourceError(BrainbenchError):

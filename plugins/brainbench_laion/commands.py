@@ -159,11 +159,10 @@ def simulate(
 ) -> None:
     """Write a LAION-like gallery: distractors drawn from the dataset's per-category CLIP distribution."""
     from brainbench.plugins import get_plugins
-    from brainbench.resources import check_disk
+    from brainbench.resources import GALLERY_BYTES_PER_ITEM, check_disk
     from brainbench_laion.simulate import simulate_for_dataset
-    from brainbench_laion.task import SIMULATED_BYTES_PER_ITEM
 
-    check_disk(out, size * SIMULATED_BYTES_PER_ITEM, f"a {size:,}-item gallery", "--size")
+    check_disk(out, size * GALLERY_BYTES_PER_ITEM, f"a {size:,}-item gallery", "--size")
     opened = get_plugins().datasets.create(dataset, root=str(data_path) if data_path else None)
     described = simulate_for_dataset(
         opened,

@@ -63,10 +63,6 @@ def stimulus_of(item: dict) -> int:
     return int(match.group(1)) if match else -1
 
 
-#: Disk a simulated gallery takes per item, at least: its float16 768-d embedding, metadata and an index entry.
-SIMULATED_BYTES_PER_ITEM = 768 * 2 + 128
-
-
 def default_gallery_dir(dataset: Dataset, size: int, seed: int) -> Path:
     from brainbench.paths import home
 
@@ -126,7 +122,7 @@ class LaionTask(Task):
         Option("gallery_seed", int, 0, "seed of the default simulated gallery", minimum=0, maximum=2**32 - 1),
         Option("gt_in_gallery", bool, None, "whether the test stimuli are in the gallery (default: detect)",
                nullable=True),
-        Option("figure_rows", int, 8, "rows of the retrieval figure", minimum=0, maximum=1000),
+        Option("figure_rows", int, 8, "rows of the retrieval figure", minimum=0),
     )
     metrics: ClassVar[tuple[MetricSpec, ...]] = METRICS
     default_dataset: ClassVar[str] = "synthetic-nsd"
@@ -196,18 +192,22 @@ class LaionTask(Task):
             self._remote_gallery = RemoteGallery(str(self.options["remote"]), self.options.get("indice_name"))
         return self._remote_gallery
 
+    def _check_gallery_disk(self) -> None:
+        """The default simulated gallery (no index, no remote) must fit on the disk it will be written to."""
+        if self.options.get("remote") or self.options.get("index"):
+            return
+        from brainbench.paths import home
+        from brainbench.resources import GALLERY_BYTES_PER_ITEM, check_disk
+
+        size = int(self.options["gallery_size"])
+        check_disk(home() / "laion", size * GALLERY_BYTES_PER_ITEM,
+                   f"the simulated {size:,}-item gallery (--task-opt gallery_size={size})", "gallery_size")
+
     def check_ready(self) -> None:
-        """Before training: a remote back end must answer and serve the index asked for (or exactly one); a
-        simulated gallery must fit on the disk it will be written to."""
+        """Before training: a remote back end must answer and serve the index asked for (or exactly one)."""
+        self._check_gallery_disk()
         if self.options.get("remote"):
             self._remote().check()
-        elif not self.options.get("index"):
-            from brainbench.paths import home
-            from brainbench.resources import check_disk
-
-            size = int(self.options["gallery_size"])
-            check_disk(home() / "laion", size * SIMULATED_BYTES_PER_ITEM,
-                       f"the simulated {size:,}-item gallery (--task-opt gallery_size={size})", "gallery_size")
 
     # ---------------------------------------------------------------------------------------- evaluation
     def evaluate(self, ctx: EvalContext) -> list[MetricResult]:
