@@ -38,7 +38,10 @@ def check_sample(trials: Any, what: str) -> None:
     """NaN/inf, overflow-sized values and identical rows in a sample of ``trials`` (``what`` names them)."""
     n = int(trials.n_trials)
     rows = np.unique(np.linspace(0, n - 1, min(n, SAMPLE_ROWS)).round().astype(np.int64))
-    block = np.asarray(trials.load(rows), dtype=np.float64).reshape(len(rows), -1)
+    from brainbench.rows import read_rows
+
+    # one row per read (block_rows=1): spread rows of a lazy HDF5 view cost a row each, not the span between them
+    block = np.asarray(read_rows(trials.voxels, rows, block_rows=1), dtype=np.float64).reshape(len(rows), -1)
     named, source_rows = where_rows(trials, rows)
     prefix = f"{named} ({what})" if named else what
     finite = np.isfinite(block).all(axis=1)
