@@ -70,7 +70,7 @@ MISTAKES: tuple[Mistake, ...] = (
     Mistake(("run", "ridge", "--subject", "9"), ("subject 9",)),
     Mistake(("run", "ridge", "--repeats", "avg"), ("--repeats", "'avg'", "average-voxels")),
     Mistake(("run", "ridge", "--device", "gpu"), ("--device", "'gpu'")),
-    Mistake(("run", "ridge", "--epochs", "0"), ("--epochs", "'0'")),
+    Mistake(("run", "ridge", "--epochs", "0"), ("--epochs=0", ">= 1")),
     Mistake(("run", "ridge", "mindeye", "--launcher", "slurm"), ("--launcher", "'slurm'", "local")),
     Mistake(("info", "litemnd"), ("litemnd", "did you mean 'litemind'")),
     Mistake(("info", "ridge", "--opt", "alpah=1"), ("alpah", "alpha")),

@@ -84,7 +84,11 @@ def build_for_figures(encoder: TorchEncoder, n_voxels: int, target_shape: Shape)
     try:
         with torch.device("meta"):
             return encoder.build(n_voxels, tuple(target_shape))
-    except (NotImplementedError, RuntimeError, TypeError):  # e.g. init code that needs real numbers
+    except (NotImplementedError, RuntimeError, TypeError) as exc:  # e.g. init code that needs real numbers
+        if "overflow" in str(exc).lower():  # a tensor past 2**63 bytes: building it for real cannot work either
+            from brainbench.resources import ResourceError
+
+            raise ResourceError(f"{encoder.name} with these options is too large to build: {exc}") from None
         return encoder.build(n_voxels, tuple(target_shape))
 
 

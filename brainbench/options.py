@@ -38,9 +38,9 @@ class Option:
 
     ``type``: int, float, str, bool or list (then ``item`` is the element type; "a,b" text is split on
     commas). ``choices``: the accepted values, when a closed set. ``minimum``/``maximum`` bound numbers
-    (and list elements) inclusively; ``above`` is an exclusive lower bound. ``nullable``: None (or an
-    empty value) is accepted and means "the plugin's own choice". ``also``: extra literal values accepted
-    besides the type (e.g. ``draws="shared"``).
+    (and list elements) inclusively; ``above`` is an exclusive lower bound, ``below`` an exclusive upper
+    one. ``nullable``: None (or an empty value) is accepted and means "the plugin's own choice". ``also``:
+    extra literal values accepted besides the type (e.g. ``draws="shared"``).
     """
 
     name: str
@@ -51,6 +51,7 @@ class Option:
     minimum: float | None = None
     maximum: float | None = None
     above: float | None = None
+    below: float | None = None
     item: type | None = None
     nullable: bool = False
     finite: bool = True
@@ -66,11 +67,13 @@ class Option:
             text = TYPE_NAMES.get(self.type, self.type.__name__)
         bounds = []
         if self.above is not None:
-            bounds.append(f"> {self.above:g}")
+            bounds.append(f"> {number(self.above)}")
         if self.minimum is not None:
-            bounds.append(f">= {self.minimum:g}")
+            bounds.append(f">= {number(self.minimum)}")
         if self.maximum is not None:
-            bounds.append(f"<= {self.maximum:g}")
+            bounds.append(f"<= {number(self.maximum)}")
+        if self.below is not None:
+            bounds.append(f"< {number(self.below)}")
         if bounds:
             text += " " + " and ".join(bounds)
         extras = [repr(v) for v in self.also] + (["none"] if self.nullable else [])
@@ -145,11 +148,20 @@ class Option:
         if not isinstance(value, int | float) or isinstance(value, bool):
             return
         if self.minimum is not None and value < self.minimum:
-            raise ValueError(f"must be >= {self.minimum:g}")
+            raise ValueError(f"must be >= {number(self.minimum)}")
         if self.maximum is not None and value > self.maximum:
-            raise ValueError(f"must be <= {self.maximum:g}")
+            raise ValueError(f"must be <= {number(self.maximum)}")
         if self.above is not None and value <= self.above:
-            raise ValueError(f"must be > {self.above:g}")
+            raise ValueError(f"must be > {number(self.above)}")
+        if self.below is not None and value >= self.below:
+            raise ValueError(f"must be < {number(self.below)}")
+
+
+def number(value: float) -> str:
+    """A bound as a user would write it: whole numbers in full (4294967295, not 4.29497e+09)."""
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) < 1e16):
+        return str(int(value))
+    return f"{value:g}"
 
 
 @dataclass(frozen=True)

@@ -93,7 +93,7 @@ def test_unknown_fields_are_errors_naming_the_field(text, culprit):
 
 
 def test_bad_values_and_missing_fields_name_the_file():
-    with pytest.raises(DataError, match="bad.toml.*repeats must be one of"):
+    with pytest.raises(DataError, match="bad.toml.*repeats='twice': must be one of"):
         expand(parse_spec("[defaults]\nencoder='ridge'\ntask='retrieval'\nrepeats='twice'\n", "bad.toml"))
     with pytest.raises(DataError, match="bad.toml.*needs task"):
         expand(parse_spec("[axes]\nencoder=['ridge']\n", "bad.toml"))

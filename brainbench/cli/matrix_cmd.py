@@ -62,9 +62,11 @@ def register(app: typer.Typer) -> None:
         the matrix before an MLflow run exists.
         """
         from brainbench.cli.options import check_launcher
-        from brainbench.cli.preflight import preflight
+        from brainbench.cli.preflight import check_cli_settings, preflight
         from brainbench.matrix.spec import Cell, expand, load_spec
 
+        check_cli_settings({}, {}, resume=resume, restart=restart, experiment=experiment,
+                           launch={"workers": workers, "cpus_per_cell": cpus_per_cell})
         check_launcher(launcher)
         spec = load_spec(spec_path)
         cells = expand(spec)
@@ -74,9 +76,6 @@ def register(app: typer.Typer) -> None:
         if dry_run:
             print_cells(spec.name, cells)
             return
-        if resume and restart:
-            raise typer.BadParameter("--resume continues interrupted cells, --restart discards them: pick one",
-                                     param_hint="--restart")
         execute(
             spec,
             cells,

@@ -11,17 +11,26 @@ import typer
 
 
 def parse_key_values(items: list[str] | None, option: str) -> dict[str, Any]:
-    """``["a=1", "b=true", "c=x"]`` -> ``{"a": 1, "b": True, "c": "x"}`` (values read as JSON when they parse)."""
+    """``["a=1", "b=true", "c=x"]`` -> ``{"a": 1, "b": True, "c": "x"}`` (values read as JSON when they parse).
+
+    A key given twice (``--opt pad=zero --opt pad=drop``) is refused, naming both: one would silently win."""
     parsed: dict[str, Any] = {}
+    given: dict[str, str] = {}
     for item in items or []:
         key, sep, raw = item.partition("=")
+        key = key.strip()
         if not sep or not key:
             raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint=option)
+        if key in given:
+            from brainbench.options import OptionError
+
+            raise OptionError(f"{option} {given[key]} and {option} {item}: {key!r} given twice; give it once")
         try:
             value: Any = json.loads(raw)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             value = raw
-        parsed[key.strip()] = value
+        given[key] = item
+        parsed[key] = value
     return parsed
 
 

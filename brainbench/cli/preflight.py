@@ -1,13 +1,15 @@
 """Checks before any MLflow run exists: every cell's options validated and every plugin object built.
 
 A mistake in the 20th cell of a matrix is reported before the first cell trains, and no FAILED run is
-left behind for it.
+left behind for it. In order, cheapest first: settings (types, ranges, seeds), plugin names and options,
+devices (``--device cuda`` on a machine without one), then per cell the plugin objects, the data (every split's
+trial list read, a sample of rows checked by brainbench/data_checks.py) and the model's size against the
+machine's memory (brainbench/resources.py).
 """
 
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 from brainbench.errors import BrainbenchError
@@ -17,6 +19,8 @@ from brainbench.options import OptionError
 CLI_FLAGS = {"encoder": "--opt ", "task": "--task-opt ", "dataset": "--dataset-opt ", "target": "--target-opt "}
 SPEC_PATHS = {kind: f"{kind}_options." for kind in CLI_FLAGS}
 Names = tuple[str | None, str | None]  # a cell's dataset and target names
+#: MLflow's SQL stores keep an experiment name in a 256-character column.
+MAX_EXPERIMENT_NAME = 256
 
 
 def spread_options(
@@ -52,17 +56,40 @@ def spread_options(
     return shares
 
 
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def check_cli_settings(
+    scalars: dict[str, Any], repeated: dict[str, list[Any]], resume: bool = False, restart: bool = False,
+    experiment: str | None = None, launch: dict[str, Any] | None = None,
+) -> None:
+    """``brainbench run``'s own flags against the declared run settings (brainbench.config.RUN_SETTINGS): every
+    problem at once, each naming the flag; seeds past what the random generators take are refused."""
+    from brainbench.config import LAUNCH_SETTINGS, setting_problems
+
+    problems = setting_problems(scalars, _flag) + setting_problems(launch or {}, _flag, LAUNCH_SETTINGS)
+    for field, values in repeated.items():
+        for value in dict.fromkeys(values):
+            problems += setting_problems({field: value}, _flag)
+    if resume and restart:
+        problems.append("--resume and --restart together: --resume continues an interrupted training, --restart "
+                        "discards it; give one of them")
+    if experiment is not None and not experiment.strip():
+        problems.append(f"--experiment {experiment!r}: an MLflow experiment needs a name (default: brainbench)")
+    elif experiment is not None and len(experiment) > MAX_EXPERIMENT_NAME:
+        problems.append(f"--experiment: a name of {len(experiment):,} characters; MLflow stores at most "
+                        f"{MAX_EXPERIMENT_NAME}")
+    if problems:
+        raise OptionError("\n".join(dict.fromkeys(problems)))
+
+
 def check_numbers(config: Any) -> list[str]:
-    """Training settings a matrix spec may carry: finite and in range (the CLI checks its own flags)."""
-    problems = []
-    for field, minimum in (("epochs", 1), ("batch_size", 1), ("early_stopping", 1), ("subject", 0)):
-        value = getattr(config, field)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < minimum):
-            problems.append(f"{field}={value!r}: must be an integer >= {minimum}")
-    lr = config.lr
-    if lr is not None and (not isinstance(lr, int | float) or not math.isfinite(lr) or lr <= 0):
-        problems.append(f"lr={lr!r}: must be a finite number > 0")
-    return problems
+    """A cell's settings against their declarations (a RunConfig checks itself when made; this says it again
+    for configs made by other code paths, e.g. a plugin's)."""
+    from brainbench.config import setting_problems
+
+    return setting_problems({name: getattr(config, name) for name in config.to_dict()})
 
 
 def check_names(configs: list[Any]) -> None:
@@ -146,12 +173,52 @@ def _default_names(config: Any, plugins: Any, seen: dict[str, Names]) -> Names:
     return seen[key]
 
 
+def check_devices(configs: list[Any]) -> None:
+    """Every device a cell names exists here: ``--device cuda`` on a machine without a GPU is refused now, not
+    after the data are simulated and the MLflow run is made. torch is imported only for a named device."""
+    from brainbench.cli.options import DEVICE_PATTERN
+
+    names = sorted({config.device for config in configs} - {"auto", "cpu"})
+    for name in names:
+        if not DEVICE_PATTERN.match(name):
+            raise OptionError(f"device {name!r} is not one of auto, cpu, cuda, cuda:N, mps")
+    precisions = sorted({config.precision for config in configs} - {"auto"})
+    if precisions:
+        from brainbench.devices import PRECISIONS  # imports torch: only for a precision other than auto
+
+        unknown = [p for p in precisions if p not in PRECISIONS]
+        if unknown:
+            raise OptionError(f"precision {unknown[0]!r} is not one of {', '.join(PRECISIONS)}")
+    if not names:
+        return
+    import torch
+
+    for name in names:
+        if name.startswith("cuda"):
+            if not torch.cuda.is_available():
+                raise BrainbenchError(
+                    f"--device {name}: CUDA is not available on this machine (torch {torch.__version__} sees no "
+                    "GPU); use --device cpu, or auto to take a GPU only where there is one"
+                )
+            index = int(name.partition(":")[2] or 0)
+            count = torch.cuda.device_count()
+            if index >= count:
+                raise BrainbenchError(f"--device {name}: this machine has {count} GPU(s), cuda:0..cuda:{count - 1}")
+        elif name == "mps" and not torch.backends.mps.is_available():
+            raise BrainbenchError("--device mps: Apple's MPS back end is not available on this machine")
+
+
 def build_cells(configs: list[Any]) -> None:
     """Build every plugin object each cell names (dataset opened, subject checked), ask each task whether
-    it is ready (``Task.check_ready``), then let them go."""
+    it is ready (``Task.check_ready``), read the cell's data (trial lists, a sample of rows) and size its model
+    against the machine's memory, then let them go."""
+    from brainbench.data_checks import check_cell_data
+    from brainbench.resources import check_model_fits
     from brainbench.runner import resolve
 
     seen: set[str] = set()
+    voxels_of: dict[str, int] = {}  # data checked once per dataset and subject, models once per size
+    sized: set[str] = set()
     for config in configs:
         if config.key in seen:
             continue
@@ -164,15 +231,34 @@ def build_cells(configs: list[Any]) -> None:
             raise BrainbenchError(f"{config.label()}: {exc}") from None
         try:
             cell.task.check_ready()  # e.g. a remote back end reachable, its index settled
+            data = _json([cell.dataset_name, config.data_path, config.dataset_options, config.subject])
+            if data not in voxels_of:  # the data first: a broken file is named before what depends on it
+                voxels_of[data] = check_cell_data(cell.dataset, cell.dataset_name, config.subject)
+            n_voxels = voxels_of[data]
             cell.target.check_ready(cell.dataset)  # e.g. CLIP weights or a target cache present
+            model = _json([config.encoder, config.encoder_options, config.budget, n_voxels, cell.target.shape,
+                           config.device])
+            if model not in sized:
+                check_model_fits(cell.encoder, n_voxels, tuple(cell.target.shape), config.device,
+                                 _given(config.encoder_options))
+                sized.add(model)
         except BrainbenchError as exc:
             raise type(exc)(f"{config.label()}: {exc}") from None
         finally:
             cell.dataset.close()
 
 
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _given(options: dict[str, Any]) -> str:
+    return " ".join(f"--opt {k}={v}" for k, v in options.items())
+
+
 def preflight(configs: list[Any], spec_source: str | None = None) -> None:
     """Everything a run can be refused for, before it is created."""
     check_names(configs)
     check_options(configs, spec_source)
+    check_devices(configs)
     build_cells(configs)

@@ -7,14 +7,7 @@ from pathlib import Path
 
 import typer
 
-from brainbench.cli.options import (
-    check_choice,
-    check_device,
-    check_launcher,
-    check_number,
-    check_precision,
-    parse_key_values,
-)
+from brainbench.cli.options import check_choice, check_device, check_launcher, check_precision, parse_key_values
 
 
 def register(app: typer.Typer) -> None:
@@ -96,28 +89,23 @@ def register(app: typer.Typer) -> None:
         Several encoders, tasks, subjects or seeds make a matrix: one MLflow parent run, a child run per cell;
         an --opt (--task-opt) then goes to the encoders (tasks) that declare it.
         """
-        from brainbench.cli.preflight import preflight, spread_options
-        from brainbench.config import BUDGETS, COMPILE_MODES, REPEAT_MODES, RunConfig
+        from brainbench.cli.preflight import check_cli_settings, preflight, spread_options
+        from brainbench.config import RunConfig
 
-        if resume and restart:
-            raise typer.BadParameter("--resume continues an interrupted training, --restart discards it: pick one",
-                                     param_hint="--restart")
-        check_choice(repeats, REPEAT_MODES, "--repeats")
-        check_choice(compile, COMPILE_MODES, "--compile")
-        check_choice(budget, BUDGETS, "--budget")
+        check_cli_settings(
+            {"repeats": repeats, "compile": compile, "budget": budget, "val_fraction": val_fraction, "lr": lr,
+             "epochs": epochs, "batch_size": batch_size, "early_stopping": early_stopping,
+             "checkpoint_every": checkpoint_every},
+            {"subject": subject, "seed": seed},
+            resume=resume, restart=restart, experiment=experiment,
+        )
         check_device(device)
         check_precision(precision)
-        check_number(val_fraction, "--val-fraction", minimum=0, below=1)
-        check_number(lr, "--lr", minimum=0)
-        if lr is not None and lr == 0:
-            raise typer.BadParameter("0 is not a usable learning rate (must be > 0)", param_hint="--lr")
-        for value, flag in ((epochs, "--epochs"), (batch_size, "--batch-size"), (early_stopping, "--early-stopping"),
-                            (checkpoint_every, "--checkpoint-every")):
-            check_number(value, flag, minimum=1)
-        for value in subject:
-            check_number(value, "--subject", minimum=1)
+        from brainbench.launch import LAUNCHERS
+
+        check_choice(launcher, LAUNCHERS, "--launcher")  # one cell or many: a launcher that does not exist is a typo
         if len(set(encoders)) * len(set(task)) * len(set(subject)) * len(set(seed)) > 1:
-            check_launcher(launcher)
+            check_launcher(launcher)  # and its dependencies (ray) installed, when it will launch something
         common = dict(
             dataset=dataset,
             target=target,

@@ -15,6 +15,10 @@
 Keys are RunConfig fields, or ``encoder_options.X`` / ``task_options.X`` / ``dataset_options.X`` /
 ``target_options.X`` for a
 plugin's hyperparameter. Cells that end up with the same config (hence the same key) run once.
+
+Refused before anything runs: a file that is not UTF-8 text, a key given twice (``encoder`` and ``encoders``),
+a table where a value belongs, an override whose ``match`` matches no cell, and more than ``MAX_CELLS`` cells
+(counted from the axes' sizes before any is made).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import copy
 import hashlib
 import itertools
 import json
+import math
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -42,6 +47,9 @@ AXIS_ALIASES = {
 }
 TOP_LEVEL = {"name", "defaults", "axes", "overrides", "description"}
 OVERRIDE_KEYS = {"match", "set", "drop"}
+#: The most cells one matrix may have: each cell is an MLflow run, and a matrix past this is a typo (an axis
+#: of 1000 subjects) more often than a plan. Split a bigger study into several specs.
+MAX_CELLS = 10_000
 
 
 @dataclass
@@ -82,15 +90,41 @@ def check_path(path: str, where: str) -> str:
 
 
 def _flatten(table: dict[str, Any], where: str) -> dict[str, Any]:
-    """``{"encoder_options": {"hidden": 1}}`` and ``{"encoder_options.hidden": 1}`` both -> dotted keys."""
+    """``{"encoder_options": {"hidden": 1}}`` and ``{"encoder_options.hidden": 1}`` both -> dotted keys.
+
+    A key given twice under two spellings (``encoder`` and ``encoders``, or ``encoder_options.x`` both ways)
+    is refused, naming both: one would silently win."""
     flat: dict[str, Any] = {}
+    spelled: dict[str, str] = {}
+
+    def put(written: str, path: str, value: Any) -> None:
+        if path in flat:
+            raise DataError(f"{where}: {spelled[path]!r} and {written!r} both set {path!r}; keep one")
+        spelled[path] = written
+        flat[path] = value
+
     for key, value in table.items():
         if key in OPTION_FIELDS and isinstance(value, dict):
             for option, option_value in value.items():
-                flat[check_path(f"{key}.{option}", where)] = option_value
+                put(f"{key}.{option}", check_path(f"{key}.{option}", where), option_value)
         else:
-            flat[check_path(key, where)] = value
+            put(key, check_path(key, where), value)
     return flat
+
+
+def _check_value(path: str, value: Any, where: str, axis: bool = False) -> None:
+    """A plain setting takes one scalar; an option a scalar or a list of scalars; no tables anywhere."""
+    shown = f"{where}: {path!r}" + (" value" if axis else "")
+    if isinstance(value, dict):
+        raise DataError(f"{shown} is a table {value!r}; expected a single value"
+                        + (" (an axis lists values: key = [a, b])" if axis else ""))
+    if isinstance(value, list):
+        if "." not in path:
+            raise DataError(f"{shown} is a list {value!r}; expected a single value"
+                            + ("" if axis else " (several values make an axis: put it under [axes])"))
+        for item in value:
+            if isinstance(item, dict | list):
+                raise DataError(f"{shown} {value!r} nests {type(item).__name__}s; expected a list of single values")
 
 
 def parse_spec(text: str, source: str = "<spec>") -> MatrixSpec:
@@ -98,6 +132,9 @@ def parse_spec(text: str, source: str = "<spec>") -> MatrixSpec:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise DataError(f"{source}: not valid TOML: {exc}") from None
+    name = data.get("name")
+    if name is not None and not isinstance(name, str):
+        raise DataError(f"{source}: name must be text, got {name!r}")
     unknown = sorted(set(data) - TOP_LEVEL)
     if unknown:
         raise DataError(
@@ -105,16 +142,20 @@ def parse_spec(text: str, source: str = "<spec>") -> MatrixSpec:
             f"known: {', '.join(sorted(TOP_LEVEL))}"
         )
     defaults = _flatten(_table(data, "defaults", source), f"{source} [defaults]")
+    for key, value in defaults.items():
+        _check_value(key, value, f"{source} [defaults]")
     axes: dict[str, list[Any]] = {}
     for key, values in _flatten(_table(data, "axes", source), f"{source} [axes]").items():
         values = values if isinstance(values, list) else [values]
         if not values:
             raise DataError(f"{source} [axes]: {key!r} has no values")
+        for value in values:
+            _check_value(key, value, f"{source} [axes]", axis=True)
         axes[key] = values
-    overrides = [
-        _override(item, f"{source} [[overrides]] #{i + 1}")
-        for i, item in enumerate(data.get("overrides", []))
-    ]
+    items = data.get("overrides", [])
+    if not isinstance(items, list):
+        raise DataError(f"{source}: overrides must be a list of tables ([[overrides]] ...), got {items!r}")
+    overrides = [_override(item, f"{source} [[overrides]] #{i + 1}") for i, item in enumerate(items)]
     name = str(data.get("name") or Path(source).stem)
     return MatrixSpec(name, defaults, axes, overrides, text, source)
 
@@ -132,20 +173,44 @@ def _override(item: Any, where: str) -> Override:
     unknown = sorted(set(item) - OVERRIDE_KEYS)
     if unknown:
         raise DataError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; known: match, set, drop")
+    for part in ("match", "set"):
+        if not isinstance(item.get(part, {}), dict):
+            raise DataError(f"{where}: {part!r} must be a table, e.g. {part} = {{ encoder = \"ridge\" }}; "
+                            f"got {item[part]!r}")
+    if not isinstance(item.get("drop", []), list):
+        raise DataError(f"{where}: 'drop' must be a list of keys, e.g. drop = [\"epochs\"]; got {item['drop']!r}")
     match = _flatten(item.get("match", {}), f"{where} match")
     changes = _flatten(item.get("set", {}), f"{where} set")
-    drop = [check_path(path, f"{where} drop") for path in item.get("drop", [])]
+    for key, value in changes.items():
+        _check_value(key, value, f"{where} set")
+    drop = [check_path(str(path), f"{where} drop") for path in item.get("drop", [])]
     if not changes and not drop:
         raise DataError(f"{where}: nothing to change (give 'set' or 'drop')")
     return Override(match, changes, drop)
 
 
 def load_spec(path: Path) -> MatrixSpec:
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: a folder; expected a matrix spec file (TOML)")
     try:
-        text = Path(path).read_text()
+        raw = path.read_bytes()
     except OSError as exc:
         raise DataError(f"cannot read matrix spec {path}: {exc}") from None
-    return parse_spec(text, str(path))
+    return parse_spec(decode_text(raw, str(path)), str(path))
+
+
+def decode_text(raw: bytes, source: str) -> str:
+    """A spec's bytes as text: UTF-8 (TOML's encoding), with a clear word for UTF-16 and binary files."""
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise DataError(f"{source}: UTF-16 text; TOML specs are UTF-8: save it as UTF-8")
+    if b"\x00" in raw[:4096]:
+        raise DataError(f"{source}: a binary file, not a TOML matrix spec (UTF-8 text)")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{source}: not UTF-8 text (byte {exc.start}: {raw[exc.start:exc.start + 1]!r}); "
+                        "a matrix spec is TOML, in UTF-8") from None
 
 
 # ------------------------------------------------------------------------------------------- expansion
@@ -187,10 +252,26 @@ def _short(path: str, value: Any) -> str:
 MAIN_AXES = ("encoder", "task", "dataset", "subject", "seed")
 
 
-def expand(spec: MatrixSpec) -> list[Cell]:
-    """Every combination of the axes over the defaults, overrides applied in order, duplicates removed."""
+def count_combinations(spec: MatrixSpec) -> int:
+    """How many cells the axes make (before duplicates merge), from their sizes: nothing is expanded."""
+    return math.prod(len(values) for values in spec.axes.values())
+
+
+def expand(spec: MatrixSpec, limit: int = MAX_CELLS) -> list[Cell]:
+    """Every combination of the axes over the defaults, overrides applied in order, duplicates removed.
+
+    More than ``limit`` combinations is refused before any cell is made; so is an override that matches no
+    cell (a typo in its ``match`` would otherwise change nothing, silently)."""
+    combinations = count_combinations(spec)
+    if combinations > limit:
+        sizes = " x ".join(f"{len(v)} {k}" for k, v in spec.axes.items() if len(v) > 1)
+        raise DataError(
+            f"{spec.source}: the axes make {combinations:,} cells ({sizes}); a matrix may have at most {limit:,} "
+            "(each cell is a run): split the study into several specs"
+        )
     names = list(spec.axes)
     cells: dict[str, Cell] = {}
+    matched = [0] * len(spec.overrides)
     for combination in itertools.product(*(spec.axes[name] for name in names)):
         values: dict[str, Any] = {}
         for path, value in spec.defaults.items():
@@ -202,6 +283,7 @@ def expand(spec: MatrixSpec) -> list[Cell]:
                 details.append(_short(path, value))
         for number, override in enumerate(spec.overrides, start=1):
             if _matches(values, override.match):
+                matched[number - 1] += 1
                 for path in override.drop:
                     _remove(values, path)
                 for path, value in override.set.items():
@@ -219,7 +301,30 @@ def expand(spec: MatrixSpec) -> list[Cell]:
         except (TypeError, ValueError) as exc:
             raise DataError(f"{spec.source}: bad cell {values}: {exc}") from None
         cells.setdefault(config.key, Cell(config, details))
+    for number, (override, count) in enumerate(zip(spec.overrides, matched, strict=True), start=1):
+        if count == 0:
+            raise DataError(f"{spec.source} [[overrides]] #{number}: match {_show_match(override.match)} matches "
+                            f"no cell; {_values_seen(spec, override.match)}")
     return list(cells.values())
+
+
+def _show_match(match: dict[str, Any]) -> str:
+    return "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in match.items()) + " }"
+
+
+def _values_seen(spec: MatrixSpec, match: dict[str, Any]) -> str:
+    """What the matched keys take in the cells, so a typo shows next to the real values."""
+    parts = []
+    for path in match:
+        if path in spec.axes:
+            seen = spec.axes[path]
+        elif path in spec.defaults:
+            seen = [spec.defaults[path]]
+        else:
+            parts.append(f"{path!r} is set by no default and no axis")
+            continue
+        parts.append(f"{path} takes {', '.join(json.dumps(v) for v in seen)}")
+    return "; ".join(parts)
 
 
 def matrix_id(configs: list[RunConfig]) -> str:

@@ -183,7 +183,7 @@ class OpenClipTarget(Target):
         Option("model", str, DEFAULT_MODEL, "open_clip model name"),
         Option("weights", str, None, "local weights file (no download)", nullable=True),
         Option("pretrained_tag", str, DEFAULT_PRETRAINED_TAG, "open_clip pretrained tag, recorded with the cache"),
-        Option("seed", int, 0, "seed for anything random in embedding", minimum=0),
+        Option("seed", int, 0, "seed for anything random in embedding", minimum=0, maximum=2**32 - 1),
         Option("normalize", bool, False, "L2-normalise each embedding"),
         Option("templates", str, "openai", "prompt templates embed_class_names applies to bare class names "
                "(embed_text embeds finished prompts as given)", choices=("openai", "simple", "none")),

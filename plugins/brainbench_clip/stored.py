@@ -24,7 +24,21 @@ class StoredTarget(Target):
         self.shape = (257, 768) if self.tokens else (768,)
         self.key = EMBEDDING_TOKENS if self.tokens else EMBEDDING_POOLED
 
-    def embed(self, dataset: Dataset, stimulus_ids: np.ndarray) -> np.ndarray:
+    def check_ready(self, dataset: Dataset) -> None:
+        """Before any run: the stored embeddings exist, have this target's shape and a sample of them is finite."""
+        store = self._store(dataset)
+        if store.shape[0] == 0:
+            raise DataError(f"dataset {dataset.name!r}: stored {self.key!r} embeddings are empty")
+        rows = np.unique(np.linspace(0, store.shape[0] - 1, min(store.shape[0], 64)).round().astype(np.int64))
+        from brainbench.rows import read_rows
+
+        sample = read_rows(store, rows)
+        bad = ~np.isfinite(sample.reshape(len(rows), -1)).all(axis=1)
+        if bad.any():
+            raise DataError(f"dataset {dataset.name!r}: stored {self.key!r} embedding of stimulus "
+                            f"{int(rows[np.flatnonzero(bad)[0]])} has NaN or infinite values")
+
+    def _store(self, dataset: Dataset) -> Any:
         store = dataset.stored_embeddings(self.key)
         if store is None:
             raise DataError(
@@ -36,11 +50,16 @@ class StoredTarget(Target):
                 f"dataset {dataset.name!r}: stored {self.key!r} has shape {tuple(store.shape)}, "
                 f"expected (n_stimuli, {', '.join(map(str, self.shape))})"
             )
+        return store
+
+    def embed(self, dataset: Dataset, stimulus_ids: np.ndarray) -> np.ndarray:
+        store = self._store(dataset)
         ids = np.asarray(stimulus_ids, dtype=np.int64)
         if len(ids) and (ids.min() < 0 or ids.max() >= store.shape[0]):
+            wrong = int(ids.min()) if ids.min() < 0 else int(ids.max())  # the id that is actually out of range
             raise DataError(
-                f"dataset {dataset.name!r}: stimulus id {int(ids.max())} outside the {store.shape[0]} stored "
-                f"{self.key!r} embeddings"
+                f"dataset {dataset.name!r}: stimulus id {wrong} outside the {store.shape[0]} stored "
+                f"{self.key!r} embeddings (ids 0..{store.shape[0] - 1})"
             )
         from brainbench.rows import read_rows
 

@@ -11,7 +11,7 @@ GOD_OPTIONS = Options(
     Option("class_names", str, None, "class-name file (default: found beside the data)", nullable=True),
 )
 SYNTHETIC_GOD_OPTIONS = Options(
-    Option("seed", int, 0, "simulator seed", minimum=0),
+    Option("seed", int, 0, "simulator seed", minimum=0, maximum=2**32 - 1),
     Option("scale", str, "small", "simulated size", choices=("small", "tiny")),
     Option("subjects", list, None, "subjects offered (each written when first used)", item=int, minimum=1,
            nullable=True),

@@ -95,7 +95,10 @@ def query(
 
     gallery = _open(path, remote, indice_name, nprobe, refine)
     if vectors is not None:
-        queries = np.load(vectors).astype(np.float32)
+        try:
+            queries = np.load(vectors, allow_pickle=False).astype(np.float32)
+        except (ValueError, OSError, TypeError) as exc:  # object arrays (pickles) are never loaded
+            raise DataError(f"{vectors}: not a numeric .npy array of query embeddings, one per row ({exc})") from None
     elif row:
         from brainbench_laion.shards import sample_rows
 
@@ -162,8 +165,10 @@ def simulate(
 ) -> None:
     """Write a LAION-like gallery: distractors drawn from the dataset's per-category CLIP distribution."""
     from brainbench.plugins import get_plugins
+    from brainbench.resources import GALLERY_BYTES_PER_ITEM, check_disk
     from brainbench_laion.simulate import simulate_for_dataset
 
+    check_disk(out, size * GALLERY_BYTES_PER_ITEM, f"a {size:,}-item gallery", "--size")
     opened = get_plugins().datasets.create(dataset, root=str(data_path) if data_path else None)
     described = simulate_for_dataset(
         opened,

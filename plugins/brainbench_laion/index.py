@@ -154,6 +154,8 @@ def build_index(
     outside the training sample plus Gaussian noise of relative norm ``query_noise`` (so a query is
     near, but not equal to, a gallery item, as a decoder's prediction is).
     """
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise DataError(f"{out_dir}: exists and is a file; the index is written into a folder (OUT): name a new one")
     shards = find_shards(Path(source))
     check_metadata_rows(shards)
     n, dim = total_rows(shards), shards[0].dim

@@ -109,13 +109,14 @@ class LaionTask(Task):
         Option("index", str, None, "a gallery index folder or file (default: a simulated gallery)", nullable=True),
         Option("remote", str, None, "clip-retrieval back end URL, e.g. http://127.0.0.1:1234", nullable=True),
         Option("indice_name", str, None, "index of the remote back end (default: its only one)", nullable=True),
-        Option("k", int, 16, "candidates retrieved per prediction", minimum=1),
+        Option("k", int, 16, "candidates retrieved per prediction", minimum=1, maximum=10_000),
         Option("pooling", str, "cls", "token predictions pooled for the search", choices=POOLINGS),
         Option("rerank", str, "auto", "re-rank the top k by flattened-token cosine", choices=RERANKS),
-        Option("nprobe", int, None, "IVF cells probed (approximate index)", minimum=1, nullable=True),
-        Option("refine", int, 10, "IVF-PQ top k x refine re-scored exactly", minimum=1),
-        Option("gallery_size", int, 20_000, "items of the default simulated gallery", minimum=1),
-        Option("gallery_seed", int, 0, "seed of the default simulated gallery", minimum=0),
+        Option("nprobe", int, None, "IVF cells probed (approximate index)", minimum=1, maximum=2**20, nullable=True),
+        Option("refine", int, 10, "IVF-PQ top k x refine re-scored exactly", minimum=1, maximum=1000),
+        # its disk is checked against the free space before a run (LaionTask.check_ready)
+        Option("gallery_size", int, 20_000, "items of the default simulated gallery", minimum=1, maximum=10**10),
+        Option("gallery_seed", int, 0, "seed of the default simulated gallery", minimum=0, maximum=2**32 - 1),
         Option("gt_in_gallery", bool, None, "whether the test stimuli are in the gallery (default: detect)",
                nullable=True),
         Option("figure_rows", int, 8, "rows of the retrieval figure", minimum=0),
@@ -205,8 +206,20 @@ class LaionTask(Task):
             self._remote_gallery = RemoteGallery(str(self.options["remote"]), self.options.get("indice_name"))
         return self._remote_gallery
 
+    def _check_gallery_disk(self) -> None:
+        """The default simulated gallery (no index, no remote) must fit on the disk it will be written to."""
+        if self.options.get("remote") or self.options.get("index"):
+            return
+        from brainbench.paths import home
+        from brainbench.resources import GALLERY_BYTES_PER_ITEM, check_disk
+
+        size = int(self.options["gallery_size"])
+        check_disk(home() / "laion", size * GALLERY_BYTES_PER_ITEM,
+                   f"the simulated {size:,}-item gallery (--task-opt gallery_size={size})", "gallery_size")
+
     def check_ready(self) -> None:
         """Before training: a remote back end must answer and serve the index asked for (or exactly one)."""
+        self._check_gallery_disk()
         if self.options.get("remote"):
             self._remote().check()
         if self.prior_name != NO_PRIOR:

@@ -63,9 +63,9 @@ class LiteMindEncoder(TorchEncoder):
                choices=("none", "linear")),
         Option("patch_size", int, help="voxels per patch", minimum=1),
         Option("widths", list, help="stage widths, e.g. 128,64,32 (default: the reference's)", item=int, minimum=1,
-               nullable=True),
+               maximum=2**20, nullable=True),  # what fits in memory is checked before a run (brainbench.resources)
         Option("depths", list, help="blocks per stage (default: the reference's)", item=int, minimum=1,
-               nullable=True),
+               maximum=1000, nullable=True),
         Option("dropout", float, help="dropout inside the blocks", minimum=0, maximum=0.99),
         Option("drop_path", float, help="stochastic depth rate", minimum=0, maximum=0.99),
         Option("direction", str, help="InfoNCE direction(s) trained",

@@ -51,9 +51,9 @@ class MindEyeEncoder(TorchEncoder):
     # Names and defaults come from DEFAULT_OPTIONS; these add what each accepts.
     declared_options: ClassVar[Options] = Options.from_defaults(
         DEFAULT_OPTIONS,
-        Option("hidden", int, help="width of the residual MLP", minimum=1),
-        Option("blocks", int, help="residual blocks", minimum=0),
-        Option("projector_hidden", int, help="width of the projector", minimum=1),
+        Option("hidden", int, help="width of the residual MLP", minimum=1, maximum=2**20),
+        Option("blocks", int, help="residual blocks", minimum=0, maximum=1000),
+        Option("projector_hidden", int, help="width of the projector", minimum=1, maximum=2**20),
         Option("input_dropout", float, help="dropout on the input layer", minimum=0, maximum=0.99),
         Option("block_dropout", float, help="dropout in each residual block", minimum=0, maximum=0.99),
         Option("embed", str, help="what evaluation embeds with", choices=("projector", "backbone")),

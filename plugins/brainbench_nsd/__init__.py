@@ -22,7 +22,7 @@ NSD_OPTIONS = Options(
 SYNTHETIC_NSD_OPTIONS = Options(
     Option("scale", str, "small", "simulated size: small (seconds on a laptop), tiny (tests), nsd (real sizes)",
            choices=("small", "tiny", "nsd")),
-    Option("seed", int, 0, "simulator seed", minimum=0),
+    Option("seed", int, 0, "simulator seed", minimum=0, maximum=2**32 - 1),
     Option("tokens", bool, False, "also store 257x768 token embeddings"),
     Option("images", bool, False, "also store stimulus images"),
     Option("roi", str, "all",

@@ -59,29 +59,55 @@ def table_name(subject: int) -> str:
 
 
 def read_trial_table(path: Path) -> dict[str, np.ndarray]:
-    """The plain per-subject trial table (CSV), validated for columns and split names."""
+    """The plain per-subject trial table (CSV, UTF-8), validated for columns, split names and non-negative
+    integer indices; each problem names the table's line."""
     if not path.exists():
         raise DataError(f"{path}: trial table not found (expected CSV columns {', '.join(TABLE_COLUMNS)}, session)")
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in TABLE_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise DataError(f"{path}: trial table lacks column(s) {', '.join(missing)}; has {reader.fieldnames}")
-        rows = list(reader)
+    text = _table_text(path)
+    reader = csv.DictReader(text.splitlines())
     try:
-        table = {
-            "image_index": np.array([int(r["image_index"]) for r in rows], dtype=np.int64),
-            "trial_index": np.array([int(r["trial_index"]) for r in rows], dtype=np.int64),
-            "split": np.array([r["split"].strip() for r in rows]),
-        }
-        if rows and "session" in rows[0]:
-            table["session"] = np.array([int(r["session"]) for r in rows], dtype=np.int64)
-    except ValueError as err:
-        raise DataError(f"{path}: non-integer value in the trial table ({err})") from None
+        fieldnames = reader.fieldnames
+        missing = [c for c in TABLE_COLUMNS if c not in (fieldnames or [])]
+        if missing:
+            raise DataError(f"{path}: trial table lacks column(s) {', '.join(missing)}; has {fieldnames} "
+                            f"(expected a CSV header {','.join(TABLE_COLUMNS)},session)")
+        rows = list(reader)
+    except csv.Error as err:
+        raise DataError(f"{path}: not a readable CSV trial table ({err})") from None
+    if not rows:
+        raise DataError(f"{path}: the trial table has a header but no trials")
+    columns = ["image_index", "trial_index"] + (["session"] if rows and "session" in rows[0] else [])
+    table: dict[str, np.ndarray] = {}
+    for column in columns:
+        values = []
+        for line, row in enumerate(rows, start=2):  # line 1 is the header
+            text_value = (row.get(column) or "").strip()
+            try:
+                value = int(text_value)
+            except ValueError:
+                raise DataError(f"{path}, line {line}: {column} {text_value!r} is not an integer") from None
+            if value < 0 or value >= 2**63:
+                raise DataError(f"{path}, line {line}: {column} {value} is out of range; {column} counts from 0")
+            values.append(value)
+        table[column] = np.array(values, dtype=np.int64)
+    table["split"] = np.array([(r.get("split") or "").strip() for r in rows])
     bad = sorted(set(table["split"].tolist()) - {"train", "test"})
     if bad:
         raise DataError(f"{path}: column 'split' must hold 'train' or 'test', found {bad}")
     return table
+
+
+def _table_text(path: Path) -> str:
+    """The table's bytes as UTF-8 text; a UTF-16 or binary file is named as such."""
+    raw = path.read_bytes()
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise DataError(f"{path}: UTF-16 text; the trial table is a UTF-8 CSV: save it as UTF-8")
+    if b"\x00" in raw[:4096]:
+        raise DataError(f"{path}: a binary file, not a CSV trial table (columns {', '.join(TABLE_COLUMNS)})")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text (byte {err.start}); the trial table is a UTF-8 CSV") from None
 
 
 def check_unique_rows(table: dict[str, Any], path: Path) -> None:
@@ -97,6 +123,25 @@ def check_unique_rows(table: dict[str, Any], path: Path) -> None:
             f"{path}: {len(shared)} betas row(s) are claimed by more than one trial, e.g. row {first} by "
             f"{' and '.join(where)}; each trial must point at its own row of the betas"
         )
+
+
+def _dataset(f: h5py.File, path: Path, key: str, expected: str) -> h5py.Dataset:
+    """``f[key]`` as an HDF5 dataset, or a DataError saying what is there instead (nothing, a group, a link to a
+    file or object that does not exist)."""
+    link = f.get(key, getlink=True)
+    if link is None:
+        raise DataError(f"{path}: missing dataset {key!r} (expected {expected})")
+    try:
+        item = f[key]
+    except (KeyError, OSError) as err:
+        if isinstance(link, h5py.ExternalLink):
+            raise DataError(f"{path}: {key!r} is an external link to {link.filename}:{link.path}, which cannot be "
+                            f"opened ({err}); copy the data into the file or put the linked file in place") from None
+        target = getattr(link, "path", "?")
+        raise DataError(f"{path}: {key!r} is a link to {target}, which does not exist ({err})") from None
+    if not isinstance(item, h5py.Dataset):
+        raise DataError(f"{path}: {key!r} is an HDF5 {type(item).__name__.lower()}, not a dataset; expected {expected}")
+    return item
 
 
 class MindEye2Nsd(Dataset):
@@ -152,11 +197,14 @@ class MindEye2Nsd(Dataset):
         path = self.root / betas_name(subject)
         fresh = path not in self._files
         f = self._open(path)
-        if BETAS_KEY not in f:
-            raise DataError(f"{path}: missing dataset {BETAS_KEY!r} (expected (n_trials, n_voxels) float32)")
-        ds = f[BETAS_KEY]
+        ds = _dataset(f, path, BETAS_KEY, "(n_trials, n_voxels) float32")
         if ds.ndim != 2:
             raise DataError(f"{path}: dataset {BETAS_KEY!r} has shape {ds.shape}; expected (n_trials, n_voxels)")
+        if 0 in ds.shape:
+            raise DataError(f"{path}: dataset {BETAS_KEY!r} has shape {ds.shape}: no "
+                            f"{'trials' if ds.shape[0] == 0 else 'voxels'}; expected (n_trials, n_voxels), both > 0")
+        if not np.issubdtype(ds.dtype, np.number) or np.issubdtype(ds.dtype, np.complexfloating):
+            raise DataError(f"{path}: dataset {BETAS_KEY!r} holds {ds.dtype} values; expected float32 betas")
         if not np.issubdtype(ds.dtype, np.floating):
             raise DataError(
                 f"{path}: dataset {BETAS_KEY!r} holds {ds.dtype} values; this layout holds z-scored float betas. "
@@ -217,8 +265,16 @@ class MindEye2Nsd(Dataset):
                 path = self.root / table_name(subject)
                 table = read_trial_table(path)
             check_unique_rows(table, path)
+            negative = np.flatnonzero(table["trial_index"] < 0)
+            if len(negative):
+                raise DataError(f"{path}: trial_index {int(table['trial_index'][negative[0]])} is negative "
+                                f"({len(negative)} trial(s)); it is the row of the betas, counting from 0")
+            negative = np.flatnonzero(table["image_index"] < 0)
+            if len(negative):
+                raise DataError(f"{path}: image_index {int(table['image_index'][negative[0]])} is negative "
+                                f"({len(negative)} trial(s)); it is the stimulus id, counting from 0")
             past = table["trial_index"] >= betas.shape[0]
-            if past.any() or (table["trial_index"] < 0).any():
+            if past.any():
                 raise DataError(
                     f"{path}: trial_index up to {int(table['trial_index'].max())} points past the betas in "
                     f"{self.root / betas_name(subject)} ({BETAS_KEY!r} has {betas.shape[0]} rows)"

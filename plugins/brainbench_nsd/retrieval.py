@@ -60,12 +60,13 @@ class RetrievalTask(Task):
 
     name: ClassVar[str] = "retrieval"
     declared_options: ClassVar[Options] = Options(
-        Option("way", int, 300, "items per draw (capped at the test set's size, with a note)", minimum=2),
-        Option("draws", int, 30, "draws of `way` items (or the scheme's name)", minimum=1,
+        Option("way", int, 300, "items per draw (capped at the test set's size, with a note)", minimum=2,
+               maximum=10**6),
+        Option("draws", int, 30, "draws of `way` items (or the scheme's name)", minimum=1, maximum=10**6,
                also=("shared", "per-query")),
         Option("scheme", str, "shared", "shared: one batch per draw (MindEye) | per-query (Lite-Mind)",
                choices=("shared", "per-query")),
-        Option("chunk", int, 128, "queries scored at once (memory, not results)", minimum=1),
+        Option("chunk", int, 128, "queries scored at once (memory, not results)", minimum=1, maximum=10**6),
     )
     metrics: ClassVar[tuple[MetricSpec, ...]] = metric_specs(300)
     default_dataset: ClassVar[str] = "synthetic-nsd"

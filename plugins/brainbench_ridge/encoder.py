@@ -9,13 +9,14 @@ dual by shape, numpy on the CPU and torch on a GPU) lives in :mod:`brainbench_ri
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from brainbench.errors import CheckpointMismatchError, DataError
+from brainbench.errors import CheckpointCorruptError, CheckpointMismatchError, DataError
 from brainbench.interfaces import Encoder, FitData, FittedEncoder, Reporter, Shape, TrainSettings
 from brainbench.options import Option, Options
 from brainbench_ridge.backends import make_ops
@@ -136,13 +137,27 @@ class FittedRidge(FittedEncoder):
         path = Path(path)
         if not path.is_file():
             raise DataError(f"ridge checkpoint {path} does not exist")
-        with np.load(path, allow_pickle=False) as stored:
-            missing = [key for key in CHECKPOINT_KEYS if key not in stored.files]
-            if missing:
-                raise DataError(
-                    f"ridge checkpoint {path} lacks {', '.join(missing)}; expected {CHECKPOINT_KEYS}"
-                )
-            arrays = {key: stored[key] for key in CHECKPOINT_KEYS}
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                missing = [key for key in CHECKPOINT_KEYS if key not in stored.files]
+                if missing:
+                    raise DataError(
+                        f"ridge checkpoint {path} lacks {', '.join(missing)}; expected {CHECKPOINT_KEYS}"
+                    )
+                arrays = {key: stored[key] for key in CHECKPOINT_KEYS}
+        except DataError:
+            raise
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            # allow_pickle=False refuses object arrays (pickled code could run): name the file, never load it
+            what = "holds object arrays (pickled Python objects), which are never loaded" if "allow_pickle" in str(
+                exc) else f"cannot be read ({type(exc).__name__}: {exc})"
+            raise CheckpointCorruptError(
+                f"ridge checkpoint {path} {what}; expected an .npz of numeric arrays {', '.join(CHECKPOINT_KEYS)}"
+            ) from None
+        for key, array in arrays.items():
+            if not np.issubdtype(array.dtype, np.number):
+                raise CheckpointCorruptError(f"ridge checkpoint {path}: {key!r} holds {array.dtype} values; expected "
+                                             "numbers")
         stored_shape = tuple(int(s) for s in arrays["target_shape"])
         stored_voxels = int(arrays["weights"].shape[0])
         if n_voxels is not None and n_voxels != stored_voxels:
