@@ -17,7 +17,7 @@ HELP = """Train, evaluate and compare fMRI-to-image decoders.
 
 With no data at all every command runs on the built-in simulator, e.g.
 [bold]brainbench run ridge --task retrieval[/bold]. Results are logged to MLflow
-(default store: sqlite:///mlflow.db in the working directory; view with [bold]mlflow ui[/bold])."""
+(default store: sqlite:///mlflow.db in the working directory; view with [bold]brainbench ui[/bold])."""
 
 
 def _version(value: bool) -> None:
@@ -59,6 +59,9 @@ def build_app() -> typer.Typer:
 
     data_cmd.register(app)
     log_cmd.register(app)
+    from brainbench.cli import ui_cmd
+
+    ui_cmd.register(app)
     plugin_set = get_plugins()
     _add_plugin_commands(app, plugin_set)
     return app
