@@ -19,7 +19,6 @@ LANDING_PATH = "/brainbench"
 
 def landing() -> Any:
     """The landing page of the configured experiment, read fresh from the store on every visit."""
-    from flask import Response
     from mlflow.tracking import MlflowClient
 
     from brainbench.tracking import DEFAULT_EXPERIMENT
@@ -29,9 +28,9 @@ def landing() -> Any:
     experiment = os.environ.get(EXPERIMENT_ENV, DEFAULT_EXPERIMENT)
     try:
         experiment_id, layout = read_view(MlflowClient(tracking_uri=uri), experiment)
-    except LookupError as exc:
-        return Response(f"brainbench: {exc} ({uri}); run `brainbench run ...` first\n", 404, mimetype="text/plain")
-    return Response(landing_page(experiment_id, layout), mimetype="text/html", headers={"Cache-Control": "no-store"})
+    except LookupError as exc:  # (body, status, headers): Flask makes the response, no flask import here
+        return f"brainbench: {exc} ({uri}); run `brainbench run ...` first\n", 404, {"Content-Type": "text/plain"}
+    return landing_page(experiment_id, layout), 200, {"Content-Type": "text/html", "Cache-Control": "no-store"}
 
 
 def create_app() -> Any:
