@@ -157,7 +157,13 @@ class DevTools:
     def wait_for(self, text: str, seconds: float = 120.0) -> None:
         deadline = time.time() + seconds
         probe = f"document.body !== null && document.body.innerText.includes({json.dumps(text)})"
-        while not self.js(probe):
+        while True:
+            try:
+                if self.js(probe):
+                    break
+            except RuntimeError as exc:  # the page navigated under the probe (a redirect): look again
+                if "navigated" not in str(exc):
+                    raise
             if time.time() > deadline:
                 raise SystemExit(f"the page never showed {text!r} within {seconds:.0f}s")
             time.sleep(0.5)

@@ -56,7 +56,7 @@ def view_state(runs: list[Any]) -> dict[str, Any]:
     metric_columns = [f"metrics.`{name}`" for name in metrics]
     param_columns = [f"params.`{name}`" for name in PARAM_COLUMNS]
     selected = [*param_columns, *metric_columns, "attributes.`Dataset`"]
-    widths = {"attributes.`Run Name`": 250, **{c: 80 for c in param_columns}, **{c: 180 for c in metric_columns},
+    widths = {"attributes.`Run Name`": 230, **{c: 80 for c in param_columns}, **{c: 200 for c in metric_columns},
               "attributes.`Dataset`": 200}
     return {
         "selectedColumns": selected,
