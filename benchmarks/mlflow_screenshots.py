@@ -1,4 +1,5 @@
-"""Screenshots of the MLflow UI on a brainbench store: the runs view, the parent (matrix) run, a compare page.
+"""Screenshots of the MLflow UI on a brainbench store: the first page `brainbench ui` opens, the runs view, the
+parent (matrix) run, a compare page.
 
     python benchmarks/mlflow_screenshots.py --demo --out docs/images
     python benchmarks/mlflow_screenshots.py --tracking-uri sqlite:///mlflow.db --out docs/images
@@ -156,7 +157,13 @@ class DevTools:
     def wait_for(self, text: str, seconds: float = 120.0) -> None:
         deadline = time.time() + seconds
         probe = f"document.body !== null && document.body.innerText.includes({json.dumps(text)})"
-        while not self.js(probe):
+        while True:
+            try:
+                if self.js(probe):
+                    break
+            except RuntimeError as exc:  # the page navigated under the probe (a redirect): look again
+                if "navigated" not in str(exc):
+                    raise
             if time.time() > deadline:
                 raise SystemExit(f"the page never showed {text!r} within {seconds:.0f}s")
             time.sleep(0.5)
@@ -228,6 +235,38 @@ def make_demo_store(folder: Path) -> str:
     return uri
 
 
+def shoot_brainbench_ui(uri: str, experiment: str, out: Path, scratch: Path) -> None:
+    """The first page ``brainbench ui`` opens, in a fresh browser profile, with no click."""
+    script = Path(sys.executable).with_name("brainbench")
+    ui = subprocess.Popen(
+        [str(script) if script.exists() else "brainbench", "ui", "--tracking-uri", uri, "--experiment", experiment],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    browser = None
+    try:
+        line = ui.stdout.readline() if ui.stdout else ""
+        if "http://" not in line:
+            raise SystemExit(f"brainbench ui printed no URL: {line!r}")
+        url = line[line.index("http://"):].split()[0]
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=uri)
+        eid = client.get_experiment_by_name(experiment).experiment_id
+        child = client.search_runs([eid], "tags.`mlflow.parentRunId` != ''", max_results=1)[0]
+        browser, tools = start_browser(chromium(), str(scratch / "fresh-profile"))
+        tools.open(url, child.info.run_name)  # a matrix cell's row: the parent is expanded
+        out.mkdir(parents=True, exist_ok=True)
+        tools.screenshot(out / "brainbench_ui.png")
+        print(f"{out / 'brainbench_ui.png'}: the first page of {url} in a fresh browser profile, no click: the "
+              "runs table with encoder, task, subject, seed and the test metrics as columns, matrix parents expanded")
+    finally:
+        if browser is not None:
+            browser.terminate()
+            browser.wait(timeout=20)
+        ui.terminate()
+        ui.wait(timeout=60)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
@@ -238,6 +277,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as scratch:
         uri = make_demo_store(Path(scratch)) if args.demo else args.tracking_uri
+        shoot_brainbench_ui(uri, args.experiment, args.out, Path(scratch))
         shoot_all(uri, args.experiment, args.out, Path(scratch))
 
 

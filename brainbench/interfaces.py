@@ -327,7 +327,8 @@ class Reporter(Protocol):
     def epoch_end(self, epoch: int, metrics: dict[str, float]) -> None: ...
 
     def progress(self, description: str, total: int | None) -> Any:
-        """A context manager whose ``advance(n=1)`` moves a progress bar."""
+        """A context manager whose ``advance(n=1)`` moves a progress bar (and, when it has one,
+        ``update(**fields)`` shows fields beside it: the trainer names the epoch and loss)."""
         ...
 
     def info(self, message: str) -> None: ...

@@ -31,6 +31,19 @@ class LockBusy(BrainbenchError):
         self.holder = holder
 
 
+def home_note(target: Path, suffix: str) -> Path:
+    """A lock or marker file about ``target`` (a user's file, such as an SQLite store) kept under
+    ``BRAINBENCH_HOME/locks``, keyed by its absolute path: every process naming the same file finds the same
+    note, and the user's folder holds only the file itself."""
+    import hashlib
+
+    from brainbench.paths import home_folder
+
+    absolute = target.expanduser().resolve()
+    key = hashlib.sha256(str(absolute).encode()).hexdigest()[:16]
+    return home_folder() / "locks" / f"{absolute.name}-{key}{suffix}"
+
+
 def owner_path(lock_path: Path) -> Path:
     return lock_path.with_name(lock_path.name + ".owner")
 

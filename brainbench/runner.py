@@ -248,9 +248,13 @@ def run_cell(
     record: Any | None = None,
 ) -> CellResult:
     """Train and evaluate one cell. ``record`` (a tracking.RunRecord) receives params, metrics, artifacts."""
+    from brainbench.threads import apply_for_run
+
     cell = resolve(config)
     dataset, target, task = cell.dataset, cell.target, cell.task
     work_dir.mkdir(parents=True, exist_ok=True)
+    # after the plugins are imported, so the BLAS that scipy loads is limited too (brainbench/threads.py)
+    threads = apply_for_run()
 
     train = dataset.trials(config.subject, "train")
     test = dataset.trials(config.subject, task.split)
@@ -267,6 +271,7 @@ def run_cell(
             f"demo-scale data: {config.encoder} uses its quick recipe ({cell.quick.note}); "
             "pass --budget reference for the reference recipe"
         )
+    reporter.info(f"CPU threads: {threads['threads']} ({threads['threads_choice']})")
     reporter.info(
         f"{config.label()}: {cell.dataset_name} ({'synthetic' if dataset.synthetic else 'real'}), "
         f"{train.n_trials} train / {test.n_trials} {task.split} trials, {train.n_voxels} voxels, "
@@ -296,7 +301,7 @@ def run_cell(
     fitted = cell.encoder.fit(fit_data, settings, reporter)
     train_seconds = time.perf_counter() - started
     del fit_data
-    recipe = resolved_recipe(cell, fitted)
+    recipe = {**resolved_recipe(cell, fitted), **threads}
     # a resumed fit reports its whole training time, the part before the interruption included
     train_seconds += float(recipe.get("train_seconds_before_resume") or 0.0)
     if record is not None:

@@ -70,7 +70,9 @@ def _schema_version(db: Path) -> str | None:
 
 
 def _ready_note(db: Path) -> Path:
-    return db.with_name(db.name + ".ready")
+    from brainbench.locks import home_note
+
+    return home_note(db, ".ready")  # under BRAINBENCH_HOME, not beside the user's store
 
 
 def schema_ready(db: Path) -> bool:
@@ -89,18 +91,19 @@ def open_sqlite_once(uri: str, open_store: Callable[[], None]) -> None:
     """Run ``open_store`` so that processes opening a new SQLite store at once do not break each other.
 
     MLflow creates (and migrates) the schema on first use; two processes doing it at once fail with SQLAlchemy
-    errors. Until a process has opened the file once, opening is done under a lock file next to it
-    (``mlflow.db.lock``): the first process makes the tables, the others wait. It then leaves a note
-    (``mlflow.db.ready``: the file's inode and schema revision), and later processes open it side by side.
+    errors. Until a process has opened the file once, opening is done under a lock file
+    (``BRAINBENCH_HOME/locks/mlflow.db-<hash of its absolute path>.lock``): the first process makes the tables,
+    the others wait. It then leaves a note there (``...ready``: the file's inode and schema revision), and later
+    processes open it side by side. Nothing is written beside the store itself.
     """
     db = sqlite_path(uri)
     if db is None or str(db) in ("", ":memory:") or not db.parent.is_dir():
         open_store()
         return
     if not schema_ready(db):
-        from brainbench.locks import atomic_write_text, hold
+        from brainbench.locks import atomic_write_text, hold, home_note
 
-        with hold(db.with_name(db.name + ".lock"), f"MLflow store {uri}", patience=30.0):
+        with hold(home_note(db, ".lock"), f"MLflow store {uri}", patience=30.0):
             if not schema_ready(db):
                 open_store()
                 note = {"inode": db.stat().st_ino, "version": _schema_version(db)}

@@ -36,10 +36,17 @@ from brainbench.checkpoint import (
     save_model_file,
 )
 from brainbench.config import COMPILE_MODES
-from brainbench.devices import resolve_device, resolve_precision, seed_everything, uses_master_weights
+from brainbench.devices import (
+    resolve_device,
+    resolve_precision,
+    seed_everything,
+    synchronize,
+    uses_master_weights,
+)
 from brainbench.errors import BrainbenchError, CheckpointMismatchError, DataError
 from brainbench.interfaces import FitData, FittedEncoder, Reporter, Shape, TrainSettings
 from brainbench.master_weights import MasterWeightAdamW
+from brainbench.reporting import duration
 from brainbench.schedules import LearningRateSchedule, build_schedule, scaled_lr
 from brainbench.staging import BatchSource, make_batch_source
 
@@ -381,6 +388,7 @@ class _Run:
         self.history: list[dict[str, float]] = []
         self.best = BestState()
         self.finished = False
+        self.expectation: Expectation | None = None
 
     # ---------------------------------------------------------------------------- checkpoints
 
@@ -484,6 +492,8 @@ class _Run:
             loss_sum += loss.detach().float()
             self.step += 1
             progress_bar.advance(1)
+            if self.expectation is not None:
+                self.expectation.step_done(self.step)
         train_loss = float(loss_sum) / self.steps_per_epoch
         if not math.isfinite(train_loss):
             raise BrainbenchError(
@@ -559,9 +569,13 @@ class _Run:
         with self.reporter.progress(f"training {self.encoder.name}", self.total_steps) as bar:
             if self.step:
                 bar.advance(self.step)
+            if not self.finished and self.epoch < self.recipe.epochs:
+                self.expectation = Expectation(self, self.step)
             while not self.finished and self.epoch < self.recipe.epochs:
                 metrics = self.train_epoch(bar)
                 self.epoch += 1
+                if hasattr(bar, "update"):  # the Reporter protocol asks only for advance()
+                    bar.update(epoch=f"{self.epoch}/{self.recipe.epochs}", loss=metrics["train_loss"])
                 if self.should_validate():
                     metrics.update(
                         validate(
@@ -584,6 +598,35 @@ class _Run:
         if self.settings.checkpoint_dir:
             fitted.save(Path(self.settings.checkpoint_dir) / MODEL_NAME)
         return fitted
+
+
+class Expectation:
+    """Says, once the first steps are timed, how long the whole training should take: the pace of the
+    second step (the first one also pays for warm-up), or of the first when there is only one."""
+
+    def __init__(self, run: _Run, first_step: int) -> None:
+        self.run, self.first_step = run, first_step
+        self.remaining = run.total_steps - first_step
+        self.marks = [time.perf_counter()]
+        self.said = False
+
+    def step_done(self, step: int) -> None:
+        if self.said:
+            return
+        synchronize(self.run.device)  # twice per run: a GPU's queued work is timed, not just its launch
+        self.marks.append(time.perf_counter())
+        done = step - self.first_step
+        if done < min(2, self.remaining):
+            return
+        self.said = True
+        per_step = self.marks[-1] - self.marks[-2]
+        expected = (self.marks[-1] - self.marks[0]) + per_step * (self.remaining - done)
+        recipe = self.run.recipe
+        self.run.reporter.info(
+            f"expected ~{duration(expected)} of training: {recipe.epochs - self.run.epoch} epochs x "
+            f"{self.run.steps_per_epoch} steps at {per_step * 1000:.0f} ms a step (validation not counted); "
+            "each epoch's line updates the time left"
+        )
 
 
 #: Sub-folder of the checkpoint folder for the early-stopping selection run.

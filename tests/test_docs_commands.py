@@ -46,6 +46,9 @@ FILLED = {
     "brainbench index query OUT --row 42 -k 5": ["brainbench index query index --row 42 -k 5"],
     "brainbench index serve OUT --host 0.0.0.0 --port 1234": ["SERVE index"],
     "brainbench compare my-experiment": ["brainbench compare brainbench"],
+    # `ui` serves until Ctrl-C (and --open would start a browser here): start it, fetch its page, stop it
+    "brainbench ui": ["UI"],
+    "brainbench ui --open": ["UI"],
     "brainbench compare <parent run id>": ["brainbench compare PARENT"],
 }
 
@@ -146,6 +149,9 @@ def test_documented_command_runs(where: str, command: str, workspace: dict[str, 
         if filled.startswith("SERVE "):
             _serve(filled.split()[1], folder)
             continue
+        if filled == "UI":
+            _ui(folder)
+            continue
         if filled.startswith("brainbench index") and not (folder / "gallery").exists() and "simulate" not in filled:
             _run(["index", "simulate", "gallery", "--dataset", "synthetic-nsd", "--size", "2000"], folder)
         if filled.startswith("brainbench index") and "build" not in filled and "simulate" not in filled \
@@ -208,3 +214,20 @@ def _serve(index: str, folder: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def _ui(folder: Path) -> None:
+    """``brainbench ui`` blocks: start it, read the URL it prints, fetch that page, stop it."""
+    import urllib.request
+
+    server = subprocess.Popen([CLI, "ui"], cwd=folder, env=_env(folder), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        line = server.stdout.readline() if server.stdout else ""
+        found = re.search(r"(http://127\.0\.0\.1:\d+/brainbench)", line)
+        assert found, line + (server.stderr.read() if server.stderr and server.poll() is not None else "")
+        with urllib.request.urlopen(found.group(1), timeout=60) as response:
+            assert response.status == 200 and "localStorage" in response.read().decode()
+    finally:
+        server.terminate()
+        server.wait(timeout=60)

@@ -17,7 +17,7 @@ HELP = """Train, evaluate and compare fMRI-to-image decoders.
 
 With no data at all every command runs on the built-in simulator, e.g.
 [bold]brainbench run ridge --task retrieval[/bold]. Results are logged to MLflow
-(default store: sqlite:///mlflow.db in the working directory; view with [bold]mlflow ui[/bold])."""
+(default store: sqlite:///mlflow.db in the working directory; view with [bold]brainbench ui[/bold])."""
 
 
 HELP_FLAGS = {"--help"}
@@ -41,6 +41,7 @@ def core_app() -> typer.Typer:
         report_cmd,
         run_cmd,
         simulate_cmd,
+        ui_cmd,
     )
 
     app = typer.Typer(
@@ -61,7 +62,7 @@ def core_app() -> typer.Typer:
         """Train, evaluate and compare fMRI-to-image decoders."""
 
     for module in (plugins_cmd, run_cmd, info_cmd, matrix_cmd, compare_cmd, report_cmd, data_cmd, log_cmd,
-                   simulate_cmd):
+                   simulate_cmd, ui_cmd):
         module.register(app)
     return app
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from pathlib import Path
 
 import typer
@@ -80,6 +81,11 @@ def register(app: typer.Typer) -> None:
         ),
         launcher: str = typer.Option("local", "--launcher", help="local | local-gpus | ray (several cells)."),
         ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster address (--launcher ray)."),
+        threads: str = typer.Option(
+            "auto", "--threads", envvar="BRAINBENCH_THREADS",
+            help="CPU threads each run computes with: auto (the cores free now: those this process may use, less "
+            "the load of other processes; at least 1) | N | default (torch's and BLAS's own defaults).",
+        ),
         dry_run: bool = typer.Option(
             False, "--dry-run", help="Check every cell (options, plugins, data) and print them; run nothing."
         ),
@@ -99,6 +105,13 @@ def register(app: typer.Typer) -> None:
             {"subject": subject, "seed": seed},
             resume=resume, restart=restart, experiment=experiment,
         )
+        from brainbench.threads import THREADS_ENV, parse_request
+
+        try:
+            parse_request(threads)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--threads") from None
+        os.environ[THREADS_ENV] = threads  # read by every cell, matrix workers included (brainbench/threads.py)
         check_device(device)
         check_precision(precision)
         from brainbench.launch import LAUNCHERS

@@ -49,7 +49,7 @@ def cell_tags(config: RunConfig, matrix_id: str) -> dict[str, str]:
 
 def execute_job(job: CellJob, worker: str = "") -> CellOutcome:
     """One cell as a child run of the parent: a failure becomes a FAILED outcome; Ctrl-C propagates."""
-    from brainbench.reporting import QuietReporter, TrackingReporter
+    from brainbench.reporting import LineReporter, TrackingReporter
     from brainbench.runner import run_cell
     from brainbench.tracking_query import SafeTracker, SystemMetrics
     from brainbench.workdirs import claim_run_folder
@@ -70,7 +70,8 @@ def execute_job(job: CellJob, worker: str = "") -> CellOutcome:
             run_id = record.run_id
             folder.note_run_id(run_id)
             monitor = SystemMetrics(tracker.uri, run_id) if job.system_metrics else None
-            reporter = TrackingReporter(QuietReporter(), record)
+            # one line per cell and about every 10 s: the epoch, loss and time left, as cells may run side by side
+            reporter = TrackingReporter(LineReporter(config.label()), record)
             if monitor is not None:
                 with monitor:
                     result = run_cell(config, reporter, folder.path, record=record)

@@ -65,6 +65,7 @@ def _worker_loop(
     if threads:
         os.environ["OMP_NUM_THREADS"] = str(threads)
         os.environ["MKL_NUM_THREADS"] = str(threads)
+        os.environ["BRAINBENCH_THREADS"] = str(threads)  # what the cell applies (brainbench/threads.py)
     name = f"gpu{slot}" if slot is not None else f"cpu-worker-{os.getpid()}"
     try:
         while True:
@@ -80,6 +81,17 @@ def _worker_loop(
         return  # the driver got Ctrl-C too; Tracker.run has already marked the cell KILLED
 
 
+def worker_threads(n_workers: int) -> int | None:
+    """Each worker's share of the free cores when threads are chosen automatically (workers started together
+    would each see the same idle cores); None leaves an explicit BRAINBENCH_THREADS to every worker."""
+    from brainbench.threads import choose_threads, parse_request
+
+    if parse_request(os.environ.get("BRAINBENCH_THREADS")) != "auto":
+        return None
+    free = choose_threads().threads or 1
+    return max(1, free // max(1, n_workers))
+
+
 def run_local_gpus(
     jobs: list[CellJob],
     on_done: Callable[[CellOutcome], None],
@@ -90,6 +102,8 @@ def run_local_gpus(
 
     context = multiprocessing.get_context("spawn")  # fresh interpreters: no CUDA state inherited by fork
     slots = worker_slots(workers)[: max(1, len(jobs))]
+    if threads_per_worker is None:
+        threads_per_worker = worker_threads(len(slots))
     tasks = context.Queue()
     results = context.Queue()
     for index, job in enumerate(jobs):

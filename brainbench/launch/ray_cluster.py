@@ -13,11 +13,19 @@ from typing import Any
 from brainbench.launch.jobs import CellJob, CellOutcome, execute_job
 
 # Forwarded to workers of a local instance started here, so they see the same data and plugins.
-FORWARDED_ENV = ("BRAINBENCH_HOME", "BRAINBENCH_PLUGINS", "BRAINBENCH_STRICT_PLUGINS", "PYTHONPATH")
+FORWARDED_ENV = (
+    "BRAINBENCH_HOME", "BRAINBENCH_PLUGINS", "BRAINBENCH_STRICT_PLUGINS", "BRAINBENCH_THREADS", "PYTHONPATH",
+)
 
 
-def _ray_cell(job: CellJob) -> CellOutcome:
+def _ray_cell(job: CellJob, cpus: float = 1) -> CellOutcome:
     import socket
+
+    from brainbench.threads import THREADS_ENV, parse_request
+
+    # a cell computes with the CPUs Ray gave it, not every free core of the node (unless told otherwise)
+    if parse_request(os.environ.get(THREADS_ENV)) == "auto":
+        os.environ[THREADS_ENV] = str(max(1, int(cpus)))
 
     return execute_job(job, worker=f"ray:{socket.gethostname()}:{os.getpid()}")
 
@@ -45,7 +53,7 @@ def run_ray(
         if gpus_per_cell is None:
             gpus_per_cell = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
         remote = ray.remote(_ray_cell).options(num_cpus=cpus_per_cell, num_gpus=gpus_per_cell, max_retries=1)
-        pending = {remote.remote(job): index for index, job in enumerate(jobs)}
+        pending = {remote.remote(job, cpus_per_cell): index for index, job in enumerate(jobs)}
         outcomes: dict[int, CellOutcome] = {}
         try:
             while pending:
