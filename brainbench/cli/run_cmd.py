@@ -43,6 +43,13 @@ def register(app: typer.Typer) -> None:
             help="torch.compile the model in training: auto (on a GPU when the encoder's fast path asks, e.g. "
             "litemind impl=fast) | on | off.",
         ),
+        optimizer: str = typer.Option(
+            "adamw", "--optimizer",
+            help="adamw (torch's; fused on CUDA) | adamw8bit (8-bit moments) | adamw8bit-bf16 (8-bit moments, bf16 "
+            "weights with stochastic rounding) | adamw-bf16-states (bf16 weights and moments, stochastic rounding). "
+            "The low-precision ones come from torchao (pip install 'brainbench[lowbit]'): less memory and traffic "
+            "for big models such as mindeye.",
+        ),
         repeats: str = typer.Option(
             "average-voxels", "--repeats", help="Test repeats: average-voxels (before the model) | average-predictions."
         ),
@@ -97,13 +104,14 @@ def register(app: typer.Typer) -> None:
         an --opt (--task-opt) then goes to the encoders (tasks) that declare it.
         """
         from brainbench.cli.preflight import preflight, spread_options
-        from brainbench.config import BUDGETS, COMPILE_MODES, REPEAT_MODES, RunConfig
+        from brainbench.config import BUDGETS, COMPILE_MODES, OPTIMIZERS, REPEAT_MODES, RunConfig
 
         if resume and restart:
             raise typer.BadParameter("--resume continues an interrupted training, --restart discards it: pick one",
                                      param_hint="--restart")
         check_choice(repeats, REPEAT_MODES, "--repeats")
         check_choice(compile, COMPILE_MODES, "--compile")
+        check_choice(optimizer, OPTIMIZERS, "--optimizer")
         check_choice(budget, BUDGETS, "--budget")
         check_device(device)
         check_precision(precision)
@@ -128,6 +136,7 @@ def register(app: typer.Typer) -> None:
             device=device,
             precision=precision,
             compile=compile,
+            optimizer=optimizer,
             repeats=repeats,
             val_fraction=val_fraction,
             early_stopping=early_stopping,
