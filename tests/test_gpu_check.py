@@ -19,8 +19,9 @@ def _run(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProce
 
 def test_profile_counts_ops_bytes_and_launches_for_faithful_and_fast(tmp_path: Path) -> None:
     out = tmp_path / "profile.json"
-    done = _run(sys.executable, str(REPO / "benchmarks" / "profile_train_step.py"), "--tiny", "--device", "cpu",
-                "--encoders", "litemind", "--steps", "1", "--warmup", "1", "--json", str(out), cwd=tmp_path)  # fmt: skip
+    script = str(REPO / "benchmarks" / "profile_train_step.py")
+    done = _run(sys.executable, script, "--tiny", "--device", "cpu", "--encoders", "litemind", "--steps", "1",
+                "--warmup", "1", "--json", str(out), cwd=tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(out.read_text())
     assert json.loads(done.stdout.strip().splitlines()[-1]) == report

@@ -20,7 +20,7 @@ INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 needs_interpreter = pytest.mark.skipif(not INTERPRETED, reason="runs in the child process (TRITON_INTERPRET=1)")
 TOLERANCE = {torch.float64: 1e-12, torch.float32: 2e-5}
 MODEL_TOLERANCE = 1e-9
-N_CHILD_TESTS = 9  # the child must run (not skip) every interpreted test below
+N_CHILD_TESTS = 10  # the child must run (not skip) every interpreted test below
 
 
 def test_kernels_under_the_interpreter():
@@ -124,3 +124,37 @@ def test_interpreted_model_with_kernels_equals_the_faithful_model():
     for name, grad in want_grads.items():
         if grad.abs().max() > 1e-10:  # some grads are ~1e-16 (rounding around zero): nothing to compare
             _assert_close(got_grads[name], grad, torch.float64, MODEL_TOLERANCE)
+
+
+@needs_interpreter
+def test_interpreted_kernels_inside_a_compiled_step_give_the_eager_loss_and_gradients():
+    """Forward + loss compiled as one graph (aot_eager: traced, not code-generated) with the kernels as opaque
+    ops: one graph, no graph break, the loss and gradients of the plain eager path."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    from brainbench_litemind.encoder import LiteMindEncoder
+
+    torch._dynamo.reset()
+    counters.clear()
+    options = {"patch_size": 10, "widths": (12, 8, 6), "depths": (1, 2, 1, 1), "dropout": 0.0, "drop_path": 0.0}
+    plain = LiteMindEncoder(impl="fast", spectral_kernel="torch", **options)
+    fused = LiteMindEncoder(impl="fast", spectral_kernel="triton", **options)
+    torch.manual_seed(3)
+    eager_model = plain.build(313, (6, 12)).train()
+    compiled_model = fused.build(313, (6, 12)).train()
+    compiled_model.load_state_dict(eager_model.state_dict())
+    fused.compile_model(compiled_model, scope="step", backend="aot_eager")
+    voxels, targets = torch.randn(8, 313), torch.randn(8, 6, 12)
+    results = []
+    for encoder, model in ((plain, eager_model), (fused, compiled_model)):
+        loss = encoder.objective((6, 12))(model, voxels, targets, 0.0)
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}))
+    (want, want_grads), (got, got_grads) = results
+    _assert_close(got, want, torch.float32)
+    for name, grad in want_grads.items():
+        if grad.abs().max() > 1e-6:
+            _assert_close(got_grads[name], grad, torch.float32, 1e-4)
+    assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]
+    torch._dynamo.reset()

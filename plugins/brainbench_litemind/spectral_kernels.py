@@ -14,8 +14,9 @@ spectrum and the output gradient, write the input gradient and per-block partial
 gradients, summed over blocks by torch: no atomics, so the result is deterministic). Arithmetic is fp32
 (fp64 for fp64 inputs); results are stored in the input's dtype.
 
-The ops are registered with ``torch.library.triton_op``, so ``torch.compile`` keeps them as they are inside
-a compiled graph and autograd uses the backward kernels. On CPU tensors the kernels run only under
+The ops are opaque ``torch.library.custom_op``s with fake (shape) implementations, so ``torch.compile``
+keeps them as single calls inside a compiled graph (inductor does not trace into the kernels: nothing of
+them depends on its version) and autograd uses the backward kernels. On CPU tensors the kernels run only under
 Triton's interpreter (``TRITON_INTERPRET=1``, set before triton is imported), which is how the tests
 check them without a GPU; :func:`kernels_usable` says whether a tensor can take them.
 """
@@ -28,7 +29,7 @@ from typing import Any
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import custom_op
 
 BLOCK = 256  # spectrum columns (K*C flattened) per program
 ROWS = 32  # batch rows each backward program sums its weight-gradient partials over
@@ -40,19 +41,35 @@ def kernels_usable(tensor: torch.Tensor) -> bool:
 
 
 @triton.jit
-def _load_pair(ptr, row, cols, mask, kc, ACC: tl.constexpr):
-    base = ptr + row * 2 * kc
-    return tl.load(base + cols, mask=mask).to(ACC), tl.load(base + kc + cols, mask=mask).to(ACC)
+def _promote(x, BLOCK: tl.constexpr):
+    """At least fp32 (adding an fp32 zero promotes bf16/fp16 and keeps fp64): the compute precision.
+
+    Done by promotion rather than a dtype argument, so the kernels take only ints, floats and block sizes
+    (what a compiled graph's kernel wrapper passes on most simply)."""
+    return x + tl.zeros([BLOCK], dtype=tl.float32)
 
 
 @triton.jit
-def _cube_fwd(spec, w_re, w_im, out, kc, BLOCK: tl.constexpr, ACC: tl.constexpr):
+def _load_pair(ptr, row, cols, mask, kc, BLOCK: tl.constexpr):
+    base = ptr + row * 2 * kc
+    re = tl.load(base + cols, mask=mask, other=0.0)
+    im = tl.load(base + kc + cols, mask=mask, other=0.0)
+    return _promote(re, BLOCK), _promote(im, BLOCK)
+
+
+@triton.jit
+def _load_vec(ptr, index, mask, BLOCK: tl.constexpr):
+    return _promote(tl.load(ptr + index, mask=mask, other=0.0), BLOCK)
+
+
+@triton.jit
+def _cube_fwd(spec, w_re, w_im, out, kc, BLOCK: tl.constexpr):
     cols = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     row = tl.program_id(1).to(tl.int64)
     mask = cols < kc
-    re, im = _load_pair(spec, row, cols, mask, kc, ACC)
-    wr = tl.load(w_re + cols, mask=mask).to(ACC)
-    wi = tl.load(w_im + cols, mask=mask).to(ACC)
+    re, im = _load_pair(spec, row, cols, mask, kc, BLOCK)
+    wr = _load_vec(w_re, cols, mask, BLOCK)
+    wi = _load_vec(w_im, cols, mask, BLOCK)
     re2, im2 = re * re, im * im
     cube_re = re * (re2 - 3 * im2)
     cube_im = im * (3 * re2 - im2)
@@ -64,20 +81,20 @@ def _cube_fwd(spec, w_re, w_im, out, kc, BLOCK: tl.constexpr, ACC: tl.constexpr)
 @triton.jit
 def _cube_bwd(
     spec, w_re, w_im, grad_out, grad_spec, part_re, part_im, rows_total, kc,
-    BLOCK: tl.constexpr, ROWS: tl.constexpr, ACC: tl.constexpr,
+    BLOCK: tl.constexpr, ROWS: tl.constexpr,
 ):  # fmt: skip
     cols = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     chunk = tl.program_id(1)
     mask = cols < kc
-    wr = tl.load(w_re + cols, mask=mask).to(ACC)
-    wi = tl.load(w_im + cols, mask=mask).to(ACC)
-    acc_re = tl.zeros([BLOCK], dtype=ACC)
-    acc_im = tl.zeros([BLOCK], dtype=ACC)
+    wr = _load_vec(w_re, cols, mask, BLOCK)
+    wi = _load_vec(w_im, cols, mask, BLOCK)
+    acc_re = wr * 0.0  # the compute dtype (fp32, or fp64 for fp64 inputs)
+    acc_im = wr * 0.0
     for r in range(ROWS):
         row = (chunk * ROWS + r).to(tl.int64)
         live = mask & (row < rows_total)
-        re, im = _load_pair(spec, row, cols, live, kc, ACC)
-        g_re, g_im = _load_pair(grad_out, row, cols, live, kc, ACC)
+        re, im = _load_pair(spec, row, cols, live, kc, BLOCK)
+        g_re, g_im = _load_pair(grad_out, row, cols, live, kc, BLOCK)
         re2, im2 = re * re, im * im
         cube_re = re * (re2 - 3 * im2)
         cube_im = im * (3 * re2 - im2)
@@ -97,16 +114,16 @@ def _cube_bwd(
 
 
 @triton.jit
-def _project_fwd(spec, w_re, w_im, b_re, b_im, out, kc, channels, shrink, BLOCK: tl.constexpr, ACC: tl.constexpr):
+def _project_fwd(spec, w_re, w_im, b_re, b_im, out, kc, channels, shrink, BLOCK: tl.constexpr):
     cols = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     row = tl.program_id(1).to(tl.int64)
     mask = cols < kc
     ch = cols % channels
-    re, im = _load_pair(spec, row, cols, mask, kc, ACC)
-    wr = tl.load(w_re + ch, mask=mask).to(ACC)
-    wi = tl.load(w_im + ch, mask=mask).to(ACC)
-    a_re = re * wr - im * wi + tl.load(b_re + ch, mask=mask).to(ACC)
-    a_im = im * wr + re * wi + tl.load(b_im + ch, mask=mask).to(ACC)
+    re, im = _load_pair(spec, row, cols, mask, kc, BLOCK)
+    wr = _load_vec(w_re, ch, mask, BLOCK)
+    wi = _load_vec(w_im, ch, mask, BLOCK)
+    a_re = re * wr - im * wi + _load_vec(b_re, ch, mask, BLOCK)
+    a_im = im * wr + re * wi + _load_vec(b_im, ch, mask, BLOCK)
     base = out + row * 2 * kc
     tl.store(base + cols, tl.maximum(a_re - shrink, 0.0), mask=mask)
     tl.store(base + kc + cols, tl.maximum(a_im - shrink, 0.0), mask=mask)
@@ -115,25 +132,25 @@ def _project_fwd(spec, w_re, w_im, b_re, b_im, out, kc, channels, shrink, BLOCK:
 @triton.jit
 def _project_bwd(
     spec, w_re, w_im, b_re, b_im, grad_out, grad_spec, part_wr, part_wi, part_br, part_bi, rows_total, kc,
-    channels, shrink, BLOCK: tl.constexpr, ROWS: tl.constexpr, ACC: tl.constexpr,
+    channels, shrink, BLOCK: tl.constexpr, ROWS: tl.constexpr,
 ):  # fmt: skip
     cols = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     chunk = tl.program_id(1)
     mask = cols < kc
     ch = cols % channels
-    wr = tl.load(w_re + ch, mask=mask).to(ACC)
-    wi = tl.load(w_im + ch, mask=mask).to(ACC)
-    br = tl.load(b_re + ch, mask=mask).to(ACC)
-    bi = tl.load(b_im + ch, mask=mask).to(ACC)
-    acc_wr = tl.zeros([BLOCK], dtype=ACC)
-    acc_wi = tl.zeros([BLOCK], dtype=ACC)
-    acc_br = tl.zeros([BLOCK], dtype=ACC)
-    acc_bi = tl.zeros([BLOCK], dtype=ACC)
+    wr = _load_vec(w_re, ch, mask, BLOCK)
+    wi = _load_vec(w_im, ch, mask, BLOCK)
+    br = _load_vec(b_re, ch, mask, BLOCK)
+    bi = _load_vec(b_im, ch, mask, BLOCK)
+    acc_wr = wr * 0.0  # the compute dtype (fp32, or fp64 for fp64 inputs)
+    acc_wi = wr * 0.0
+    acc_br = wr * 0.0
+    acc_bi = wr * 0.0
     for r in range(ROWS):
         row = (chunk * ROWS + r).to(tl.int64)
         live = mask & (row < rows_total)
-        re, im = _load_pair(spec, row, cols, live, kc, ACC)
-        g_re, g_im = _load_pair(grad_out, row, cols, live, kc, ACC)
+        re, im = _load_pair(spec, row, cols, live, kc, BLOCK)
+        g_re, g_im = _load_pair(grad_out, row, cols, live, kc, BLOCK)
         a_re = re * wr - im * wi + br
         a_im = im * wr + re * wi + bi
         # max(a - l, 0) passes the gradient where a > l (torch's relu/softshrink give 0 at the kink too)
@@ -156,10 +173,6 @@ def _project_bwd(
 # ------------------------------------------------------------------------------------------ ops
 
 
-def _acc(dtype: torch.dtype) -> Any:
-    return tl.float64 if dtype == torch.float64 else tl.float32
-
-
 def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
@@ -169,18 +182,18 @@ def _shape(spec: torch.Tensor) -> tuple[int, int, int]:
     return rows, two_k // 2, channels
 
 
-@triton_op("brainbench::spectral_cube", mutates_args=())
+@custom_op("brainbench::spectral_cube", mutates_args=())
 def spectral_cube(spec: torch.Tensor, w_re: torch.Tensor, w_im: torch.Tensor) -> torch.Tensor:
     """(B, 2K, C) spectrum -> w * z^3 per bin, w = w_re + i w_im of shape (K, C)."""
     rows, k, channels = _shape(spec)
     kc = k * channels
     out = torch.empty_like(spec)
     grid = (triton.cdiv(kc, BLOCK), rows)
-    wrap_triton(_cube_fwd)[grid](spec, w_re, w_im, out, kc, BLOCK=BLOCK, ACC=_acc(spec.dtype))
+    _cube_fwd[grid](spec, w_re, w_im, out, kc, BLOCK=BLOCK)
     return out
 
 
-@triton_op("brainbench::spectral_cube_backward", mutates_args=())
+@custom_op("brainbench::spectral_cube_backward", mutates_args=())
 def spectral_cube_backward(
     spec: torch.Tensor, w_re: torch.Tensor, w_im: torch.Tensor, grad_out: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -190,14 +203,14 @@ def spectral_cube_backward(
     grad_spec = torch.empty_like(spec)
     parts = [torch.empty(chunks, kc, device=spec.device, dtype=_acc_dtype(spec.dtype)) for _ in range(2)]
     grid = (triton.cdiv(kc, BLOCK), chunks)
-    wrap_triton(_cube_bwd)[grid](
-        spec, w_re, w_im, grad_out, grad_spec, *parts, rows, kc, BLOCK=BLOCK, ROWS=ROWS, ACC=_acc(spec.dtype)
+    _cube_bwd[grid](
+        spec, w_re, w_im, grad_out, grad_spec, *parts, rows, kc, BLOCK=BLOCK, ROWS=ROWS
     )
     grad_wr, grad_wi = (p.sum(0).view(k, channels).to(w_re.dtype) for p in parts)
     return grad_spec, grad_wr, grad_wi
 
 
-@triton_op("brainbench::spectral_project", mutates_args=())
+@custom_op("brainbench::spectral_project", mutates_args=())
 def spectral_project(
     spec: torch.Tensor, w_re: torch.Tensor, w_im: torch.Tensor, b_re: torch.Tensor, b_im: torch.Tensor,
     shrink: float,
@@ -207,13 +220,13 @@ def spectral_project(
     kc = k * channels
     out = torch.empty_like(spec)
     grid = (triton.cdiv(kc, BLOCK), rows)
-    wrap_triton(_project_fwd)[grid](
-        spec, w_re, w_im, b_re, b_im, out, kc, channels, shrink, BLOCK=BLOCK, ACC=_acc(spec.dtype)
+    _project_fwd[grid](
+        spec, w_re, w_im, b_re, b_im, out, kc, channels, shrink, BLOCK=BLOCK
     )
     return out
 
 
-@triton_op("brainbench::spectral_project_backward", mutates_args=())
+@custom_op("brainbench::spectral_project_backward", mutates_args=())
 def spectral_project_backward(
     spec: torch.Tensor, w_re: torch.Tensor, w_im: torch.Tensor, b_re: torch.Tensor, b_im: torch.Tensor,
     shrink: float, grad_out: torch.Tensor,
@@ -224,14 +237,39 @@ def spectral_project_backward(
     grad_spec = torch.empty_like(spec)
     parts = [torch.empty(chunks, kc, device=spec.device, dtype=_acc_dtype(spec.dtype)) for _ in range(4)]
     grid = (triton.cdiv(kc, BLOCK), chunks)
-    wrap_triton(_project_bwd)[grid](
+    _project_bwd[grid](
         spec, w_re, w_im, b_re, b_im, grad_out, grad_spec, *parts, rows, kc, channels, shrink,
-        BLOCK=BLOCK, ROWS=ROWS, ACC=_acc(spec.dtype),
+        BLOCK=BLOCK, ROWS=ROWS,
     )  # fmt: skip
     # per column (k, c) partials -> per channel: sum over row chunks and bins
     weights = (w_re, w_im, b_re, b_im)
     grads = [part.sum(0).view(k, channels).sum(0).to(w.dtype) for part, w in zip(parts, weights, strict=True)]
     return grad_spec, *grads
+
+
+# ------------------------------------------------------------------------------------ fake (shapes only)
+
+
+@spectral_cube.register_fake
+def _(spec: torch.Tensor, w_re: torch.Tensor, w_im: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(spec)
+
+
+@spectral_cube_backward.register_fake
+def _(spec: torch.Tensor, w_re: torch.Tensor, w_im: torch.Tensor, grad_out: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return torch.empty_like(spec), torch.empty_like(w_re), torch.empty_like(w_im)
+
+
+@spectral_project.register_fake
+def _(spec: torch.Tensor, w_re: torch.Tensor, w_im: torch.Tensor, b_re: torch.Tensor, b_im: torch.Tensor,
+      shrink: float) -> torch.Tensor:  # fmt: skip
+    return torch.empty_like(spec)
+
+
+@spectral_project_backward.register_fake
+def _(spec: torch.Tensor, w_re: torch.Tensor, w_im: torch.Tensor, b_re: torch.Tensor, b_im: torch.Tensor,
+      shrink: float, grad_out: torch.Tensor) -> tuple[torch.Tensor, ...]:  # fmt: skip
+    return (torch.empty_like(spec), *(torch.empty_like(t) for t in (w_re, w_im, b_re, b_im)))
 
 
 # ------------------------------------------------------------------------------------ autograd
