@@ -14,7 +14,7 @@ from brainbench.losses import DIRECTIONS, InfoNCELoss, PredictionObjective
 from brainbench.options import Option, Options
 from brainbench.torch_encoder import Objective, TorchEncoder, TrainingDefaults, allow_recompiles
 from brainbench_litemind.fused_loss import HeadFusedObjective
-from brainbench_litemind.model import Block, LiteMind, LiteMindConfig
+from brainbench_litemind.model import SPECTRAL_KERNELS, SPECTRAL_PRECISIONS, Block, LiteMind, LiteMindConfig
 
 COMPILE_SCOPES = ("auto", "step", "regions", "blocks")
 
@@ -42,6 +42,8 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "fremlp": "diagonal",  # reference uses only the diagonal; the paper draws a dense complex matrix
     "impl": "faithful",  # faithful: complex torch.fft | fast: real DFT matmuls + head folded into the loss
     "odd_tokens": "reference",  # reference: N-1 tokens after the filter for odd N (as published) | keep
+    "spectral_precision": "fp32",  # impl=fast: spectral ops in fp32 under bf16 autocast | autocast (bf16)
+    "spectral_kernel": "auto",  # impl=fast: fused Triton chains on CUDA (auto) | triton | torch
     "lr_scaling": "none",  # none: lr 1e-4 x 600/512 whatever the batch (reference) | linear: x batch / 512
     "patch_size": 450,
     "widths": None,  # None: reference widths (full: 512,256,128 + target tokens; CLS-only: 512,256,128,50)
@@ -81,6 +83,11 @@ class LiteMindEncoder(TorchEncoder):
                choices=("faithful", "fast")),
         Option("odd_tokens", str, help="odd token counts: N-1 after the filter (reference) | keep",
                choices=("reference", "keep")),
+        Option("spectral_precision", str,
+               help="impl=fast: the DFTs and the chain between them in fp32 under bf16 autocast, or autocast's dtype",
+               choices=SPECTRAL_PRECISIONS),
+        Option("spectral_kernel", str, help="impl=fast: fused Triton kernels for the spectral chains (auto: on CUDA)",
+               choices=SPECTRAL_KERNELS),
         Option("lr_scaling", str, help="none: the reference rate whatever the batch | linear: x batch / 512",
                choices=("none", "linear")),
         Option("patch_size", int, help="voxels per patch", minimum=1),
@@ -137,6 +144,8 @@ class LiteMindEncoder(TorchEncoder):
             fremlp=o["fremlp"],
             impl=o["impl"],
             odd_tokens=o["odd_tokens"],
+            spectral_precision=o["spectral_precision"],
+            spectral_kernel=o["spectral_kernel"],
             widths=o["widths"],
             depths=o["depths"],
             dropout=o["dropout"],
