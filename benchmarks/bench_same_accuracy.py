@@ -238,8 +238,14 @@ def settings_label(args: argparse.Namespace, encoder: str, path: str) -> str:
 
     options, precision = PATHS[encoder][path][0], path_precision(args, encoder, path)
     amp = resolve_precision(precision, torch.device(args.device))
+    from brainbench.low_precision_adamw import parameter_dtype
+
     parts = [f"impl={options['impl']}"] if "impl" in options else []
-    parts.append(f"precision {precision} ({'bf16 autocast' if amp is not None else 'fp32'})")
+    optimizer = args.fast_optimizer if path == "fast" else "adamw"
+    if parameter_dtype(optimizer) is not None:  # the trainer then runs bf16 autocast whatever the precision
+        parts.append(f"precision {precision} (bf16 autocast, bf16 weights)")
+    else:
+        parts.append(f"precision {precision} ({'bf16 autocast' if amp is not None else 'fp32'})")
     if path == "fast" and args.fast_optimizer != "adamw":
         parts.append(f"optimizer {args.fast_optimizer}")
     return ", ".join(parts)
