@@ -195,3 +195,18 @@ def _interrupt_after(epochs: int, settings: TrainSettings, data, encoder: TinyEn
     reporter.epoch_end = epoch_end
     with pytest.raises(_Stop):
         train_torch_encoder(encoder, data, settings, reporter)
+
+
+def test_the_cli_and_run_config_take_the_optimizer_and_refuse_unknown_ones():
+    from typer.testing import CliRunner
+
+    from brainbench.cli.app import build_app
+    from brainbench.config import RunConfig
+
+    assert RunConfig(encoder="mindeye", task="retrieval", optimizer="adamw8bit").optimizer == "adamw8bit"
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        RunConfig(encoder="mindeye", task="retrieval", optimizer="adam9bit")
+    result = CliRunner().invoke(build_app(), ["run", "mindeye", "--optimizer", "adam9bit"])
+    assert result.exit_code == 2 and "adam9bit" in result.output and "adamw8bit-bf16" in result.output
+    help_text = CliRunner().invoke(build_app(), ["run", "--help"], env={"COLUMNS": "200"}).output
+    assert "--optimizer" in help_text and "torchao" in help_text
