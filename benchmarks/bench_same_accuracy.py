@@ -312,8 +312,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="same-accuracy-")))
         runs: list[dict[str, Any]] = []
         for encoder in args.encoders:
-            for path in PATHS[encoder]:
-                for seed in args.seeds:
+            for seed in args.seeds:  # seed by seed, both paths: a run cut short still leaves pairs
+                for path in PATHS[encoder]:
                     run = train_one(args, encoder, path, seed, work)
                     runs.append(run)
                     if args.json:  # a run cut short by an outer timeout keeps the runs it finished

@@ -4,7 +4,7 @@
 #   benchmarks/gpu_check.sh OUTDIR                # on the GPU machine
 #   benchmarks/gpu_check.sh OUTDIR --cpu-smoke    # here: every step at tiny sizes on the CPU
 #
-# Steps, each under its own time limit so one overrun cannot cost the others (a killed step still leaves
+# Steps, each under its own time limit (GPU: speed 240 s, profile 60 s, same accuracy 100 + 70 s, summary) so one overrun cannot cost the others (a killed step still leaves
 # the JSON of what it finished: the benchmarks write after every case / run):
 #   speed     benchmarks/bench_train_speed.py: the table in one run (Lite-Mind faithful + fast at batch
 #             1000, MindEye faithful + fast + bf16-weights at 32 and 128), then the levers while time is left
@@ -82,11 +82,11 @@ if [ "$MODE" = "--cpu-smoke" ]; then
   LIMITS=(600 300 300 400)  # generous: a shared CPU may be heavily loaded; the point is every code path
 else
   SCALE=nsd
-  SPEED=(--mindeye-batch 128 --time-budget 130)
+  SPEED=(--mindeye-batch 128 --time-budget 160)
   PROFILE=(--warmup 2 --steps 3)
   SAME=(--scale nsd --budget quick --seeds 0,1,2)
   LM_EPOCHS=5 ME_EPOCHS=2
-  LIMITS=(210 60 95 85)
+  LIMITS=(240 60 100 70)
 fi
 
 # the simulator's data for the same-accuracy steps, generated on the CPU while the GPU times steps
