@@ -89,6 +89,15 @@ else
   LIMITS=(240 60 100 70)
 fi
 
+# MindEye's fast path in the same-accuracy step: torchao's 8-bit states with bf16 weights, or, when torchao does
+# not import with the device's torch, brainbench's own bf16 weights + fp32 masters
+if "$PY" -c "import torchao.optim" 2> /dev/null; then
+  ME_FAST=(--fast-optimizer adamw8bit-bf16)
+else
+  ME_FAST=(--fast-precision bf16-master)
+  log "torchao does not import: MindEye's same-accuracy fast path uses bf16-master instead"
+fi
+
 # the simulator's data for the same-accuracy steps, generated on the CPU while the GPU times steps
 "$PY" -c "from brainbench_nsd.dataset import open_synthetic_nsd; open_synthetic_nsd(scale='$SCALE').n_voxels(1)" \
   > "$OUT/simulate.out" 2> "$OUT/simulate.err" &
@@ -97,13 +106,25 @@ SIMULATE=$!
 step speed "${LIMITS[0]}" "$PY" benchmarks/bench_train_speed.py "${SPEED[@]}" \
   --litemind-variants "$LM_VARIANTS" --mindeye-optimizers "$ME_OPTIMIZERS" --json "$OUT/speed.json"
 step profile "${LIMITS[1]}" "$PY" benchmarks/profile_train_step.py "${PROFILE[@]}" --json "$OUT/profile.json"
+# if the default fast Lite-Mind row failed (e.g. the Triton kernels on this card), train the same-accuracy
+# fast path with the plain spectral ops instead, and say so
+LM_FAST=()
+if "$PY" - "$OUT/speed.json" 2> /dev/null <<'PY'
+import json, sys
+failed = {item["label"] for item in json.load(open(sys.argv[1])).get("failed", [])}
+sys.exit(0 if any(label.startswith("litemind fast b") and len(label.split()) == 3 for label in failed) else 1)
+PY
+then
+  LM_FAST=(--opt litemind.spectral_kernel=torch)
+  log "the default fast Lite-Mind row failed: same accuracy runs it with spectral_kernel=torch"
+fi
 log "waiting for the simulator's $SCALE-scale data"
 wait "$SIMULATE"
 echo "{\"step\": \"simulate\", \"rc\": $?, \"seconds\": null, \"limit\": null}" >> "$OUT/steps.jsonl"
 step same_litemind "${LIMITS[2]}" "$PY" benchmarks/bench_same_accuracy.py "${SAME[@]}" --encoders litemind \
-  --epochs "$LM_EPOCHS" --json "$OUT/same_litemind.json"
+  --epochs "$LM_EPOCHS" "${LM_FAST[@]}" --json "$OUT/same_litemind.json"
 step same_mindeye "${LIMITS[3]}" "$PY" benchmarks/bench_same_accuracy.py "${SAME[@]}" --encoders mindeye \
-  --epochs "$ME_EPOCHS" --fast-optimizer adamw8bit-bf16 --json "$OUT/same_mindeye.json"
+  --epochs "$ME_EPOCHS" "${ME_FAST[@]}" --json "$OUT/same_mindeye.json"
 step summary 60 "$PY" benchmarks/gpu_check_summary.py "$OUT"
 cat "$OUT/summary.md" 2> /dev/null
 log "done in $(($(date +%s) - START)) s; results in $OUT"
