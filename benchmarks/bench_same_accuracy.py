@@ -101,7 +101,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the fast paths' precision (default auto: bf16 autocast on capable GPUs); bf16-master: bf16 weights "
         "with fp32 master weights, MindEye's fast optimizer",
     )
-    parser.add_argument("--json", type=Path, help="also write the JSON report here")
+    parser.add_argument(
+        "--fast-optimizer",
+        choices=("adamw", "adamw8bit", "adamw8bit-bf16", "adamw-bf16-states"),
+        default="adamw",
+        help="the fast paths' optimizer (the trainer's --optimizer; the low-precision ones need torchao)",
+    )
+    parser.add_argument("--json", type=Path, help="also write the JSON report here (after every run, too)")
     args = parser.parse_args(argv)
 
     args.encoders = [name.strip() for name in args.encoders.split(",") if name.strip()]
@@ -160,6 +166,7 @@ def train_one(args: argparse.Namespace, encoder: str, path: str, seed: int, work
     config = RunConfig(
         encoder=encoder, task="retrieval", target=args.target, subject=args.subject, seed=seed,
         epochs=args.epochs, device=args.device, precision=precision, budget=args.budget,
+        optimizer=args.fast_optimizer if path == "fast" else "adamw",
         encoder_options={**args.options[encoder], **path_options}, dataset_options={"scale": args.scale},
     )  # fmt: skip
     result: CellResult = run_cell(config, QuietReporter(), work / f"{encoder}-{path}-seed{seed}")
@@ -167,6 +174,7 @@ def train_one(args: argparse.Namespace, encoder: str, path: str, seed: int, work
     draws = json.loads(next(p for p in result.artifacts if p.name == "retrieval_draws.json").read_text())
     run: dict[str, Any] = {
         "encoder": encoder, "path": path, "seed": seed, "options": path_options, "precision": precision,
+        "optimizer": config.optimizer,
         "epochs": result.params.get("epochs"), "batch_size": result.params.get("batch_size"),
         "budget": result.params["budget"], "way": draws["way"], "n_test": draws["n_items"],
         "train_seconds": result.train_seconds, "eval_seconds": result.eval_seconds,
@@ -232,8 +240,17 @@ def settings_label(args: argparse.Namespace, encoder: str, path: str) -> str:
 
     options, precision = PATHS[encoder][path][0], path_precision(args, encoder, path)
     amp = resolve_precision(precision, torch.device(args.device))
+    from brainbench.low_precision_adamw import parameter_dtype
+
     parts = [f"impl={options['impl']}"] if "impl" in options else []
-    return ", ".join([*parts, f"precision {precision} ({'bf16 autocast' if amp is not None else 'fp32'})"])
+    optimizer = args.fast_optimizer if path == "fast" else "adamw"
+    if parameter_dtype(optimizer) is not None:  # the trainer then runs bf16 autocast whatever the precision
+        parts.append(f"precision {precision} (bf16 autocast, bf16 weights)")
+    else:
+        parts.append(f"precision {precision} ({'bf16 autocast' if amp is not None else 'fp32'})")
+    if path == "fast" and args.fast_optimizer != "adamw":
+        parts.append(f"optimizer {args.fast_optimizer}")
+    return ", ".join(parts)
 
 
 def interval_text(mean: float, interval: list[float] | None) -> str:
@@ -297,10 +314,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="same-accuracy-")))
         runs: list[dict[str, Any]] = []
         for encoder in args.encoders:
-            for path in PATHS[encoder]:
-                for seed in args.seeds:
+            for seed in args.seeds:  # seed by seed, both paths: a run cut short still leaves pairs
+                for path in PATHS[encoder]:
                     run = train_one(args, encoder, path, seed, work)
                     runs.append(run)
+                    if args.json:  # a run cut short by an outer timeout keeps the runs it finished
+                        args.json.write_text(json.dumps({"partial": True, "runs": runs}) + "\n")
                     log.print(
                         f"{encoder} {path} seed {seed}: "
                         + ", ".join(f"{ARROWS[d]} {run[d]:.3f}" for d in DIRECTIONS)
@@ -317,7 +336,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report = {
         "settings": {"scale": args.scale, "subject": args.subject, "seeds": args.seeds, "epochs": args.epochs,
                      "budget": args.budget, "device": args.device, "target": args.target, "options": args.options,
-                     "fast_precision": args.fast_precision,
+                     "fast_precision": args.fast_precision, "fast_optimizer": args.fast_optimizer,
                      "torch": torch.__version__, "python": sys.version.split()[0]},
         "runs": runs,
         "paths": paths,

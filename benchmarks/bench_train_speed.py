@@ -84,6 +84,12 @@ SMALL = Shapes(
     litemind_options={"patch_size": 60, "widths": (64, 32, 16)},
     mindeye_options={"hidden": 256, "projector_hidden": 256},
 )  # fmt: skip
+# one block per stage, 10 tokens: every code path in seconds (gpu_check.sh --cpu-smoke), compile included
+TINY = Shapes(
+    600, (5, 16), 16, 8,
+    litemind_options={"patch_size": 60, "widths": (16, 8, 4), "depths": (1, 1, 1, 1)},
+    mindeye_options={"hidden": 64, "projector_hidden": 32},
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -99,19 +105,36 @@ class Case:
     compile: bool = False
     tf32: bool = False
     master_weights: bool = False  # bf16 weights, fp32 masters in brainbench.master_weights.MasterWeightAdamW
+    optimizer: str = "adamw"  # the trainer's --optimizer (brainbench.low_precision_adamw)
+    variant: str = ""  # a named lever variant (LITEMIND_VARIANTS), shown in the label
+    options: tuple[tuple[str, Any], ...] = ()  # extra encoder options of the variant
+    scope: str = "auto"  # Lite-Mind compile scope (LiteMindEncoder.compile_model)
+    mode: str | None = None  # torch.compile mode; None: --compile-mode
+    optional: bool = False  # skipped once --time-budget is spent
 
     @property
     def label(self) -> str:
-        return f"{self.encoder} {self.path} b{self.batch}" + " bf16-weights" * self.master_weights
+        label = f"{self.encoder} {self.path} b{self.batch}" + " bf16-weights" * self.master_weights
+        if self.optimizer != "adamw":
+            label += f" {self.optimizer}"
+        return label + (f" {self.variant}" if self.variant else "")
 
     def settings(self) -> str:
         parts = [{None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]]
         parts += ["GradScaler"] * self.grad_scaler + ["TF32"] * self.tf32
         if self.master_weights:
             parts += ["bf16 weights + fp32 master AdamW" + (" (compiled update)" if self.fused_adamw else "")]
+        elif self.optimizer != "adamw":
+            from brainbench.low_precision_adamw import describe_optimizer
+
+            parts += [describe_optimizer(self.optimizer)]
         else:
             parts += ["fused AdamW" if self.fused_adamw else "AdamW"]
-        return ", ".join(parts + ["compile"] * self.compile)
+        parts += [f"{key}={value}" for key, value in self.options]
+        if self.compile:
+            scope = f" scope {self.scope}" if self.encoder == "litemind" else ""
+            parts += [f"compile{scope}" + (f" mode {self.mode}" if self.mode else "")]
+        return ", ".join(parts)
 
 
 @dataclass
@@ -237,6 +260,7 @@ def make_step(
     optimizer: torch.optim.Optimizer,
     case: Case,
     device: torch.device,
+    cudagraphs: bool = False,
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     scaler = torch.amp.GradScaler(device.type) if case.grad_scaler else None
     autocast = (
@@ -244,6 +268,8 @@ def make_step(
     )
 
     def step(voxels: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if cudagraphs and device.type == "cuda":  # a new training iteration: the graph's outputs may be reused
+            torch.compiler.cudagraph_mark_step_begin()
         with autocast:
             loss = loss_fn(voxels, targets)
         if scaler is not None:
@@ -254,7 +280,7 @@ def make_step(
             loss.backward()
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return loss.detach()
+        return loss.detach().clone()  # a copy: CUDA-graph outputs are overwritten by the next replay
 
     return step
 
@@ -271,7 +297,7 @@ def prepare(case: Case, shapes: Shapes, device: torch.device, args: argparse.Nam
     """Model, objective, optimizer and a staged pool of data on ``device``, as ``case`` says."""
     torch.manual_seed(args.seed)
     extra = {"impl": case.path} if case.encoder == "litemind" else {}
-    encoder = make_encoder(case.encoder, shapes, **extra)
+    encoder = make_encoder(case.encoder, shapes, **extra, **dict(case.options))
     with torch.device(device):  # parameters are created on the device (947M for MindEye: no host init)
         model = encoder.build(shapes.n_voxels, shapes.target_shape)
     objective = encoder.objective(shapes.target_shape)
@@ -284,6 +310,8 @@ def prepare(case: Case, shapes: Shapes, device: torch.device, args: argparse.Nam
     lr = scaled_lr(defaults.lr, case.batch, defaults.lr_reference_batch or REFERENCE_BATCH[case.encoder])
     if case.master_weights:  # the trainer's --precision bf16-master: casts the model to bf16 here
         optimizer: torch.optim.Optimizer = build_optimizer(groups, lr, device, master_weights=True)
+    elif case.optimizer != "adamw":  # the trainer's --optimizer: torchao states (casts bf16-weight ones)
+        optimizer = build_optimizer(groups, lr, device, optimizer=case.optimizer)
     elif case.fused_adamw:
         optimizer = build_optimizer(groups, lr, device)  # the trainer's: fused on CUDA
     else:
@@ -296,13 +324,14 @@ def prepare(case: Case, shapes: Shapes, device: torch.device, args: argparse.Nam
         seed=args.seed,
     )
     # MindEye: the SoftCLIP phase (two thirds of a run); Lite-Mind's objective ignores progress
-    loss_module = TrainingLoss(model, objective, progress=0.5)
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = loss_module
-    if case.compile and args.compile_scope == "blocks":
-        encoder.compile_model(model, args.compile_mode)  # what the trainer does: Lite-Mind compiles each block
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = TrainingLoss(model, objective, progress=0.5)
+    mode = case.mode or args.compile_mode
+    if case.compile and case.encoder == "litemind":  # what the trainer does (scope auto: step for the fast path)
+        encoder.compile_model(model, mode, scope=case.scope, backend=args.compile_backend)
     elif case.compile:
-        loss_fn = torch.compile(loss_module, mode=args.compile_mode)
-    return Prepared(make_step(loss_fn, optimizer, case, device), endless_batches(source))
+        encoder.compile_model(model, mode)
+    return Prepared(make_step(loss_fn, optimizer, case, device, cudagraphs=mode == "reduce-overhead"),
+                    endless_batches(source))  # fmt: skip
 
 
 def time_steps(
@@ -324,6 +353,14 @@ def time_steps(
         if i >= warmup:
             times.append(elapsed)
     return times, first_step_s, float(loss)
+
+
+def recover(device: torch.device) -> None:
+    """After a failed case: drop compiled graphs and cached memory so the next case starts clean."""
+    torch._dynamo.reset()
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def run_case(case: Case, shapes: Shapes, device: torch.device, args: argparse.Namespace) -> Result:
@@ -391,10 +428,20 @@ def same_function_check(shapes: Shapes, device: torch.device, seed: int) -> dict
             faithful64, fast64 = faithful.double(), fast.double()
             error64 = relative_error(fast64(voxels.double()), faithful64(voxels.double()))
             faithful.float(), fast.float()
-            bf16_error = None
-            if device.type == "cuda":
-                with torch.autocast("cuda", dtype=torch.bfloat16):
-                    bf16_error = relative_error(fast(voxels).float(), reference)
+            # bf16 autocast (CPU autocast too): the fast path as it trains (spectral ops in fp32), the same
+            # with its spectral ops in bf16 (before), and the faithful path's own bf16 error for scale
+            bf16_errors = {}
+            for name, model, precision in (("fast", fast, "fp32"), ("fast_spectral_bf16", fast, "autocast"),
+                                           ("faithful", faithful, None)):  # fmt: skip
+                for module in model.modules():
+                    if precision and hasattr(module, "configure"):
+                        module.configure(precision, module.spectral_kernel)
+                with torch.autocast(device.type, dtype=torch.bfloat16):
+                    bf16_errors[name] = relative_error(model(voxels).float(), reference)
+            for module in fast.modules():
+                if hasattr(module, "configure"):
+                    module.configure("fp32", module.spectral_kernel)
+            bf16_error = bf16_errors["fast"]
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
     tokens = faithful.cfg.n_tokens
@@ -409,6 +456,8 @@ def same_function_check(shapes: Shapes, device: torch.device, seed: int) -> dict
         "tolerance": SAME_FUNCTION_TOLERANCE_FP64,
         "passed": error64 <= SAME_FUNCTION_TOLERANCE_FP64,
         "max_relative_error_fast_bf16_vs_faithful_fp32": bf16_error,
+        "max_relative_error_fast_bf16_spectral_bf16_vs_faithful_fp32": bf16_errors["fast_spectral_bf16"],
+        "max_relative_error_faithful_bf16_vs_faithful_fp32": bf16_errors["faithful"],
     }
 
 
@@ -560,23 +609,41 @@ def print_report(console: Console, report: dict[str, Any], results: list[Result]
             f"training loss (head folded into the loss) {check['loss_relative_error_fp32']:.2e}; fp64: "
             f"{check['max_relative_error_fp64']:.2e} ({'PASS' if check['passed'] else 'FAIL'} at "
             f"{check['tolerance']:.0e})"
-            + (f"; fast in bf16 autocast vs faithful fp32: {bf16:.2e}" if bf16 is not None else "")
+            + (f"; bf16 autocast vs faithful fp32: fast {bf16:.2e} (spectral ops fp32), fast with spectral ops in "
+               f"bf16 {check['max_relative_error_fast_bf16_spectral_bf16_vs_faithful_fp32']:.2e}, faithful "
+               f"{check['max_relative_error_faithful_bf16_vs_faithful_fp32']:.2e}" if bf16 is not None else "")
         )
 
 
 # ---------------------------------------------------------------------------------------------- main
 
 
+#: Lite-Mind lever variants (--litemind-variants): fast-path settings timed beside the default fast row.
+LITEMIND_VARIANTS: dict[str, dict[str, Any]] = {
+    "blocks": {"scope": "blocks"},  # each block compiled in place (the default before step scope)
+    "regions": {"scope": "regions"},  # step scope with one nested compile region per block shape
+    "torch-chain": {"options": (("spectral_kernel", "torch"),)},  # inductor fuses the chain, no Triton kernel
+    "bf16-spectral": {"options": (("spectral_precision", "autocast"),)},  # spectral ops in bf16 too
+    "cudagraphs": {"mode": "reduce-overhead"},  # CUDA graphs around the compiled step
+}
+MINDEYE_OPTIMIZERS = ("adamw8bit", "adamw8bit-bf16", "adamw-bf16-states")
+
+
 def build_cases(args: argparse.Namespace, shapes: Shapes, device: torch.device) -> list[Case]:
+    """The faithful baselines and default fast rows first, then the optional lever variants."""
     cuda = device.type == "cuda"
     fast_dtype = resolve_precision("auto", device)  # bf16 on GPUs that have it, fp32 on the CPU
     cases = []
     if "litemind" in args.encoders:
         batch = shapes.litemind_batch
-        cases += [
-            Case("litemind", "faithful", batch, None),
-            Case("litemind", "fast", batch, fast_dtype, fused_adamw=cuda, compile=args.compile, tf32=cuda),
-        ]
+        fast = Case("litemind", "fast", batch, fast_dtype, fused_adamw=cuda, compile=args.compile, tf32=cuda,
+                    scope=args.compile_scope)  # fmt: skip
+        cases += [Case("litemind", "faithful", batch, None), fast]
+        for name in args.litemind_variants:
+            variant = LITEMIND_VARIANTS[name]
+            if not args.compile and ("scope" in variant or "mode" in variant):
+                continue  # a compile variant without compiling is the default row again
+            cases.append(replace(fast, variant=name, optional=True, **variant))
     if "mindeye" in args.encoders:
         batch = shapes.mindeye_batch
         fast = Case("mindeye", "fast", batch, fast_dtype, fused_adamw=cuda, tf32=cuda)
@@ -589,7 +656,11 @@ def build_cases(args: argparse.Namespace, shapes: Shapes, device: torch.device) 
         ]
         if args.mindeye_batch and args.mindeye_batch != batch:
             cases += [replace(fast, batch=args.mindeye_batch), replace(bf16_weights, batch=args.mindeye_batch)]
-    return cases
+        for name in args.mindeye_optimizers:  # torchao states; the bf16-weight ones need bf16 autocast
+            amp = torch.bfloat16 if name != "adamw8bit" else fast_dtype
+            cases.append(replace(fast, amp_dtype=amp, optimizer=name, optional=True))
+    # every table row first, then the optional levers: MindEye's (seconds each) before Lite-Mind's (a compile each)
+    return sorted(cases, key=lambda case: (case.optional, case.optional and case.encoder == "litemind"))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -600,6 +671,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default 10; 3 with --small)")
     parser.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 3; 1 with --small)")
     parser.add_argument("--small", action="store_true", help="small shapes: the CPU fallback for CI")
+    parser.add_argument("--tiny", action="store_true", help="tiny shapes, one block per stage: a smoke test")
     parser.add_argument("--encoders", default="litemind,mindeye", help="comma-separated: litemind,mindeye")
     parser.add_argument(
         "--compile", action=argparse.BooleanOptionalAction, default=None,
@@ -607,8 +679,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument("--compile-mode", default="default", help="torch.compile mode, e.g. reduce-overhead")
     parser.add_argument(
-        "--compile-scope", choices=("step", "blocks"), default="blocks",
-        help="blocks (default): each Lite-Mind block, a short compile; step: forward + loss as one graph",
+        "--compile-scope", choices=("auto", "step", "regions", "blocks"), default="auto",
+        help="Lite-Mind: auto (the trainer's: step for the fast path) | step: forward + loss as one graph | "
+        "regions: step with one nested compile region per block shape (shorter compile) | blocks: each block",
+    )  # fmt: skip
+    parser.add_argument(
+        "--compile-backend", default="inductor",
+        help="torch.compile backend (inductor; aot_eager traces without code generation: the CPU smoke test)",
+    )
+    parser.add_argument(
+        "--litemind-variants", default="",
+        help=f"also time these fast-path variants (comma-separated): {', '.join(LITEMIND_VARIANTS)}",
+    )
+    parser.add_argument(
+        "--mindeye-optimizers", default="",
+        help=f"also time MindEye fast with these optimizers (comma-separated): {', '.join(MINDEYE_OPTIMIZERS)}",
+    )
+    parser.add_argument(
+        "--time-budget", type=float, default=None,
+        help="seconds: once spent, the optional variants left are skipped (recorded as skipped)",
     )  # fmt: skip
     parser.add_argument("--mindeye-batch", type=int, default=None, help="also time MindEye fast at this batch")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default 1 on the CPU: a shared CI box)")
@@ -619,6 +708,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = sorted(set(args.encoders) - {"litemind", "mindeye"})
     if unknown or not args.encoders:
         parser.error(f"--encoders takes litemind and/or mindeye, got {args.encoders}")
+    args.litemind_variants = [v.strip() for v in args.litemind_variants.split(",") if v.strip()]
+    args.mindeye_optimizers = [v.strip() for v in args.mindeye_optimizers.split(",") if v.strip()]
+    for given, known, flag in ((args.litemind_variants, LITEMIND_VARIANTS, "--litemind-variants"),
+                               (args.mindeye_optimizers, MINDEYE_OPTIMIZERS, "--mindeye-optimizers")):
+        if set(given) - set(known):
+            parser.error(f"{flag}: unknown {sorted(set(given) - set(known))}; known: {', '.join(known)}")
+    args.small = args.small or args.tiny
     args.steps = args.steps if args.steps is not None else (3 if args.small else 10)
     args.warmup = args.warmup if args.warmup is not None else (1 if args.small else 3)
     if args.steps < 1 or args.warmup < 0:
@@ -633,13 +729,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.compile = device.type == "cuda"
     if args.threads or device.type == "cpu":
         torch.set_num_threads(args.threads or 1)
-    shapes = SMALL if args.small else NSD_SUBJECT_1
+    shapes = TINY if args.tiny else SMALL if args.small else NSD_SUBJECT_1
     console = Console(width=160)
     started = time.perf_counter()
-    results = []
+    results, failed, skipped = [], [], []
+
+    def save_partial() -> None:  # a run killed by an outer timeout still leaves the cases it finished
+        if args.json:
+            partial = {"partial": True, "results": [asdict(r) for r in results], "failed": failed}
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(partial) + "\n")
+
     for case in build_cases(args, shapes, device):
+        save_partial()
+        if case.optional and args.time_budget is not None and time.perf_counter() - started > args.time_budget:
+            skipped.append(case.label)
+            continue
         console.print(f"[dim]timing {case.label} ({case.settings()})...[/dim]")
-        results.append(run_case(case, shapes, device, args))
+        try:
+            results.append(run_case(case, shapes, device, args))
+        except Exception as error:  # one failing case (OOM, a missing library) must not lose the others
+            message = f"{type(error).__name__}: {error}"
+            failed.append({"label": case.label, "settings": case.settings(), "error": message})
+            console.print(f"[red]{case.label} failed: {failed[-1]['error'][:500]}[/red]")
+            recover(device)
     same = same_function_check(shapes, device, args.seed) if "litemind" in args.encoders else None
     head_loss = head_loss_timing(shapes, device, args.steps) if "litemind" in args.encoders else None
     report = {
@@ -657,14 +770,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "compile": args.compile,
             "compile_mode": args.compile_mode,
             "compile_scope": args.compile_scope,
+            "compile_backend": args.compile_backend,
         },
         "results": [asdict(r) for r in results],
+        "failed": failed,
+        "skipped": skipped,
         "ratios": ratios(results, device),
         "same_function": same,
         "head_loss": head_loss,
         "total_s": time.perf_counter() - started,
     }
     print_report(console, report, results)
+    for item in failed:
+        console.print(f"[red]failed: {item['label']}: {item['error'][:300]}[/red]")
+    if skipped:
+        console.print(f"skipped (--time-budget {args.time_budget} s spent): {', '.join(skipped)}")
     console.print(f"total {report['total_s']:.1f} s")
     line = json.dumps(report)
     if args.json:

@@ -12,6 +12,8 @@ from brainbench.options import Option, Options
 REPEAT_MODES = ("average-voxels", "average-predictions")
 BUDGETS = ("auto", "quick", "reference")
 COMPILE_MODES = ("auto", "on", "off")
+#: The trainer's optimizer settings (brainbench.low_precision_adamw.OPTIMIZERS, kept here free of torch).
+OPTIMIZERS = ("adamw", "adamw8bit", "adamw8bit-bf16", "adamw-bf16-states")
 #: Seeds every random generator a run uses takes as given: numpy's legacy RandomState (and so most of the
 #: ecosystem) takes 0..2**32-1; a larger seed would be cut down (2**32 + 5 aliasing seed 5) or refused mid-run.
 SEED_MAX = 2**32 - 1
@@ -43,6 +45,7 @@ RUN_SETTINGS = Options(
            help="epochs between checkpoints"),
     Option("log_model", bool, False, help="log the fitted encoder as an MLflow model"),
     Option("budget", str, "auto", choices=BUDGETS, help="quick or reference recipe"),
+    Option("optimizer", str, "adamw", choices=OPTIMIZERS, help="AdamW, or AdamW with low-precision states"),
 )
 #: How a matrix is launched (``brainbench matrix run``): not part of any cell.
 MAX_WORKERS = 1024
@@ -82,7 +85,7 @@ def setting_problems(values: dict[str, Any], name_of: Any = None, declared: Opti
     return problems
 #: Settings added after cell keys were first recorded: left out of the key while at these defaults, so
 #: cells logged by earlier versions keep their keys (and ``--resume`` still finds them).
-KEY_OMITTED_DEFAULTS: dict[str, Any] = {"compile": "auto"}
+KEY_OMITTED_DEFAULTS: dict[str, Any] = {"compile": "auto", "optimizer": "adamw"}
 #: Settings that change how a cell runs, not what it computes: never part of the key (so a rerun with another
 #: checkpoint interval, or one that also logs its model, resumes the same cell).
 KEY_IGNORED = frozenset({"checkpoint_every", "log_model"})
@@ -103,6 +106,7 @@ class RunConfig:
     device: str = "auto"
     precision: str = "auto"
     compile: str = "auto"  # auto | on | off: torch.compile of the model in training
+    optimizer: str = "adamw"  # adamw | adamw8bit | adamw8bit-bf16 | adamw-bf16-states (brainbench.low_precision_adamw)
     repeats: str = "average-voxels"
     val_fraction: float = 0.1
     early_stopping: int | None = None  # patience in epochs: chooses the epoch count, then refits on all rows
@@ -122,6 +126,8 @@ class RunConfig:
             raise ValueError(f"repeats must be one of {', '.join(REPEAT_MODES)}, got {self.repeats!r}")
         if self.compile not in COMPILE_MODES:
             raise ValueError(f"compile must be one of {', '.join(COMPILE_MODES)}, got {self.compile!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.budget not in BUDGETS:
             raise ValueError(f"budget must be one of {', '.join(BUDGETS)}, got {self.budget!r}")
         if not 0.0 <= self.val_fraction < 1.0:

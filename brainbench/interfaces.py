@@ -215,6 +215,7 @@ class TrainSettings:
     seed: int = 0
     precision: str = "auto"  # auto | fp32 | bf16 | bf16-master (bf16 weights, fp32 masters in the optimizer)
     compile: str = "auto"  # auto (on a GPU when the encoder's fast path asks for it) | on | off
+    optimizer: str = "adamw"  # adamw | adamw8bit | adamw8bit-bf16 | adamw-bf16-states (brainbench.low_precision_adamw)
     checkpoint_dir: Path | None = None
     checkpoint_every: int | None = None  # epochs between checkpoints; None: the encoder's (the last always)
     resume: bool = True

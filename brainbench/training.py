@@ -45,6 +45,13 @@ from brainbench.devices import (
 )
 from brainbench.errors import BrainbenchError, CheckpointMismatchError, DataError
 from brainbench.interfaces import FitData, FittedEncoder, Reporter, Shape, TrainSettings
+from brainbench.low_precision_adamw import (
+    OPTIMIZERS,
+    build_low_precision_adamw,
+    cast_parameters,
+    describe_optimizer,
+    parameter_dtype,
+)
 from brainbench.master_weights import MasterWeightAdamW
 from brainbench.reporting import duration
 from brainbench.schedules import LearningRateSchedule, build_schedule, scaled_lr
@@ -151,11 +158,24 @@ def parameter_groups(
 
 
 def build_optimizer(
-    groups: list[dict[str, Any]], lr: float, device: torch.device, master_weights: bool = False
+    groups: list[dict[str, Any]], lr: float, device: torch.device, master_weights: bool = False,
+    optimizer: str = "adamw",
 ) -> torch.optim.Optimizer:
     """AdamW: fused (one kernel per step) on CUDA, foreach on the CPU; or, with ``master_weights``, the
     bf16-weights optimizer, which casts the parameters to bf16 and keeps fp32 masters (build it while
-    the model is still fp32)."""
+    the model is still fp32); or a torchao AdamW with low-precision states (``optimizer``, see
+    :mod:`brainbench.low_precision_adamw`), which casts the parameters to its weight dtype first."""
+    if optimizer not in OPTIMIZERS:
+        raise BrainbenchError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+    if optimizer != "adamw":
+        if master_weights:
+            raise BrainbenchError(
+                f"optimizer {optimizer!r} keeps its own weight precision; use it without precision bf16-master"
+            )
+        dtype = parameter_dtype(optimizer)
+        if dtype is not None:
+            cast_parameters((p for group in groups for p in group["params"]), dtype)
+        return build_low_precision_adamw(optimizer, groups, lr)
     if master_weights:
         return MasterWeightAdamW(groups, lr=lr)
     return torch.optim.AdamW(groups, lr=lr, fused=device.type == "cuda" or None)
@@ -357,7 +377,10 @@ class _Run:
         groups = parameter_groups(encoder, self.modules, self.recipe.weight_decay)
         self.parameters = [p for group in groups for p in group["params"]]
         self.master_weights = uses_master_weights(settings.precision)
-        self.optimizer = build_optimizer(groups, self.recipe.lr, self.device, self.master_weights)
+        self.optimizer_name = settings.optimizer
+        self.optimizer = build_optimizer(groups, self.recipe.lr, self.device, self.master_weights, settings.optimizer)
+        if parameter_dtype(settings.optimizer) is not None:
+            self.amp_dtype = parameter_dtype(settings.optimizer)  # bf16 weights need bf16 autocast, CPU too
 
         # targets are stored in the compute dtype under bf16: half the memory, and matmuls cast them anyway
         target_dtype = self.amp_dtype or torch.float32
@@ -404,6 +427,7 @@ class _Run:
             "metadata": self.metadata,
             "recipe": asdict(self.recipe),
             "precision": self.settings.precision,
+            "optimizer_setting": self.optimizer_name,
             "epoch": self.epoch,
             "finished": self.finished,
             "modules": {name: module.state_dict() for name, module in self.modules.items()},
@@ -457,6 +481,9 @@ class _Run:
             differences.append(
                 f"precision: checkpoint has {payload.get('precision')!r}, this run has {self.settings.precision!r}"
             )
+        saved_optimizer = payload.get("optimizer_setting", "adamw")
+        if saved_optimizer != self.optimizer_name:  # their states do not load into each other
+            differences.append(f"optimizer: checkpoint has {saved_optimizer!r}, this run has {self.optimizer_name!r}")
         recipe = asdict(self.recipe)
         differences += [
             f"train.{key}: checkpoint has {payload['recipe'].get(key)!r}, this run has {value!r}"
@@ -479,7 +506,7 @@ class _Run:
         for voxels, targets in self.train_source.batches(self.epoch):
             lr, beta1 = self.schedule(self.step), self.schedule.momentum(self.step)
             for group in self.optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr  # a float: the low-precision AdamWs copy it into their own device tensor
                 if beta1 is not None:  # one-cycle's cycled momentum (torch's OneCycleLR sets beta1 so)
                     group["betas"] = (beta1, group["betas"][1])
             with autocast(self.device, self.amp_dtype):
@@ -523,6 +550,8 @@ class _Run:
     def precision_label(self) -> str:
         if self.master_weights:
             return "bf16 weights with fp32 master weights"
+        if parameter_dtype(self.optimizer_name) is not None:
+            return "bf16 weights (stochastic rounding), bf16 autocast"
         return "bf16 autocast" if self.amp_dtype else "fp32"
 
     def resolved(self) -> dict[str, Any]:
@@ -546,7 +575,8 @@ class _Run:
             **self.schedule.record(),
             "weight_decay": self.recipe.weight_decay,
             "grad_clip": self.recipe.grad_clip,
-            "optimizer": "AdamW (fp32 master weights)" if self.master_weights else "AdamW",
+            "optimizer": describe_optimizer(self.optimizer_name, self.master_weights),
+            "optimizer_setting": self.optimizer_name,
             "precision": self.precision_label(),
             "device": str(self.device),
             "compiled": self.compiled,

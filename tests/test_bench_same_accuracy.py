@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "bench_same_accuracy.py"
 VERDICTS = ("same accuracy", "different accuracy")
@@ -90,3 +92,19 @@ def test_mindeye_fast_path_can_train_with_bf16_master_weights(tmp_path: Path) ->
     settings = {p["path"]: p["settings"] for p in report["paths"]}
     assert settings == {"faithful": "precision fp32 (fp32)", "fast": "precision bf16-master (bf16 autocast)"}
     assert report["comparisons"][0]["verdict"] in VERDICTS
+
+
+def test_mindeye_fast_path_can_train_with_a_low_precision_optimizer(tmp_path: Path) -> None:
+    pytest.importorskip("torchao")
+    completed = run_script(
+        "--encoders", "mindeye", "--fast-optimizer", "adamw8bit-bf16", "--scale", "tiny", "--budget", "quick",
+        "--epochs", "1", "--seeds", "0", "--device", "cpu", "--opt", "hidden=64", "--json", str(tmp_path / "r.json"),
+        home=tmp_path / "home", cwd=tmp_path, timeout=900,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report = json.loads((tmp_path / "r.json").read_text())  # the final report replaces the per-run partial one
+    assert "partial" not in report and report["settings"]["fast_optimizer"] == "adamw8bit-bf16"
+    runs = {run["path"]: run for run in report["runs"]}
+    assert runs["fast"]["optimizer"] == "adamw8bit-bf16" and runs["faithful"]["optimizer"] == "adamw"
+    settings = {p["path"]: p["settings"] for p in report["paths"]}
+    assert settings["fast"] == "precision auto (bf16 autocast, bf16 weights), optimizer adamw8bit-bf16"

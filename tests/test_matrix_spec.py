@@ -144,12 +144,14 @@ def test_settings_added_later_keep_earlier_cell_keys_at_their_defaults():
     import json
 
     config = RunConfig(encoder="ridge", task="retrieval", seed=3)
-    # what earlier versions hashed: no compile, no checkpoint_every, no log_model
+    # what earlier versions hashed: no compile, no optimizer, no checkpoint_every, no log_model
     before_compile = {
-        k: v for k, v in config.to_dict().items() if k not in ("compile", "checkpoint_every", "log_model")
+        k: v for k, v in config.to_dict().items()
+        if k not in ("compile", "optimizer", "checkpoint_every", "log_model")
     }
     expected = hashlib.sha256(json.dumps(before_compile, sort_keys=True, default=str).encode()).hexdigest()[:16]
     assert config.key == expected
     assert config.with_changes(compile="on").key != config.key
+    assert config.with_changes(optimizer="adamw8bit").key != config.key  # another optimizer computes otherwise
     assert config.with_changes(checkpoint_every=5).key == config.key  # how often to save is not what is computed
     assert config.with_changes(log_model=True).key == config.key  # nor is logging the model too

@@ -37,6 +37,13 @@ def register(app: typer.Typer) -> None:
             help="torch.compile the model in training: auto (on a GPU when the encoder's fast path asks, e.g. "
             "litemind impl=fast) | on | off.",
         ),
+        optimizer: str = typer.Option(
+            "adamw", "--optimizer",
+            help="adamw (torch's; fused on CUDA) | adamw8bit (8-bit moments) | adamw8bit-bf16 (8-bit moments, bf16 "
+            "weights with stochastic rounding) | adamw-bf16-states (bf16 weights and moments, stochastic rounding). "
+            "The low-precision ones come from torchao (pip install 'brainbench[lowbit]'): less memory and traffic "
+            "for big models such as mindeye.",
+        ),
         repeats: str = typer.Option(
             "average-voxels", "--repeats", help="Test repeats: average-voxels (before the model) | average-predictions."
         ),
@@ -101,7 +108,7 @@ def register(app: typer.Typer) -> None:
         check_cli_settings(
             {"repeats": repeats, "compile": compile, "budget": budget, "val_fraction": val_fraction, "lr": lr,
              "epochs": epochs, "batch_size": batch_size, "early_stopping": early_stopping,
-             "checkpoint_every": checkpoint_every},
+             "checkpoint_every": checkpoint_every, "optimizer": optimizer},
             {"subject": subject, "seed": seed},
             resume=resume, restart=restart, experiment=experiment,
         )
@@ -129,6 +136,7 @@ def register(app: typer.Typer) -> None:
             device=device,
             precision=precision,
             compile=compile,
+            optimizer=optimizer,
             repeats=repeats,
             val_fraction=val_fraction,
             early_stopping=early_stopping,

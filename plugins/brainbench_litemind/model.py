@@ -31,6 +31,8 @@ SOFTSHRINK = 0.01
 INIT_SCALE = 0.02
 LAYER_NORM_EPS = 1e-6  # the reference builds every LayerNorm with eps=1e-6 (PyTorch's default is 1e-5)
 ODD_TOKEN_MODES = ("reference", "keep")
+SPECTRAL_PRECISIONS = ("fp32", "autocast")  # impl=fast: the spectral ops' precision under autocast
+SPECTRAL_KERNELS = ("auto", "triton", "torch")  # impl=fast: fused Triton chains (auto: on CUDA) or plain ops
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,8 @@ class LiteMindConfig:
     fremlp: str = "diagonal"  # diagonal | dense
     impl: str = "faithful"  # faithful | fast
     odd_tokens: str = "reference"  # reference: the filter returns N-1 tokens for odd N | keep: N throughout
+    spectral_precision: str = "fp32"  # impl=fast: fp32 | autocast (see brainbench_litemind.fast)
+    spectral_kernel: str = "auto"  # impl=fast: auto | triton | torch (see brainbench_litemind.fast)
     widths: tuple[int, ...] | None = None  # None: the reference's; full variant: all but the last stage
     depths: tuple[int, ...] | None = None
     mlp_ratio: float = 4.0
@@ -59,6 +63,14 @@ class LiteMindConfig:
             raise ValueError(f"impl must be 'faithful' or 'fast', got {self.impl!r}")
         if self.odd_tokens not in ODD_TOKEN_MODES:
             raise ValueError(f"odd_tokens must be one of {', '.join(ODD_TOKEN_MODES)}, got {self.odd_tokens!r}")
+        if self.spectral_precision not in SPECTRAL_PRECISIONS:
+            raise ValueError(
+                f"spectral_precision must be one of {', '.join(SPECTRAL_PRECISIONS)}, got {self.spectral_precision!r}"
+            )
+        if self.spectral_kernel not in SPECTRAL_KERNELS:
+            raise ValueError(
+                f"spectral_kernel must be one of {', '.join(SPECTRAL_KERNELS)}, got {self.spectral_kernel!r}"
+            )
         if len(self.target_shape) not in (1, 2):
             raise ValueError(f"Lite-Mind needs a (D,) or (tokens, D) target, got {self.target_shape}")
         if self.n_tokens < 1:
@@ -276,6 +288,9 @@ class LiteMind(nn.Module):
         out_dim = cfg.target_shape[-1]
         self.head = nn.Linear(widths[-1] if cfg.cls_only else n, out_dim)
         self.apply(_init_linear)
+        for module in self.modules():
+            if hasattr(module, "configure"):  # the fast spectral modules
+                module.configure(cfg.spectral_precision, cfg.spectral_kernel)
 
     def tokens(self, voxels: torch.Tensor) -> torch.Tensor:
         """(B, V) -> (B, N, C0) patch tokens with positional embedding."""
