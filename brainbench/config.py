@@ -126,8 +126,6 @@ class RunConfig:
             raise ValueError(f"repeats must be one of {', '.join(REPEAT_MODES)}, got {self.repeats!r}")
         if self.compile not in COMPILE_MODES:
             raise ValueError(f"compile must be one of {', '.join(COMPILE_MODES)}, got {self.compile!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.budget not in BUDGETS:
             raise ValueError(f"budget must be one of {', '.join(BUDGETS)}, got {self.budget!r}")
         if not 0.0 <= self.val_fraction < 1.0:
