@@ -205,6 +205,48 @@ def test_resume_finds_an_interrupted_checkpoint_of_the_old_layout_and_a_killed_r
         assert run_folders(cell) == [fresh.path]  # the idle folders are gone
 
 
+KILLED_MID_CHECKPOINT = textwrap.dedent(
+    """
+    import sys, torch
+    from pathlib import Path
+    from brainbench.checkpoint import atomic_torch_save
+    from brainbench.workdirs import claim_run_folder
+    with claim_run_folder("cellkey", "label", resume=False) as folder:
+        atomic_torch_save({"epoch": torch.tensor(1)}, folder.path / "checkpoints" / "last.pt")
+        print(folder.path, flush=True)
+        sys.stdin.readline()
+        atomic_torch_save({"weights": torch.zeros(2**27)}, folder.path / "checkpoints" / "last.pt")  # 512 MiB
+    """
+)
+
+
+def test_temporary_files_of_a_checkpoint_cut_short_are_removed_at_the_next_start(isolated_home: Path):
+    """A run killed while writing its checkpoint leaves a half file, `.last.pt.<pid>.tmp` (as big as the
+    checkpoint: ~11 GB for MindEye); the next start of the cell removes it, says so, and never resumes with it."""
+    import signal
+
+    child = subprocess.Popen([sys.executable, "-c", KILLED_MID_CHECKPOINT], env=child_env(isolated_home), text=True,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert child.stdin is not None and child.stdout is not None
+    folder = Path(child.stdout.readline().strip())
+    child.stdin.write("go\n")
+    child.stdin.flush()
+    half = folder / CHECKPOINTS / f".last.pt.{child.pid}.tmp"
+    deadline = time.time() + 300
+    while not (half.exists() and half.stat().st_size > 2**20) and time.time() < deadline:
+        time.sleep(0.01)
+    child.send_signal(signal.SIGKILL)  # mid-write
+    child.wait(timeout=60)
+    assert half.is_file() and half.stat().st_size > 2**20
+
+    said: list[str] = []
+    with claim_run_folder("cellkey", "label", resume=True, say=said.append) as resumed:
+        assert resumed.resumed_from == folder
+        assert sorted(p.name for p in (resumed.path / CHECKPOINTS).iterdir()) == ["last.pt"]  # not carried along
+    assert not half.exists()
+    assert any(note.startswith("removed 1 temporary file(s) (") and str(folder / CHECKPOINTS) in note for note in said)
+
+
 def test_a_held_lock_names_its_holder_or_is_waited_for(tmp_path: Path):
     lock, release = tmp_path / "thing.lock", tmp_path / "release"
     script = textwrap.dedent(
