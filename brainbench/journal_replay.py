@@ -319,8 +319,8 @@ def why_not_its_run(run: Any, journal: Journal, uri: str) -> str | None:
     tags = dict(run.data.tags)
     where = f"run {run.info.run_id} in {uri}"
     if not journal.token:
-        return f"the journal's header carries no {JOURNAL_TOKEN_TAG} (an older brainbench wrote it): pass " \
-               "--tracking-uri STORE to log it into a new run"
+        return (f"the journal's header carries no {JOURNAL_TOKEN_TAG} (an older brainbench wrote it), so {where} "
+                "cannot be shown to be its run: log it into a new run of another store with --tracking-uri STORE")
     if tags.get(JOURNAL_TOKEN_TAG) != journal.token:
         return f"{where} is not the run this folder's run created (its {JOURNAL_TOKEN_TAG} tag differs)"
     work_dir = tags.get("brainbench.work_dir")
