@@ -30,11 +30,13 @@ def register(app: typer.Typer) -> None:
 
         Such a run goes on training and keeps everything (params, metrics, results, model, figures) on disk.
 
-        The store's run gets only what it missed, then its final status; another store gets a new run. Only
-        the folder's own files are logged, only into the run that folder's run created (checked against the
-        store's tags), and a journal never creates a store: a journal that asks for anything else is refused,
-        naming its line. Each folder is logged on its own: one that fails does not stop the others, and the
-        command exits non-zero when any failed.
+        The store's run gets only what it missed, then its final status; another store gets a new run.
+
+        The journal is checked first: only the folder's own files, only into the run that folder's run created.
+
+        A journal never creates a store or changes a closed run; a line asking for more is refused, by number.
+
+        Each folder is logged on its own: one that fails does not stop the others (exit 2 when any failed).
         """
         from rich.console import Console
 
