@@ -3,23 +3,28 @@
 - Training checkpoints (``last.pt``) are ``torch.save`` files readable with ``torch.load(weights_only=True)``;
   RNG states are stored as tensors so a resumed run draws the same random numbers.
 - Final model files are safetensors with the metadata in the header (and a JSON sidecar for people).
-- Both are written atomically: a temporary file in the same folder, then ``os.replace``.
+- Both are written atomically: a temporary file in the same folder, then ``os.replace``; a full disk is one
+  clear error (DiskFullError: the folder and its free space), and a kill mid-write leaves a temporary file
+  that the next start of the cell removes (brainbench/workdirs.py).
 - Loading checks the voxel count and target shape and names both sides when they differ.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from brainbench.errors import CheckpointCorruptError, CheckpointMismatchError, DataError
+from brainbench.errors import BrainbenchError, CheckpointCorruptError, CheckpointMismatchError, DataError
 from brainbench.interfaces import Shape
 
 CHECKPOINT_NAME = "last.pt"
@@ -101,21 +106,68 @@ def restore_rng_states(states: dict[str, Any]) -> None:
 
 
 def _temporary_sibling(path: Path) -> Path:
+    # the name brainbench.locks.remove_temporaries knows: a kill mid-write leaves it for the next start to remove
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+class DiskFullError(BrainbenchError):
+    """A checkpoint or model file could not be written: no space left (or over quota) on its disk."""
+
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+#: torch reports a short write of its zip container as a RuntimeError ("unexpected pos ..."), not as the
+#: OSError beneath it; with less than this free on the disk, that is taken for a full disk.
+LOW_SPACE_BYTES = 16 * 2**20
+
+
+def _mib(size: float) -> str:
+    return f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size / 2**10:.0f} KiB"
+
+
+def _disk_full(error: BaseException) -> bool:
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in DISK_FULL_ERRNOS:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+@contextmanager
+def _written_whole(path: Path, what: str) -> Iterator[Path]:
+    """A temporary file next to ``path`` for the block to write, renamed to ``path`` when it is whole; a full
+    disk ends in one DiskFullError naming the folder and its free space instead of torch's and the OS's
+    errors, and no half file is left either way."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = _temporary_sibling(path)
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    except (OSError, RuntimeError) as error:
+        written = temporary.stat().st_size if temporary.exists() else 0
+        try:
+            free = shutil.disk_usage(path.parent).free  # as the write met it, before the part is removed
+        except OSError:
+            free = None
+        torch_short_write = isinstance(error, RuntimeError) and free is not None and free < LOW_SPACE_BYTES
+        if not (_disk_full(error) or torch_short_write):
+            raise
+        kept = f"the last complete {what} ({path.name}) is kept" if path.exists() else f"no earlier {what} exists"
+        raise DiskFullError(
+            f"no space left on the disk of {path.parent} writing the {what} {path.name}: "
+            f"{_mib(free) if free is not None else 'unknown'} free there after {_mib(written)} of it was written; "
+            f"{kept}. Free some space there (or set BRAINBENCH_HOME to a larger disk), then rerun with --resume"
+        ) from None
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def atomic_torch_save(payload: dict[str, Any], path: Path) -> Path:
     """``torch.save`` to a temporary file next to ``path``, then rename over it (never a half file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = _temporary_sibling(path)
-    try:
-        with open(temporary, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with _written_whole(path, "checkpoint") as temporary, open(temporary, "wb") as handle:
+        torch.save(payload, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
     return path
 
 
@@ -180,10 +232,8 @@ def save_model_file(path: Path, state: dict[str, torch.Tensor], metadata: dict[s
     Falls back to a weights_only torch file when safetensors is not installed.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = _unshared(state)
-    temporary = _temporary_sibling(path)
-    try:
+    with _written_whole(path, "model file") as temporary:
         try:
             from safetensors.torch import save_file
         except ImportError:
@@ -191,9 +241,6 @@ def save_model_file(path: Path, state: dict[str, torch.Tensor], metadata: dict[s
         else:
             header = {key: json.dumps(value) for key, value in metadata.items()}
             save_file(tensors, str(temporary), metadata=header)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
     sidecar = path.with_name(path.name + ".json")
     sidecar.write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
     return path

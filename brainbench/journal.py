@@ -6,14 +6,17 @@ the store goes away mid-run.
 - The first call the store refuses puts the run *offline*: training goes on, and no later call contacts the
   store (each try would cost its bounded retries); they are only written down. A marker file
   (``UNLOGGED``) says so; the cell's folder is then never removed without a word (brainbench/workdirs.py).
-- ``brainbench log FOLDER`` replays the journal when the store is back (``replay``): into the same run when
-  the store still has it (only what was not sent), else into a new run (everything), then closes it with the
-  status the run ended with.
+- ``brainbench log FOLDER`` replays the journal when the store is back (brainbench/journal_replay.py), and
+  trusts nothing in it: only files inside the folder, only into the run this folder's run created (its
+  ``brainbench.journal_token`` tag, written at creation and kept in the journal's header, must match), or
+  into a new run of a store the user names.
+- Store URIs are recorded absolute, so a journal names the same store from any working directory.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import time
 from pathlib import Path
@@ -30,6 +33,13 @@ CALLS = ("log_params", "log_metrics", "set_tags", "log_artifact", "log_dict", "l
 LOG_MODEL = "log_model"
 MODEL_SPEC_FILE = "mlflow-model.json"
 MODEL_EXAMPLE_FILE = "mlflow-model-example.npy"
+#: A random token a journaled run carries from its creation, also written in its journal's header: the proof
+#: `brainbench log` asks for before writing into an existing run.
+JOURNAL_TOKEN_TAG = "brainbench.journal_token"
+
+
+def new_token() -> str:
+    return secrets.token_hex(16)
 
 
 class StoreOfflineError(BrainbenchError):
@@ -54,9 +64,9 @@ class JournaledRecord:
     def __init__(self, record: Any, folder: Path, header: dict[str, Any]) -> None:
         self._record = record
         self.run_id: str = record.run_id
-        self.folder = folder
+        self.folder = folder.resolve()  # every path the journal records is absolute
         self.offline_error: BaseException | None = None
-        self._path = folder / JOURNAL
+        self._path = self.folder / JOURNAL
         self._write({"header": {**header, "run_id": self.run_id, "started": time.time()}})
 
     def __getattr__(self, name: str) -> Any:
@@ -134,79 +144,3 @@ class JournaledRecord:
             f"{one_line(self.offline_error, 160)}).\nNothing is lost: the model, the results and every record are kept "
             f"in {self.folder}\nLog them when the store is back:  brainbench log {self.folder}"
         )
-
-
-# ------------------------------------------------------------------------------------------------- replay
-
-
-def read_journal(folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]], str | None]:
-    """The header, the calls and the final status (None: the run did not end) of a run folder's journal."""
-    path = folder / JOURNAL
-    if not path.is_file():
-        raise BrainbenchError(f"{folder} holds no MLflow journal ({JOURNAL}); is it a brainbench run folder?")
-    header: dict[str, Any] | None = None
-    calls: list[dict[str, Any]] = []
-    status: str | None = None
-    lines = path.read_text().splitlines()
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            if number == len(lines):
-                break  # a last line cut short by a kill: everything before it is whole
-            raise BrainbenchError(f"{path}, line {number}: not a JSON record") from None
-        if "header" in entry:
-            header = entry["header"]
-        elif "call" in entry:
-            if entry["call"] not in (*CALLS, LOG_MODEL):
-                raise BrainbenchError(f"{path}, line {number}: unknown call {entry['call']!r}")
-            calls.append(entry)
-        elif "end" in entry:
-            status = entry["end"]
-    if header is None:
-        raise BrainbenchError(f"{path}: no header line (run id, store, experiment)")
-    return header, calls, status
-
-
-def replay(folder: Path, tracking_uri: str | None = None, experiment: str | None = None) -> dict[str, Any]:
-    """Send a run folder's unsent records to the store; returns what was done (run id, counts, status)."""
-    from brainbench.liveness import NOTE_TAG
-    from brainbench.tracking import RunRecord
-    from brainbench.tracking_query import SafeTracker, get_run
-
-    header, calls, status = read_journal(folder)
-    tracker = SafeTracker(tracking_uri or header["uri"], experiment or header["experiment"])
-    tracker.check()
-    existing = get_run(tracker, header["run_id"])
-    client = tracker.client
-    if existing is not None:
-        run_id = existing.run_id
-        todo = [call for call in calls if not call["sent"]]
-    else:  # another store (or the run was deleted): a new run gets every record
-        tags = dict(header.get("tags") or {})
-        parent = tags.get("mlflow.parentRunId")
-        if parent and get_run(tracker, parent) is None:
-            tags.pop("mlflow.parentRunId")
-        run_id = client.create_run(tracker.experiment_id, run_name=header.get("name"), tags=tags).info.run_id
-        todo = calls
-    record = RunRecord(client, run_id)
-    for call in todo:
-        args = list(call["args"])
-        if call["call"] in ("log_artifact", LOG_MODEL) and not Path(args[0]).exists():
-            raise BrainbenchError(f"{folder}: the artifact {args[0]} the run logged is gone; cannot replay it")
-        if call["call"] == LOG_MODEL:
-            from brainbench.mlflow_model import log_deferred_model
-
-            log_deferred_model(record, Path(args[0]), Path(args[1]), Path(args[2]) if args[2] else None)
-            continue
-        getattr(record, call["call"])(*args, **call.get("kwargs", {}))
-    final = status or "KILLED"  # a run that never ended (its process was killed) is closed as killed
-    if existing is not None and existing.tags.get(NOTE_TAG):
-        client.delete_tag(run_id, NOTE_TAG)  # it was marked KILLED while its records waited here
-    client.set_tag(run_id, "brainbench.logged_later", time.strftime("%Y-%m-%d %H:%M:%S"))
-    client.set_terminated(run_id, status=final)
-    (folder / UNLOGGED).unlink(missing_ok=True)
-    return {"run_id": run_id, "replayed": len(todo), "status": final, "new_run": existing is None,
-            "uri": tracker.uri}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import sys
@@ -136,9 +137,27 @@ def is_held(lock_path: Path) -> bool:
     return False
 
 
+#: The names ``temporary_sibling`` gives (and ``.<name>.<pid>.tmp``, the checkpoint writer's earlier form).
+TEMPORARY_NAME = re.compile(r"^\..+\.\d+(-[0-9a-f]{8})?\.tmp$")
+
+
 def temporary_sibling(path: Path) -> Path:
     """A name next to ``path``, unique to this process and call (same filesystem, so os.replace is atomic)."""
     return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+
+
+def remove_temporaries(folder: Path, recursive: bool = True) -> list[tuple[Path, int]]:
+    """Remove the temporary files (``temporary_sibling``'s names) a killed process left in ``folder``; returns
+    them with their sizes. Only for a folder no running process writes in: callers hold its lock."""
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in folder.rglob(".*.tmp") if recursive else folder.glob(".*.tmp"):
+        if TEMPORARY_NAME.match(path.name) and path.is_file() and not path.is_symlink():
+            size = path.stat().st_size
+            path.unlink(missing_ok=True)
+            removed.append((path, size))
+    return removed
 
 
 def atomic_write_text(path: Path, text: str) -> None:

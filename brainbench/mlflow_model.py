@@ -2,9 +2,16 @@
 
 ``mlflow.pyfunc.load_model("runs:/<run_id>/model").predict(voxels)`` returns the encoder's predictions for
 float32 voxels (n, n_voxels) as (n, *target_shape). The model is logged as "models from code": its code is
-:mod:`brainbench.mlflow_pyfunc` (a file, no pickled object), its artifacts the run's checkpoint (safetensors
-or a plain ``.npz``) and a JSON note naming the encoder and options; loading rebuilds the fitted encoder from
-those with the same safe loaders ``--resume`` uses, so nothing in the model folder runs code on load.
+:mod:`brainbench.mlflow_pyfunc`, copied into the model's folder, its artifacts the run's checkpoint
+(safetensors or a plain ``.npz``) and a JSON note naming the encoder and options. Nothing is pickled, and the
+weights are read with the same safe loaders ``--resume`` uses.
+
+But loading does run code from the model's folder: MLflow executes the folder's copy of ``mlflow_pyfunc.py``
+(and reads its ``MLmodel`` to know what to run). Whoever can change the folder can make a plain
+``mlflow.pyfunc.load_model`` run their code. So at log time the SHA-256 of every file of the model is recorded
+in the store, on the logged model (tag ``brainbench.files_sha256``; the code file's alone in
+``brainbench.code_sha256``), and :func:`load_model` checks the downloaded files against it before MLflow
+runs anything: a changed, added or missing file is refused, naming it.
 
 mlflow is imported lazily (this module is reached from the runner only when ``log_model`` is set).
 """
@@ -35,6 +42,16 @@ EXAMPLE_PREDICTIONS_ARTIFACT = "example_predictions"
 MODEL_URI_TAG = "brainbench.model_uri"
 #: Rows of the run's test voxels kept as the model's input example.
 EXAMPLE_ROWS = 2
+#: Logged-model tags: the SHA-256 of every file of the model ({path: hex}, JSON) and of its code file.
+FILES_SHA256_TAG = "brainbench.files_sha256"
+CODE_SHA256_TAG = "brainbench.code_sha256"
+CODE_FILE = "mlflow_pyfunc.py"
+#: Written by MLflow itself into a model it downloads (overwritten, plain YAML data): not one of the model's files.
+DOWNLOAD_NOTES = ("registered_model_meta",)
+
+
+class ModelIntegrityError(DataError):
+    """A logged model whose files are not those that were logged; it is not loaded."""
 
 
 def model_spec(fitted: Any, checkpoint: Path, work_dir: Path) -> dict[str, Any]:
@@ -181,7 +198,11 @@ def log_encoder_model(
                     model_id=model.model_id,
                 ),
             )
+            digests = files_sha256(local)
             client.log_model_artifacts(model.model_id, str(local))
+        client.set_logged_model_tags(model.model_id, {
+            FILES_SHA256_TAG: json.dumps(digests, sort_keys=True), CODE_SHA256_TAG: digests[CODE_FILE],
+        })
         client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
     except BaseException:
         client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
@@ -234,5 +255,88 @@ def load_hint(run_id: str, uri: str) -> str:
     """One line telling a user how to load a logged model."""
     return (
         f'MLflow model {uri} (also runs:/{run_id}/{MODEL_NAME}): mlflow.pyfunc.load_model("runs:/{run_id}/'
-        f'{MODEL_NAME}").predict(voxels) takes float32 voxels (n, n_voxels)'
+        f'{MODEL_NAME}").predict(voxels) takes float32 voxels (n, n_voxels); brainbench.mlflow_model.load_model '
+        "loads it after checking its files"
     )
+
+
+# ------------------------------------------------------------------------------------ checked loading
+
+
+def files_sha256(folder: Path) -> dict[str, str]:
+    """{path relative to ``folder``: SHA-256} of every file under it (links are refused: never followed)."""
+    import hashlib
+
+    digests = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_symlink():
+            raise ModelIntegrityError(f"model folder {folder}: {path.relative_to(folder)} is a link")
+        if path.is_file():
+            digest = hashlib.sha256()
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(2**20), b""):
+                    digest.update(block)
+            digests[path.relative_to(folder).as_posix()] = digest.hexdigest()
+    return digests
+
+
+def _model_id(client: Any, model_uri: str, local: Path) -> str:
+    """The logged model a URI names: ``models:/<id>``, ``runs:/<run>/model`` (the run's model tag), else the
+    id its MLmodel file gives (whose recorded hashes must then match every file)."""
+    if model_uri.startswith("models:/"):
+        return model_uri.removeprefix("models:/").strip("/")
+    if model_uri.startswith("runs:/"):
+        run_id = model_uri.removeprefix("runs:/").split("/", 1)[0]
+        tag = client.get_run(run_id).data.tags.get(MODEL_URI_TAG, "")
+        if tag.startswith("models:/"):
+            return tag.removeprefix("models:/")
+    from mlflow.models import Model
+
+    model_id = Model.load(str(local)).model_id
+    if not model_id:
+        raise ModelIntegrityError(f"model {model_uri}: its MLmodel names no logged model to check it against")
+    return str(model_id)
+
+
+def integrity_problems(expected: dict[str, str], actual: dict[str, str]) -> list[str]:
+    """What differs between the files recorded at log time and those found, one line each."""
+    problems = [f"{name} was changed (sha256 {actual[name][:12]}..., logged {digest[:12]}...)"
+                for name, digest in sorted(expected.items()) if name in actual and actual[name] != digest]
+    problems += [f"{name} is missing" for name in sorted(expected.keys() - actual.keys())]
+    problems += [f"{name} was added" for name in sorted(actual.keys() - expected.keys())]
+    return problems
+
+
+def load_model(model_uri: str, tracking_uri: str | None = None, model_config: dict[str, Any] | None = None) -> Any:
+    """``mlflow.pyfunc.load_model(model_uri)`` for a brainbench model, once every file of it is checked against
+    the SHA-256 recorded in the store when it was logged: MLflow runs the model folder's ``mlflow_pyfunc.py``
+    on load, so a changed file (or an added or missing one) is refused with ModelIntegrityError, naming it,
+    before MLflow runs anything. The files checked are the files loaded (one download, into a temporary
+    folder)."""
+    import mlflow
+
+    before = mlflow.get_tracking_uri()
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)  # runs:/ and models:/ resolve through the process-wide store
+    try:
+        client = mlflow.MlflowClient()
+        with tempfile.TemporaryDirectory() as folder:
+            local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=folder))
+            model_id = _model_id(client, model_uri, local)
+            recorded = client.get_logged_model(model_id).tags.get(FILES_SHA256_TAG)
+            if not recorded:
+                raise ModelIntegrityError(
+                    f"model {model_uri} ({model_id}) has no recorded file hashes ({FILES_SHA256_TAG}): it was not "
+                    "logged by a brainbench that records them, and it is not loaded unchecked"
+                )
+            found = {name: digest for name, digest in files_sha256(local).items() if name not in DOWNLOAD_NOTES}
+            problems = integrity_problems(json.loads(recorded), found)
+            if problems:
+                raise ModelIntegrityError(
+                    f"model {model_uri} ({model_id}) is not what was logged: {'; '.join(problems)}. MLflow runs "
+                    f"the model folder's {CODE_FILE} when it loads a model, so a changed model is not loaded"
+                )
+            return mlflow.pyfunc.load_model(str(local), model_config=model_config)
+    finally:
+        if tracking_uri:
+            mlflow.set_tracking_uri(before)

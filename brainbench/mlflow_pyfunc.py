@@ -1,7 +1,10 @@
 """The code of a logged brainbench model (MLflow "models from code"; see brainbench.mlflow_model).
 
-MLflow copies this file into the model and runs it at ``mlflow.pyfunc.load_model``: it names the model
-object with ``mlflow.models.set_model``. Only MLflow imports it, so mlflow at module level is fine here.
+MLflow copies this file into the model's folder and runs that copy at ``mlflow.pyfunc.load_model``: it names
+the model object with ``mlflow.models.set_model``. So loading a model runs code from its folder: whoever can
+change the folder can change what runs. ``brainbench.mlflow_model.load_model`` checks the copy's SHA-256 (and
+every other file's) against what the store recorded at log time before MLflow runs it. Only MLflow imports
+this file, so mlflow at module level is fine here.
 """
 
 import json

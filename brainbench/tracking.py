@@ -50,6 +50,45 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
             raise TrackingError(f"MLflow store {uri}: folder {folder} does not exist")
 
 
+#: MLflow's names of hosted stores (no path in them: the same store from any directory).
+SERVICE_URIS = ("databricks", "uc:")
+
+
+def absolute_uri(uri: str) -> str:
+    """``uri`` with a local store's path made absolute (``sqlite:///mlflow.db`` -> ``sqlite:////cwd/mlflow.db``),
+    so that a record of it names the same store from any working directory; other URIs as they are."""
+    from urllib.parse import urlsplit
+
+    if uri.startswith("sqlite:///"):
+        path, sep, query = uri.removeprefix("sqlite:///").partition("?")
+        if path in ("", ":memory:"):
+            return uri
+        return f"sqlite:///{Path(path).expanduser().resolve()}{sep}{query}"
+    if uri.startswith(SERVICE_URIS):
+        return uri
+    parts = urlsplit(uri)
+    if parts.scheme == "file" or (not parts.scheme and "://" not in uri):
+        path = parts.path if parts.scheme == "file" else uri
+        return Path(path).expanduser().resolve().as_uri()
+    return uri
+
+
+def is_absolute_uri(uri: str) -> bool:
+    """Whether ``uri`` names one store wherever it is read: a local store by an absolute path, or a server."""
+    from urllib.parse import urlsplit
+
+    if uri.startswith("sqlite:"):
+        return uri.startswith("sqlite:////")
+    if uri.startswith(SERVICE_URIS):
+        return True
+    parts = urlsplit(uri)
+    if parts.scheme == "file":
+        return parts.path.startswith("/")
+    if not parts.scheme:
+        return uri.startswith("/")
+    return bool(parts.netloc)
+
+
 def sqlite_path(uri: str) -> Path | None:
     """The database file of a ``sqlite:///`` URI (relative to the working directory unless absolute)."""
     if not uri.startswith("sqlite:///"):
@@ -318,21 +357,26 @@ class Tracker:
         from brainbench.liveness import owner_tags
 
         client = self.client
-        all_tags = {"mlflow.runName": name, **owner_tags(), **(tags or {})}
+        ours = owner_tags()
+        all_tags = {"mlflow.runName": name, **ours, **(tags or {})}
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
+        if keep_in is not None:  # what `brainbench log` checks before it writes into this run (brainbench.journal)
+            from brainbench.journal import JOURNAL_TOKEN_TAG, new_token
+
+            ours[JOURNAL_TOKEN_TAG] = all_tags[JOURNAL_TOKEN_TAG] = new_token()
         if run_id is None:
             run = client.create_run(self.experiment_id, run_name=name, tags={k: str(v) for k, v in all_tags.items()})
             run_id = run.info.run_id
         else:  # an existing run taken over by this process: it is the owner now
-            for key, value in owner_tags().items():
+            for key, value in ours.items():
                 client.set_tag(run_id, key, value)
         record: Any = RunRecord(client, run_id)
         if keep_in is not None:
             from brainbench.journal import JournaledRecord
 
-            header = {"uri": self.uri, "experiment": self.experiment, "name": name,
-                      "tags": {k: str(v) for k, v in all_tags.items()}}
+            header = {"uri": absolute_uri(self.uri), "experiment": self.experiment, "name": name,
+                      "work_dir": str(keep_in.resolve()), "tags": {k: str(v) for k, v in all_tags.items()}}
             record = JournaledRecord(record, keep_in, header)
         try:
             yield record

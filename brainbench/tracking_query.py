@@ -1,4 +1,4 @@
-"""Reading runs back from MLflow, run status changes, retries on a busy SQLite store, system metrics.
+"""Reading runs back from MLflow, run status changes, waiting on a busy store, system metrics.
 
 Next to brainbench/tracking.py (which writes runs) this is the other module that touches mlflow; every import
 of mlflow stays inside a function so the CLI starts fast.
@@ -8,46 +8,113 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from brainbench.errors import TrackingError
 from brainbench.tracking import Tracker
 
 T = TypeVar("T")
-LOCK_MESSAGES = ("database is locked", "database table is locked")
+#: What a store says when it is busy, not gone: SQLite's lock (also inside a tracking server's error), and a
+#: tracking server's HTTP 429 / 503 once MLflow's own retries of them ran out.
+BUSY_MESSAGES = ("database is locked", "database table is locked", "too many 429 error responses",
+                 "too many 503 error responses")
+LOCK_MESSAGES = BUSY_MESSAGES  # the earlier name
+#: How long a busy store is waited for before a run gives up on it (and, journaled, goes on offline).
+BUSY_PATIENCE_SECONDS = float(os.environ.get("BRAINBENCH_STORE_BUSY_SECONDS", "900"))
+#: Waits shorter than this pass silently (a few writers at once wait this long routinely).
+BUSY_NOTICE_AFTER = 5.0
+#: The longest single sleep between tries.
+BUSY_MAX_DELAY = 5.0
 KIND_TAG = "brainbench.kind"
 MATRIX_TAG = "brainbench.matrix_id"
 CELL_KEY_TAG = "brainbench.cell_key"
 PARENT_TAG = "mlflow.parentRunId"
+_last_notice = 0.0
 
 
-def is_lock_error(exc: BaseException) -> bool:
+class StoreBusyError(TrackingError):
+    """The store stayed busy (locked, or answering 429/503) for longer than the patience allows."""
+
+
+def busy_reason(exc: BaseException) -> str | None:
+    """What says the store is busy ("database is locked", "HTTP 503"), or None when ``exc`` is not that."""
     text = str(exc).lower()
-    return any(message in text for message in LOCK_MESSAGES)
+    for message in BUSY_MESSAGES:
+        if message in text:
+            return f"HTTP {message.split()[2]}" if message.startswith("too many") else message
+    return None
 
 
-def retry_locked(
-    call: Callable[..., T], *args: Any, attempts: int = 10, base_delay: float = 0.05, **kwargs: Any
+def is_busy_error(exc: BaseException) -> bool:
+    return busy_reason(exc) is not None
+
+
+is_lock_error = is_busy_error  # the earlier name
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+
+
+def retry_busy(
+    call: Callable[..., T], *args: Any, patience: float | None = None, base_delay: float = 0.05,
+    say: Callable[[str], None] = _say, **kwargs: Any,
 ) -> T:
-    """Call, retrying with jittered exponential backoff while SQLite says another writer holds the lock."""
-    for attempt in range(attempts):
+    """Call, retrying with jittered exponential backoff while the store is busy (see ``BUSY_MESSAGES``), for
+    up to ``patience`` seconds (``BRAINBENCH_STORE_BUSY_SECONDS``, default 15 minutes). A wait of more than a
+    few seconds is said on stderr, once per minute at most; a store busy past the patience raises
+    StoreBusyError. Any other error is raised at once: a busy store is not a lost one."""
+    global _last_notice
+    patience = BUSY_PATIENCE_SECONDS if patience is None else patience
+    started = time.monotonic()
+    attempt = 0
+    told = False
+    while True:
         try:
-            return call(*args, **kwargs)
+            result = call(*args, **kwargs)
         except Exception as exc:
-            if not is_lock_error(exc) or attempt == attempts - 1:
+            reason = busy_reason(exc)
+            if reason is None:
                 raise
-            time.sleep(base_delay * (2**attempt) * (0.5 + random.random()))
-    raise AssertionError("unreachable")
+            waited = time.monotonic() - started
+            if waited >= patience:
+                raise StoreBusyError(
+                    f"the MLflow store stayed busy for {waited:.0f} s ({reason}); "
+                    "BRAINBENCH_STORE_BUSY_SECONDS sets how long to wait"
+                ) from exc
+            delay = min(BUSY_MAX_DELAY, base_delay * 2 ** min(attempt, 20)) * (0.5 + random.random())
+            delay = max(0.0, min(delay, patience - waited))
+            if waited + delay >= BUSY_NOTICE_AFTER and not told and time.monotonic() - _last_notice > 60:
+                say(f"brainbench: the MLflow store is busy ({reason}); waiting (up to {patience:.0f} s)...")
+                told, _last_notice = True, time.monotonic()
+            time.sleep(delay)
+            attempt += 1
+            continue
+        if told:
+            say(f"brainbench: the MLflow store answered again after {time.monotonic() - started:.0f} s")
+        return result
+
+
+def retry_locked(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """The earlier name of :func:`retry_busy`."""
+    return retry_busy(call, *args, **kwargs)
 
 
 class RetryingClient:
-    """An MlflowClient whose every method retries on "database is locked"."""
+    """An MlflowClient whose every method waits while the store is busy (:func:`retry_busy`)."""
 
     def __init__(self, client: Any) -> None:
         self._client = client
+        # MLflow logs each SQLite error with its traceback before raising it; the error reaches us, and a wait
+        # or a failure is said in one line, so the log would only print tracebacks of what is handled
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
     def __getattr__(self, name: str) -> Any:
         value = getattr(self._client, name)
@@ -55,7 +122,7 @@ class RetryingClient:
             return value
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            return retry_locked(value, *args, **kwargs)
+            return retry_busy(value, *args, **kwargs)
 
         return call
 
@@ -66,7 +133,7 @@ class SafeTracker(Tracker):
     @property
     def client(self) -> Any:
         if self._client is None:
-            retry_locked(Tracker.client.fget, self)  # type: ignore[attr-defined]
+            retry_busy(Tracker.client.fget, self)  # type: ignore[attr-defined]
             self._client = RetryingClient(self._client)
         return self._client
 

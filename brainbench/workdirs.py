@@ -14,6 +14,8 @@
   * a run whose records never reached the MLflow store (brainbench/journal.py) is neither removed nor resumed
     from: the run stops and asks for ``brainbench log FOLDER`` first, or ``--restart``.
 - A cell folder of the old layout (``runs/<key>/checkpoints``) is resumed from like any other.
+- Temporary files that a killed write left in the cell's idle folders (``.last.pt.<pid>-<id>.tmp``) are
+  removed at every start, before any checkpoint is resumed from or kept.
 """
 
 from __future__ import annotations
@@ -31,7 +33,16 @@ from pathlib import Path
 
 from brainbench.errors import BrainbenchError
 from brainbench.journal import pending
-from brainbench.locks import LockBusy, atomic_write_text, describe, hold, is_held, owner_path, read_owner
+from brainbench.locks import (
+    LockBusy,
+    atomic_write_text,
+    describe,
+    hold,
+    is_held,
+    owner_path,
+    read_owner,
+    remove_temporaries,
+)
 
 CELL_LOCK = ".cell.lock"
 RUN_LOCK = ".run.lock"
@@ -115,6 +126,18 @@ def _remove_stale(cell: Path, folders: list[Path]) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+def _remove_leftovers(cell: Path, idle: list[Path], say: Callable[[str], None]) -> None:
+    """Temporary files of writes cut short by a kill (a half-written ``.last.pt.<pid>.tmp`` can be as big as
+    the checkpoint: ~11 GB for MindEye) go at the next start, so they are never resumed with or kept."""
+    removed = []
+    for folder in idle:  # folders no process runs in (callers hold the cell's lock)
+        removed += remove_temporaries(folder / CHECKPOINTS) if folder == cell else remove_temporaries(folder)
+    if removed:
+        size = sum(size for _, size in removed)
+        say(f"removed {len(removed)} temporary file(s) ({size / 2**20:.1f} MiB) left by an interrupted write in "
+            f"{', '.join(sorted({str(path.parent) for path, _ in removed}))}")
+
+
 @contextmanager
 def claim_run_folder(
     cell_key: str, label: str, resume: bool, say: Callable[[str], None] | None = None, restart: bool = False
@@ -127,6 +150,7 @@ def claim_run_folder(
             folders = run_folders(cell)
             running = [folder for folder in folders if folder != cell and is_running(folder)]
             idle = [folder for folder in folders if folder not in running]
+            _remove_leftovers(cell, idle, say)
             source = None
             unlogged = [folder for folder in idle if pending(folder)]
             if unlogged and not restart:

@@ -231,3 +231,60 @@ def test_a_damaged_checkpoint_is_named_with_the_way_out_and_never_unpickled(tmp_
     # resuming over it says so too, instead of a torch traceback
     with pytest.raises(CheckpointCorruptError, match="last.pt"):
         train_torch_encoder(TinyEncoder(), make_fit_data(), settings, RecordingReporter())
+
+
+# ------------------------------------------------------------------------------------- a full disk
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_a_full_disk_at_a_checkpoint_is_one_clear_error_and_keeps_the_last_one(tmp_path: Path, monkeypatch):
+    """Writes that meet a full disk (the kernel's own ENOSPC, from /dev/full) end in one DiskFullError naming
+    the folder and its free space; the last complete checkpoint is intact and no temporary file is left."""
+    from brainbench import checkpoint
+    from brainbench.checkpoint import DiskFullError
+
+    path = atomic_torch_save({"epoch": torch.tensor(1)}, tmp_path / "checkpoints" / "last.pt")
+    real_sibling = checkpoint._temporary_sibling
+
+    def onto_a_full_disk(target: Path) -> Path:
+        link = real_sibling(target)
+        link.symlink_to("/dev/full")
+        return link
+
+    monkeypatch.setattr(checkpoint, "_temporary_sibling", onto_a_full_disk)
+    with pytest.raises(DiskFullError) as full:
+        atomic_torch_save({"epoch": torch.tensor(2), "weights": torch.zeros(100_000)}, path)
+    message = str(full.value)
+    assert message.startswith(f"no space left on the disk of {path.parent} writing the checkpoint last.pt: ")
+    assert "free there" in message and "the last complete checkpoint (last.pt) is kept" in message
+    assert full.value.__cause__ is None and full.value.__suppress_context__  # one error, not torch's three
+    assert torch.load(path, weights_only=True)["epoch"] == 1
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.pt"]
+
+
+def unshare_works() -> bool:
+    try:
+        done = subprocess.run(["unshare", "-Urm", "true"], capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not unshare_works(), reason="needs unprivileged user namespaces (unshare -Urm) for a tmpfs")
+def test_a_run_whose_disk_fills_up_says_so_in_one_line(tmp_path: Path):
+    """A real full disk: the run folders on a 32 KiB tmpfs (mounted in a private mount namespace, no root)."""
+    home = tmp_path / "home"
+    (home / "runs").mkdir(parents=True)
+    brainbench = Path(sys.executable).with_name("brainbench")
+    command = (f"mount -t tmpfs -o size=32k tmpfs {home / 'runs'} && exec {brainbench} run litemind --task "
+               "retrieval --dataset-opt scale=tiny --epochs 2 --device cpu --opt patch_size=20 --opt widths=16,8,4 "
+               f"--opt depths=1,1,1,1 --tracking-uri sqlite:///{tmp_path / 'mlflow.db'}")
+    env = {**os.environ, "BRAINBENCH_HOME": str(home), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(["unshare", "-Urm", "sh", "-c", command], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=1200)
+    errors = [line for line in done.stderr.splitlines() if line.startswith(("Error", "Internal error"))]
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert len(errors) == 1 and errors[0].startswith("Error: no space left on the disk of "), done.stderr[-3000:]
+    assert "/checkpoints writing the checkpoint last.pt: " in errors[0] and "free there" in errors[0]
+    assert "Traceback" not in done.stderr

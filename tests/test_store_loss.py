@@ -175,7 +175,8 @@ def offline_record(tmp_path, monkeypatch):
 def test_an_offline_run_keeps_every_record_and_replays_into_a_new_store(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    from brainbench.journal import pending, replay
+    from brainbench.journal import pending
+    from brainbench.journal_replay import replay
 
     record, folder = offline_record(tmp_path, monkeypatch)
     outside = tmp_path / "figure.txt"  # an artifact outside the run folder is copied in, so replay finds it
@@ -204,7 +205,8 @@ def test_an_offline_run_keeps_every_record_and_replays_into_a_new_store(tmp_path
 
 def test_a_journal_cut_short_by_a_kill_replays_and_a_damaged_one_is_named(tmp_path, monkeypatch):
     from brainbench.errors import BrainbenchError
-    from brainbench.journal import JOURNAL, replay
+    from brainbench.journal import JOURNAL
+    from brainbench.journal_replay import replay
 
     record, folder = offline_record(tmp_path, monkeypatch)
     record.log_params({"encoder": "ridge"})
