@@ -12,7 +12,15 @@ from brainbench.losses import DIRECTIONS, InfoNCELoss, PredictionObjective
 from brainbench.options import Option, Options
 from brainbench.torch_encoder import Objective, TorchEncoder, TrainingDefaults, allow_recompiles
 from brainbench_litemind.fused_loss import HeadFusedObjective
-from brainbench_litemind.model import Block, LiteMind, LiteMindConfig
+from brainbench_litemind.model import (
+    FILTER_MODES,
+    FREMLP_MODES,
+    POS_EMBED_MODES,
+    TOKENIZERS,
+    Block,
+    LiteMind,
+    LiteMindConfig,
+)
 
 # option -> reference-faithful default; every one of them is logged with the run
 DEFAULT_OPTIONS: dict[str, Any] = {
@@ -20,6 +28,9 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "fremlp": "diagonal",  # reference uses only the diagonal; the paper draws a dense complex matrix
     "impl": "faithful",  # faithful: complex torch.fft | fast: real DFT matmuls + head folded into the loss
     "odd_tokens": "reference",  # reference: N-1 tokens after the filter for odd N (as published) | keep
+    "filter": "on",  # module ablation: none removes the spectrum-compression filter
+    "pos_embed": "learned",  # module ablation: none removes the positional embedding
+    "tokenizer": "patch",  # module ablation: linear removes the patch compression (tokens from all voxels)
     "lr_scaling": "none",  # none: lr 1e-4 x 600/512 whatever the batch (reference) | linear: x batch / 512
     "patch_size": 450,
     "widths": None,  # None: reference widths (full: 512,256,128 + target tokens; CLS-only: 512,256,128,50)
@@ -53,12 +64,18 @@ class LiteMindEncoder(TorchEncoder):
         DEFAULT_OPTIONS,
         Option("pad", str, help="voxels past the last whole patch: dropped (reference) or zero-padded (paper)",
                choices=("drop", "zero")),
-        Option("fremlp", str, help="frequency MLP: the reference's diagonal or the paper's dense matrix",
-               choices=("diagonal", "dense")),
+        Option("fremlp", str, help="frequency MLP: the reference's diagonal, the paper's dense matrix, or none "
+               "(module ablation: no frequency projector)", choices=FREMLP_MODES),
         Option("impl", str, help="faithful (complex torch.fft) | fast (real DFT matmuls, head in the loss)",
                choices=("faithful", "fast")),
         Option("odd_tokens", str, help="odd token counts: N-1 after the filter (reference) | keep",
                choices=("reference", "keep")),
+        Option("filter", str, help="spectrum-compression filter in every block: on, or none (module ablation)",
+               choices=FILTER_MODES),
+        Option("pos_embed", str, help="positional embedding of the tokens: learned, or none (module ablation)",
+               choices=POS_EMBED_MODES),
+        Option("tokenizer", str, help="patch: Conv1d over patch_size-voxel patches (patch compression) | linear: "
+               "each token a linear map of all voxels (module ablation)", choices=TOKENIZERS),
         Option("lr_scaling", str, help="none: the reference rate whatever the batch | linear: x batch / 512",
                choices=("none", "linear")),
         Option("patch_size", int, help="voxels per patch", minimum=1),
@@ -115,6 +132,9 @@ class LiteMindEncoder(TorchEncoder):
             fremlp=o["fremlp"],
             impl=o["impl"],
             odd_tokens=o["odd_tokens"],
+            filter=o["filter"],
+            pos_embed=o["pos_embed"],
+            tokenizer=o["tokenizer"],
             widths=o["widths"],
             depths=o["depths"],
             dropout=o["dropout"],
@@ -186,4 +206,28 @@ class LiteMindEncoder(TorchEncoder):
             "stage_widths": list(cfg.stage_widths),
             "stage_depths": list(cfg.stage_depths),
             "flops_note": "matmuls and convolutions only; complex FFT ops are not counted",
+            "ablated_modules": ", ".join(ablated_modules(self.options)) or "none (the full model)",
+            "default_target": DEFAULT_TARGET_NOTE,
         }
+
+
+#: What a plain run trains on (brainbench.runner.default_target_for): said by `brainbench info litemind`.
+DEFAULT_TARGET_NOTE = (
+    "real NSD or --dataset-opt scale=nsd: the 257x768 ViT-L/14 tokens (clip-vit-l-14-tokens / "
+    "synthetic-clip-tokens: the full variant, the paper's headline); demo-scale simulator: pooled 768 "
+    "(synthetic-clip: the CLS-only variant, fast); --target overrides"
+)
+
+
+def ablated_modules(options: dict[str, Any]) -> list[str]:
+    """The modules a set of options takes out of the backbone (module ablation), in the paper's order."""
+    removed = []
+    if options.get("tokenizer") == "linear":
+        removed.append("patch compression")
+    if options.get("pos_embed") == "none":
+        removed.append("positional embedding")
+    if options.get("filter") == "none":
+        removed.append("spectrum-compression filter")
+    if options.get("fremlp") == "none":
+        removed.append("frequency projector (FreMLP)")
+    return removed
