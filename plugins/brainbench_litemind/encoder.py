@@ -59,6 +59,7 @@ LR_SCALINGS = ("none", "linear")
 
 class LiteMindEncoder(TorchEncoder):
     name: ClassVar[str] = "litemind"
+    reference_target: ClassVar[str] = "tokens"  # the paper's headline: the 257x768 full variant
     # Names and defaults come from DEFAULT_OPTIONS; these add what each accepts.
     declared_options: ClassVar[Options] = Options.from_defaults(
         DEFAULT_OPTIONS,
