@@ -40,7 +40,7 @@ AXIS_ALIASES = {
     "subjects": "subject",
     "seeds": "seed",
 }
-TOP_LEVEL = {"name", "defaults", "axes", "overrides", "description"}
+TOP_LEVEL = {"name", "defaults", "axes", "overrides", "description", "experiments"}  # see matrix/experiments.py
 OVERRIDE_KEYS = {"match", "set", "drop"}
 
 
@@ -59,6 +59,7 @@ class MatrixSpec:
     overrides: list[Override] = field(default_factory=list)
     text: str = ""  # the TOML as written (logged with the parent run)
     source: str = "<spec>"
+    experiments: list[Any] = field(default_factory=list)  # [[experiments]]: brainbench.matrix.experiments
 
 
 @dataclass
@@ -116,7 +117,9 @@ def parse_spec(text: str, source: str = "<spec>") -> MatrixSpec:
         for i, item in enumerate(data.get("overrides", []))
     ]
     name = str(data.get("name") or Path(source).stem)
-    return MatrixSpec(name, defaults, axes, overrides, text, source)
+    from brainbench.matrix.experiments import parse_experiments
+
+    return MatrixSpec(name, defaults, axes, overrides, text, source, parse_experiments(data, source))
 
 
 def _table(data: dict[str, Any], key: str, source: str) -> dict[str, Any]:
@@ -189,6 +192,10 @@ MAIN_AXES = ("encoder", "task", "dataset", "subject", "seed")
 
 def expand(spec: MatrixSpec) -> list[Cell]:
     """Every combination of the axes over the defaults, overrides applied in order, duplicates removed."""
+    if spec.experiments:  # a union of named experiments, each expanded like this
+        from brainbench.matrix.experiments import expand_experiments
+
+        return expand_experiments(spec)
     names = list(spec.axes)
     cells: dict[str, Cell] = {}
     for combination in itertools.product(*(spec.axes[name] for name in names)):
