@@ -50,7 +50,10 @@ def core_app() -> typer.Typer:
     ) -> None:
         """Train, evaluate and compare fMRI-to-image decoders."""
 
-    for module in (plugins_cmd, run_cmd, info_cmd, matrix_cmd, compare_cmd, report_cmd, data_cmd, log_cmd):
+    from brainbench.cli import reproduce_cmd
+
+    core = (plugins_cmd, run_cmd, info_cmd, matrix_cmd, compare_cmd, report_cmd, data_cmd, log_cmd, reproduce_cmd)
+    for module in core:
         module.register(app)
     return app
 

@@ -132,7 +132,8 @@ def _apply_quick(cell: Any, experiment: Experiment) -> Any:
                 _remove(values, path)
             for path, value in override.set.items():
                 _assign(values, path, copy.deepcopy(value))
-            changes = [_short(p, v) for p, v in override.set.items()] + [f"-{p.split('.', 1)[-1]}" for p in override.drop]
+            changes = [_short(p, v) for p, v in override.set.items()]
+            changes += [f"-{p.split('.', 1)[-1]}" for p in override.drop]
             details.append(f"quick #{number} ({', '.join(changes)})")
     try:
         return Cell(RunConfig.from_dict(values), details)
