@@ -38,6 +38,9 @@ def register(app: typer.Typer) -> None:
             [], "--opt", "-o", help="Encoder option KEY=VALUE for every encoder that declares it (repeatable)."
         ),
         device: str | None = typer.Option(None, "--device", help="cpu | cuda | auto (default: each cell's)."),
+        epochs: int | None = typer.Option(
+            None, "--epochs", min=1, help="Epochs of every trained cell (a smoke run; default: each recipe's)."
+        ),
         dry_run: bool = typer.Option(False, "--dry-run", help="List the cells and the expected time; run nothing."),
         fresh: bool = typer.Option(False, "--fresh", help="A new matrix run instead of resuming the last one."),
         out: Path = typer.Option(Path("litemind-report"), "--out", help="Folder of report.md and report.html."),
@@ -60,7 +63,7 @@ def register(app: typer.Typer) -> None:
         options = PlanOptions(
             budget=budget, data_path=data_path, god_path=god_path, scale=scale,
             only=[name.strip() for item in only for name in item.split(",") if name.strip()],
-            subjects=list(subject), encoder_options=parse_key_values(opt, "--opt"), device=device,
+            subjects=list(subject), encoder_options=parse_key_values(opt, "--opt"), device=device, epochs=epochs,
         )
         plan = make_plan(spec, options)
         if not plan.cells:
@@ -88,6 +91,7 @@ def command_options(budget: str, data_path: str | None, god_path: str | None, sc
     parts += [f"--only {','.join(options.only)}"] if options.only else []
     parts += [f"--subject {s}" for s in options.subjects]
     parts += [f"--opt {k}={v}" for k, v in options.encoder_options.items()]
+    parts += [f"--epochs {options.epochs}"] if options.epochs else []
     return " ".join(parts)
 
 

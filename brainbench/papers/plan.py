@@ -46,6 +46,7 @@ class PlanOptions:
     subjects: list[int] = field(default_factory=list)
     encoder_options: dict[str, Any] = field(default_factory=dict)
     device: str | None = None
+    epochs: int | None = None  # every trained cell's (a smoke run)
 
 
 @dataclass
@@ -94,6 +95,8 @@ def fit_config(config: RunConfig, options: PlanOptions) -> RunConfig:
     values["budget"] = options.budget
     if options.device:
         values["device"] = options.device
+    if options.epochs:
+        values["epochs"] = options.epochs
     dataset = _task_dataset(config)
     real_path = real_data_path(dataset, options)
     if real_path is not None:
