@@ -43,6 +43,11 @@ def register(app: typer.Typer) -> None:
         ),
         dry_run: bool = typer.Option(False, "--dry-run", help="List the cells and the expected time; run nothing."),
         fresh: bool = typer.Option(False, "--fresh", help="A new matrix run instead of resuming the last one."),
+        report_only: bool = typer.Option(
+            False, "--report-only",
+            help="Train nothing: write the report from the latest run of each cell in the MLflow experiment "
+            "(whichever matrix ran it), e.g. after editing the published numbers or stopping a run midway.",
+        ),
         out: Path = typer.Option(Path("litemind-report"), "--out", help="Folder of report.md and report.html."),
         launcher: str = typer.Option("local", "--launcher", help="local | local-gpus | ray (as `matrix run`)."),
         workers: int | None = typer.Option(None, "--workers", help="Worker processes (as `matrix run`)."),
@@ -75,6 +80,10 @@ def register(app: typer.Typer) -> None:
         if dry_run:
             print_plan(plan)
             return
+        if report_only:
+            write_report_only(plan, published_path(paper), out, tracking_uri, experiment,
+                              command_options(budget, data_path, god_path, scale, options))
+            return
         from brainbench.cli.preflight import build_cells
 
         build_cells([cell.config for cell in plan.cells])
@@ -96,8 +105,9 @@ def command_options(budget: str, data_path: str | None, god_path: str | None, sc
 
 
 def _settings(config: Any) -> str:
+    hidden = (("task", "tsne"), ("dataset", "scale"))  # tsne in every retrieval cell; scale in the data column
     parts = [f"{k}={v}" for kind in ("encoder", "task", "dataset")
-             for k, v in getattr(config, f"{kind}_options").items() if (kind, k) not in (("task", "tsne"), ("dataset", "scale"))]
+             for k, v in getattr(config, f"{kind}_options").items() if (kind, k) not in hidden]
     return " ".join(parts)
 
 
@@ -157,6 +167,37 @@ def _has_cuda() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def _data_line(plan: Any) -> str:
+    if any(cell.config.dataset.startswith("synthetic") for cell in plan.cells):
+        return "SIMULATED (brainbench's simulator: numbers show the harness works, not the paper's accuracies)"
+    return "real data"
+
+
+def write_report_only(plan: Any, published_file: Path, out: Path, tracking_uri: str | None, experiment: str,
+                      command: str) -> None:
+    from rich.console import Console
+
+    from brainbench.papers import report as paper_report
+    from brainbench.papers.published import load_published
+    from brainbench.tracking_query import SafeTracker
+
+    tracker = SafeTracker(tracking_uri, experiment)
+    runs = paper_report.latest_runs(tracker, {cell.config.key for cell in plan.cells})
+    finished = sum(run.status == "FINISHED" for run in runs.values())
+    header = {
+        "data": _data_line(plan),
+        "budget": plan.options.budget,
+        "cells": f"{len(plan.cells)}: {finished} finished, {len(plan.cells) - finished} not (report only: the "
+                 f"latest run of each cell in experiment {experiment!r}); {len(plan.skipped)} skipped",
+        "MLflow": f"{tracker.uri}, experiment {experiment!r}",
+        "command options": command,
+    }
+    report = paper_report.collect(plan, tracker, None, load_published(published_file), header, runs=runs)
+    paths = paper_report.write(report, out)
+    Console().print(f"report of {finished} finished cells of {len(plan.cells)}: {paths[1]} and {paths[0]}",
+                    highlight=False)
+
+
 def run_and_report(plan: Any, published_file: Path, out: Path, tracking_uri: str | None, experiment: str,
                    resume: bool, launcher: str, workers: int | None, command: str) -> None:
     from rich.console import Console
@@ -174,10 +215,8 @@ def run_and_report(plan: Any, published_file: Path, out: Path, tracking_uri: str
         echo=lambda line: console.print(line, highlight=False, markup=False),
     )
     wall = time.perf_counter() - started
-    synthetic = any(cell.config.dataset.startswith("synthetic") for cell in plan.cells)
     header = {
-        "data": ("SIMULATED (brainbench's simulator: numbers show the harness works, not the paper's accuracies)"
-                 if synthetic else "real data"),
+        "data": _data_line(plan),
         "budget": plan.options.budget,
         "cells": f"{len(plan.cells)} ({result.counts()}); {len(plan.skipped)} skipped (reasons under each table)",
         "wall time of this command": f"{wall:.0f} s",
