@@ -163,3 +163,16 @@ def test_a_small_reproduction_writes_the_report_and_resumes(tmp_path: Path):
     assert only.returncode == 0, only.stderr
     text = (tmp_path / "again/report.md").read_text()
     assert "3: 3 finished, 0 not (report only" in text and "| litemind | ok |" in text
+
+
+def test_the_wheel_ships_the_spec_the_published_numbers_and_the_templates(tmp_path: Path):
+    import subprocess
+    import sys
+    import zipfile
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path)], check=True, capture_output=True, timeout=600)
+    (wheel,) = tmp_path.glob("brainbench-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for name in ("litemind.toml", "litemind_published.toml", "templates/report.md.j2", "templates/report.html.j2"):
+        assert f"brainbench/papers/{name}" in names
