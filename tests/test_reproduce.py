@@ -50,9 +50,9 @@ def test_quick_overrides_apply_to_quick_cells_only():
     spec = load_spec(spec_path("litemind"))
     quick = make_plan(spec, PlanOptions(budget="quick", only=["retrieval", "regions"]))
     reference = make_plan(spec, PlanOptions(budget="reference", only=["retrieval", "regions"]))
-    for plan, mindeye_target, patch in ((quick, "synthetic-clip", 100), (reference, "synthetic-clip-tokens", None)):
+    for plan, target, patch in ((quick, "synthetic-clip", 100), (reference, "synthetic-clip-tokens", None)):
         cells = [c for p in plan.experiments for c in p.cells + [s for s, _ in p.skipped]]
-        assert {c.config.target for c in cells if c.config.encoder == "mindeye"} == {mindeye_target}
+        assert {c.config.target for c in cells if c.config.encoder in ("mindeye", "litemind")} == {target}
         regions = [c for c in cells if "experiment regions" in c.details]
         assert {c.config.encoder_options.get("patch_size") for c in regions} == {patch}
         assert {c.config.budget for c in cells} == {plan.options.budget}

@@ -7,7 +7,8 @@ How it is estimated (a rough figure, said so wherever it is printed):
 - the recipe each cell will run: its own epochs/batch, else the encoder's quick recipe (budget quick), else
   its reference recipe; steps = epochs x ceil(trials / batch);
 - cost of a step: ``brainbench.model_info``'s training FLOPs per sample (3 x the forward pass's matmul and
-  convolution FLOPs, counted on the meta device at the cell's voxel count, target shape and options) x batch,
+  convolution FLOPs, counted on the meta device at the cell's voxel count, target shape and options) plus the
+  contrastive loss's similarities (3 x 2 x batch x target size per sample) x batch,
   divided by the matmul rate measured here and now (a float32 matmul, a fraction of a second); ridge's fit
   is its Gram matrix plus ~6 Cholesky solves;
 - plus a fixed :data:`OVERHEAD_SECONDS` per cell (data, evaluation, MLflow).
@@ -138,7 +139,8 @@ def estimate_cell(config: RunConfig, rate: float, cache: dict[Any, float] | None
 
         figures = model_figures(encoder, n_voxels, shape)
         cache[key] = float(figures.get("training_flops_estimate") or 0.0)
-    per_sample = cache[key]
+    # the contrastive loss compares each prediction with the batch's targets: 2 x batch x output FLOPs forward
+    per_sample = cache[key] + 3 * 2.0 * int(batch or 1) * output
     steps = int(epochs or 0) * math.ceil(n_trials / max(int(batch or 1), 1))
     seconds = per_sample * n_trials * int(epochs or 0) / rate + OVERHEAD_SECONDS
     return CellEstimate(seconds, epochs, steps, n_voxels, n_trials, note)

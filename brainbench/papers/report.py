@@ -234,9 +234,12 @@ def tsne_section(number: int, plan: Any, runs: dict[str, Any], tracker: Any) -> 
     section = Section(number, "tsne", "t-SNE of test-set brain embeddings against CLIP image embeddings",
                       "Lite-Mind (full model), subject 1, test set: each test image's brain embedding (prediction "
                       "from its averaged fMRI) and its CLIP image embedding, in one scikit-learn t-SNE map.")
-    candidates = [cell for planned in plan.experiments if planned.experiment.name == "retrieval"
-                  for cell in planned.cells if cell.config.encoder == "litemind"]
-    candidates.sort(key=lambda cell: cell.config.subject != 1)
+    # the full model's retrieval run, subject 1 first; any Lite-Mind retrieval run of the plan otherwise
+    candidates = [(planned.experiment.name, cell) for planned in plan.experiments for cell in planned.cells
+                  if cell.config.encoder == "litemind" and cell.config.task == "retrieval"]
+    candidates.sort(key=lambda pair: (pair[0] != "retrieval", bool(pair[1].config.encoder_options),
+                                      pair[1].config.subject != 1))
+    candidates = [cell for _, cell in candidates]
     for cell in candidates:
         run = runs.get(cell.config.key)
         if run is None or run.status != "FINISHED":
