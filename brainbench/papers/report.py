@@ -92,10 +92,10 @@ def metric_text(name: str, value: float | None) -> str:
 def metric_title(name: str) -> str:
     match = WAY_METRIC.match(name)
     if match:
-        query, _, candidate = match.group(1).partition("_to_")
+        query, _, candidate = match.group(1).replace("fmri", "fMRI").partition("_to_")
         return f"{query}→{candidate} {match.group(2)}-way"
     if name.endswith("_top1_full"):
-        query, _, candidate = name[: -len("_top1_full")].partition("_to_")
+        query, _, candidate = name[: -len("_top1_full")].replace("fmri", "fMRI").partition("_to_")
         return f"{query}→{candidate} full"
     return name
 
