@@ -60,6 +60,14 @@ def test_quick_overrides_apply_to_quick_cells_only():
     assert scales == {"nsd"}
 
 
+def test_only_tsne_keeps_the_full_models_retrieval_runs():
+    plan = make_plan(load_spec(spec_path("litemind")), PlanOptions(only=["tsne"], subjects=[1]))
+    assert [(p.experiment.name, [c.config.label() for c in p.cells]) for p in plan.experiments] == [
+        ("retrieval", ["litemind/retrieval/sub1/seed0"])]
+    with pytest.raises(DataError, match="experiments: retrieval, laion, god, depth, modules, regions, tsne"):
+        make_plan(load_spec(spec_path("litemind")), PlanOptions(only=["tnse"]))
+
+
 def test_real_data_swaps_datasets_and_targets_and_skips_what_has_no_data():
     plan = make_plan(load_spec(spec_path("litemind")), PlanOptions(budget="reference", data_path="/data/nsd"))
     nsd = [c.config for c in plan.cells]

@@ -34,6 +34,9 @@ SIMULATOR_OPTIONS = ("scale", "seed", "tokens", "images")
 #: The simulator scale each budget runs at, by default.
 BUDGET_SCALES = {"quick": "small", "reference": "nsd"}
 SYNTHETIC_DATASETS = ("synthetic-nsd", "synthetic-god")
+#: Report sections that are not experiments of their own: ``--only tsne`` keeps the runs the t-SNE figure is
+#: drawn from (the retrieval table's Lite-Mind cells); ``parameters`` is counted without any run.
+EXTRA_SECTIONS = ("tsne", "parameters")
 
 
 @dataclass
@@ -167,19 +170,23 @@ def make_plan(spec: MatrixSpec, options: PlanOptions) -> Plan:
     if options.budget not in BUDGET_SCALES:
         raise DataError(f"--budget must be one of {', '.join(BUDGET_SCALES)}, got {options.budget!r}")
     names = [e.name for e in spec.experiments]
-    unknown = sorted(set(options.only) - set(names))
+    unknown = sorted(set(options.only) - set(names) - set(EXTRA_SECTIONS))
     if unknown:
         raise DataError(f"--only: no experiment {', '.join(map(repr, unknown))} in {spec.source}; "
-                        f"experiments: {', '.join(names)}")
+                        f"experiments: {', '.join([*names, *EXTRA_SECTIONS])}")
+    tsne_only = "tsne" in options.only and "retrieval" not in options.only
     spec = copy.copy(spec)
     spec.defaults = {**spec.defaults, "budget": options.budget}  # so the experiments' quick overrides apply
     planned: list[PlannedExperiment] = []
     for experiment, cells in cells_by_experiment(spec):
-        if options.only and experiment.name not in options.only:
+        t_sne = tsne_only and experiment.name == "retrieval"
+        if options.only and experiment.name not in options.only and not t_sne:
             continue
         kept = PlannedExperiment(experiment, [])
         for cell in cells:
             if options.subjects and cell.config.subject not in options.subjects:
+                continue
+            if t_sne and cell.config.encoder != "litemind":
                 continue
             fitted = Cell(fit_config(cell.config, options), cell.details)
             why = missing_real_data(fitted.config, options) or undeclared_option(fitted.config)
