@@ -237,10 +237,9 @@ def tsne_section(number: int, plan: Any, runs: dict[str, Any], tracker: Any) -> 
     # the full model's retrieval run, subject 1 first; any Lite-Mind retrieval run of the plan otherwise
     candidates = [(planned.experiment.name, cell) for planned in plan.experiments for cell in planned.cells
                   if cell.config.encoder == "litemind" and cell.config.task == "retrieval"]
-    candidates.sort(key=lambda pair: (pair[0] != "retrieval", bool(pair[1].config.encoder_options),
-                                      pair[1].config.subject != 1))
-    candidates = [cell for _, cell in candidates]
-    for cell in candidates:
+    candidates.sort(key=lambda pair: (pair[0] != "retrieval", "roi" in pair[1].config.dataset_options,
+                                      bool(pair[1].config.encoder_options), pair[1].config.subject != 1))
+    for experiment_name, cell in candidates:
         run = runs.get(cell.config.key)
         if run is None or run.status != "FINISHED":
             continue
@@ -249,7 +248,9 @@ def tsne_section(number: int, plan: Any, runs: dict[str, Any], tracker: Any) -> 
         if png is None:
             continue
         info = json.loads(data) if data else {}
-        caption = (f"subject {cell.config.subject}: {info.get('n_items', '?')} test items, "
+        variant = variant_of(cell)
+        where = f"table {experiment_name}" + (f", {variant}" if variant else "")
+        caption = (f"subject {cell.config.subject} ({where}): {info.get('n_items', '?')} test items, "
                    f"{info.get('n_points', '?')} points, {info.get('method', 't-SNE')}; run {run.run_id}")
         section.figures.append(Figure(f"tsne_subject{cell.config.subject}.png", png, caption))
         break
