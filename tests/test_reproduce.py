@@ -165,7 +165,11 @@ def test_a_small_reproduction_writes_the_report_and_resumes(tmp_path: Path):
 
     again = run_cli(*args, cwd=tmp_path, env={"COLUMNS": "200"}, timeout=900)  # resumes: nothing left to train
     assert again.returncode == 0, again.stderr
-    assert "3 of 3 cells finished before" in again.stdout and "ran 0, skipped 3" in again.stdout
+    assert "ran 0, 3 finished before" in again.stdout
+    # a bigger plan later trains only its new cells: ridge on subject 2 (the others finished under another matrix)
+    more = run_cli(*args[:6], "--subject", "2", *args[6:], cwd=tmp_path, env={"COLUMNS": "200"}, timeout=1800)
+    assert more.returncode == 0, more.stdout + more.stderr
+    assert "ran 3, failed 0, 3 finished before" in more.stdout
 
     only = run_cli(*args[:-2], "--out", "again", "--report-only", cwd=tmp_path, env={"COLUMNS": "200"}, timeout=900)
     assert only.returncode == 0, only.stderr

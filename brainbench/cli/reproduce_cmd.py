@@ -209,27 +209,39 @@ def run_and_report(plan: Any, published_file: Path, out: Path, tracking_uri: str
 
     console = Console()
     published = load_published(published_file)  # a broken file stops the run before it starts
+    tracker = SafeTracker(tracking_uri, experiment)
+    keys = {cell.config.key for cell in plan.cells}
+    # Resume by cell: a cell with a FINISHED run in the experiment (under any matrix: an earlier subset, or the
+    # spec before an edit) is not trained again; the rest run as one matrix, itself resumed when interrupted.
+    done = set() if not resume else {k for k, r in paper_report.latest_runs(tracker, keys).items()
+                                     if r.status == "FINISHED"}
+    to_run = [cell for cell in plan.cells if cell.config.key not in done]
     started = time.perf_counter()
-    result = run_matrix(
-        plan.spec, plan.cells, tracking_uri, experiment, resume, LaunchOptions(launcher=launcher, workers=workers),
-        echo=lambda line: console.print(line, highlight=False, markup=False),
-    )
+    result = None
+    if to_run:
+        result = run_matrix(
+            plan.spec, to_run, tracking_uri, experiment, resume, LaunchOptions(launcher=launcher, workers=workers),
+            echo=lambda line: console.print(line, highlight=False, markup=False),
+        )
     wall = time.perf_counter() - started
+    counts = (f"ran {result.ran}, failed {result.failed}, " if result else "ran 0, ") + f"{len(done)} finished before"
     header = {
         "data": _data_line(plan),
         "budget": plan.options.budget,
-        "cells": f"{len(plan.cells)} ({result.counts()}); {len(plan.skipped)} skipped (reasons under each table)",
+        "cells": f"{len(plan.cells)} ({counts}); {len(plan.skipped)} skipped (reasons under each table)",
         "wall time of this command": f"{wall:.0f} s",
-        "MLflow": f"parent run {result.parent_run_id} in {SafeTracker(tracking_uri, experiment).uri}, "
-                  f"experiment {experiment!r}",
+        "MLflow": (f"parent run {result.parent_run_id}, " if result else "")
+        + f"{tracker.uri}, experiment {experiment!r}",
         "command options": command,
     }
-    tracker = SafeTracker(tracking_uri, experiment)
-    report = paper_report.collect(plan, tracker, result.parent_run_id, published, header)
+    runs = paper_report.latest_runs(tracker, keys)
+    report = paper_report.collect(plan, tracker, None, published, header, runs=runs)
     paths = paper_report.write(report, out)
-    for path in paths:
-        tracker.client.log_artifact(result.parent_run_id, str(path), "paper_report")
-    console.print(f"[bold]{result.counts()}[/bold] in {wall:.0f} s; report: {paths[1]} and {paths[0]} "
-                  f"(also logged to parent run {result.parent_run_id} under paper_report/)", highlight=False)
-    if result.failed:
+    if result is not None:
+        for path in paths:
+            tracker.client.log_artifact(result.parent_run_id, str(path), "paper_report")
+    where = f" (also logged to parent run {result.parent_run_id} under paper_report/)" if result else ""
+    console.print(f"[bold]{counts}[/bold] in {wall:.0f} s; report: {paths[1]} and {paths[0]}{where}",
+                  highlight=False)
+    if result is not None and result.failed:
         raise typer.Exit(1)
