@@ -126,7 +126,8 @@ def test_dry_run_lists_the_cells_and_the_expected_time(tmp_path: Path):
         assert name in out
     assert "w/o frequency projector (FreMLP)" in out and "(shared, above)" in out
     flat = " ".join(out.split())
-    assert re.search(rf"expected time: about [\d.]+ (s|min|h) for {len(plan.cells)} cells on cpu", flat), flat[-600:]
+    expected = rf"expected time: about [\d.]+ (s|min|h) for {len(plan.cells)} cells on (cpu|cuda)"
+    assert re.search(expected, flat), flat[-600:]
     assert re.search(r"at the [\d.]+ GFLOP/s a float32 matmul reaches here now", flat)
     for experiment, cell, why in plan.skipped:
         assert f"skipped ({experiment}): {cell.config.label()}" in flat and " ".join(why.split()) in flat
