@@ -96,6 +96,9 @@ class Dataset(ABC):
     synthetic: bool = False
     #: Target used when neither the run nor the task names one.
     default_target: str = "synthetic-clip"
+    #: The dataset's 257x768 token target, given to encoders whose reference trains on tokens (see
+    #: ``Encoder.reference_target``) when the data are not demo-scale; None: the dataset has none.
+    token_target: str | None = None
     #: True for simulator scales meant to run in seconds on a laptop: encoders use their quick recipe there.
     demo_scale: bool = False
 
@@ -360,6 +363,9 @@ class Encoder(ABC):
     #: The options this encoder accepts (a :class:`brainbench.options.Options`); None: undeclared, unchecked.
     declared_options: ClassVar[Any] = None
     check_options = classmethod(_check_options)
+    #: The target its reference trains on: "tokens" (Lite-Mind's, MindEye's headline 257x768) or "pooled".
+    #: A run naming no target gets the dataset's ``token_target`` for "tokens", except on demo-scale data.
+    reference_target: ClassVar[str] = "pooled"
 
     def __init__(self, **options: Any) -> None:
         self.options = dict(options)

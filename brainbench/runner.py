@@ -94,13 +94,23 @@ def resolve(config: RunConfig, plugins: PluginSet | None = None) -> ResolvedCell
         if quick is not None and quick.options:
             # The run's own options win over the recipe's.
             encoder = plugins.encoders.create(config.encoder, **{**quick.options, **config.encoder_options})
-    target_name = config.target or task.default_target or dataset.default_target
+    target_name = config.target or task.default_target or default_target_for(encoder, dataset)
     target = plugins.targets.create(target_name, **config.target_options)
     if config.subject not in dataset.subjects():
         raise BrainbenchError(
             f"dataset {dataset_name!r} has no subject {config.subject}; subjects: {dataset.subjects()}"
         )
     return ResolvedCell(config, task, dataset_name, dataset, target_name, target, encoder, quick)
+
+
+def default_target_for(encoder: Any, dataset: Dataset) -> str:
+    """The target of a run that names none (and whose task names none): the dataset's token target for an
+    encoder whose reference trains on tokens (Lite-Mind, MindEye) on real-scale data, else its default.
+    Demo-scale simulated data keep the pooled default, so a plain run there takes seconds, not hours."""
+    tokens = getattr(dataset, "token_target", None)
+    if tokens and not dataset.demo_scale and getattr(encoder, "reference_target", "pooled") == "tokens":
+        return tokens
+    return dataset.default_target
 
 
 def split_train_validation(

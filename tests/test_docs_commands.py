@@ -133,7 +133,7 @@ def test_the_documents_hold_commands():
 def _as_run(command: str, parent: str) -> list[str]:
     argv = shlex.split(command)[1:]
     argv = [parent if arg == "PARENT" else arg for arg in argv]
-    if argv[:1] == ["run"] or argv[:2] == ["matrix", "run"]:
+    if argv[:1] in (["run"], ["reproduce"]) or argv[:2] == ["matrix", "run"]:
         if "--dry-run" not in argv:
             argv.append("--dry-run")
     return argv

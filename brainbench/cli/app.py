@@ -39,6 +39,7 @@ def core_app() -> typer.Typer:
         matrix_cmd,
         plugins_cmd,
         report_cmd,
+        reproduce_cmd,
         run_cmd,
         simulate_cmd,
         ui_cmd,
@@ -62,7 +63,7 @@ def core_app() -> typer.Typer:
         """Train, evaluate and compare fMRI-to-image decoders."""
 
     for module in (plugins_cmd, run_cmd, info_cmd, matrix_cmd, compare_cmd, report_cmd, data_cmd, log_cmd,
-                   simulate_cmd, ui_cmd):
+                   simulate_cmd, ui_cmd, reproduce_cmd):
         module.register(app)
     return app
 

@@ -45,7 +45,7 @@ AXIS_ALIASES = {
     "subjects": "subject",
     "seeds": "seed",
 }
-TOP_LEVEL = {"name", "defaults", "axes", "overrides", "description"}
+TOP_LEVEL = {"name", "defaults", "axes", "overrides", "description", "experiments"}  # see matrix/experiments.py
 OVERRIDE_KEYS = {"match", "set", "drop"}
 #: The most cells one matrix may have: each cell is an MLflow run, and a matrix past this is a typo (an axis
 #: of 1000 subjects) more often than a plan. Split a bigger study into several specs.
@@ -67,6 +67,7 @@ class MatrixSpec:
     overrides: list[Override] = field(default_factory=list)
     text: str = ""  # the TOML as written (logged with the parent run)
     source: str = "<spec>"
+    experiments: list[Any] = field(default_factory=list)  # [[experiments]]: brainbench.matrix.experiments
 
 
 @dataclass
@@ -157,7 +158,9 @@ def parse_spec(text: str, source: str = "<spec>") -> MatrixSpec:
         raise DataError(f"{source}: overrides must be a list of tables ([[overrides]] ...), got {items!r}")
     overrides = [_override(item, f"{source} [[overrides]] #{i + 1}") for i, item in enumerate(items)]
     name = str(data.get("name") or Path(source).stem)
-    return MatrixSpec(name, defaults, axes, overrides, text, source)
+    from brainbench.matrix.experiments import parse_experiments
+
+    return MatrixSpec(name, defaults, axes, overrides, text, source, parse_experiments(data, source))
 
 
 def _table(data: dict[str, Any], key: str, source: str) -> dict[str, Any]:
@@ -262,6 +265,10 @@ def expand(spec: MatrixSpec, limit: int = MAX_CELLS) -> list[Cell]:
 
     More than ``limit`` combinations is refused before any cell is made; so is an override that matches no
     cell (a typo in its ``match`` would otherwise change nothing, silently)."""
+    if spec.experiments:  # a union of named experiments, each expanded like this
+        from brainbench.matrix.experiments import expand_experiments
+
+        return expand_experiments(spec)
     combinations = count_combinations(spec)
     if combinations > limit:
         sizes = " x ".join(f"{len(v)} {k}" for k, v in spec.axes.items() if len(v) > 1)

@@ -14,7 +14,17 @@ from brainbench.losses import DIRECTIONS, InfoNCELoss, PredictionObjective
 from brainbench.options import Option, Options
 from brainbench.torch_encoder import Objective, TorchEncoder, TrainingDefaults, allow_recompiles
 from brainbench_litemind.fused_loss import HeadFusedObjective
-from brainbench_litemind.model import SPECTRAL_KERNELS, SPECTRAL_PRECISIONS, Block, LiteMind, LiteMindConfig
+from brainbench_litemind.model import (
+    FILTER_MODES,
+    FREMLP_MODES,
+    POS_EMBED_MODES,
+    SPECTRAL_KERNELS,
+    SPECTRAL_PRECISIONS,
+    TOKENIZERS,
+    Block,
+    LiteMind,
+    LiteMindConfig,
+)
 
 COMPILE_SCOPES = ("auto", "step", "regions", "blocks")
 
@@ -44,6 +54,9 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "odd_tokens": "reference",  # reference: N-1 tokens after the filter for odd N (as published) | keep
     "spectral_precision": "fp32",  # impl=fast: spectral ops in fp32 under bf16 autocast | autocast (bf16)
     "spectral_kernel": "auto",  # impl=fast: fused Triton chains on CUDA (auto) | triton | torch
+    "filter": "on",  # module ablation: none removes the spectrum-compression filter
+    "pos_embed": "learned",  # module ablation: none removes the positional embedding
+    "tokenizer": "patch",  # module ablation: linear removes the patch compression (tokens from all voxels)
     "lr_scaling": "none",  # none: lr 1e-4 x 600/512 whatever the batch (reference) | linear: x batch / 512
     "patch_size": 450,
     "widths": None,  # None: reference widths (full: 512,256,128 + target tokens; CLS-only: 512,256,128,50)
@@ -72,13 +85,14 @@ LR_SCALINGS = ("none", "linear")
 
 class LiteMindEncoder(TorchEncoder):
     name: ClassVar[str] = "litemind"
+    reference_target: ClassVar[str] = "tokens"  # the paper's headline: the 257x768 full variant
     # Names and defaults come from DEFAULT_OPTIONS; these add what each accepts.
     declared_options: ClassVar[Options] = Options.from_defaults(
         DEFAULT_OPTIONS,
         Option("pad", str, help="voxels past the last whole patch: dropped (reference) or zero-padded (paper)",
                choices=("drop", "zero")),
-        Option("fremlp", str, help="frequency MLP: the reference's diagonal or the paper's dense matrix",
-               choices=("diagonal", "dense")),
+        Option("fremlp", str, help="frequency MLP: the reference's diagonal, the paper's dense matrix, or none "
+               "(module ablation: no frequency projector)", choices=FREMLP_MODES),
         Option("impl", str, help="faithful (complex torch.fft) | fast (real DFT matmuls, head in the loss)",
                choices=("faithful", "fast")),
         Option("odd_tokens", str, help="odd token counts: N-1 after the filter (reference) | keep",
@@ -88,6 +102,12 @@ class LiteMindEncoder(TorchEncoder):
                choices=SPECTRAL_PRECISIONS),
         Option("spectral_kernel", str, help="impl=fast: fused Triton kernels for the spectral chains (auto: on CUDA)",
                choices=SPECTRAL_KERNELS),
+        Option("filter", str, help="spectrum-compression filter in every block: on, or none (module ablation)",
+               choices=FILTER_MODES),
+        Option("pos_embed", str, help="positional embedding of the tokens: learned, or none (module ablation)",
+               choices=POS_EMBED_MODES),
+        Option("tokenizer", str, help="patch: Conv1d over patch_size-voxel patches (patch compression) | linear: "
+               "each token a linear map of all voxels (module ablation)", choices=TOKENIZERS),
         Option("lr_scaling", str, help="none: the reference rate whatever the batch | linear: x batch / 512",
                choices=("none", "linear")),
         Option("patch_size", int, help="voxels per patch", minimum=1),
@@ -146,6 +166,9 @@ class LiteMindEncoder(TorchEncoder):
             odd_tokens=o["odd_tokens"],
             spectral_precision=o["spectral_precision"],
             spectral_kernel=o["spectral_kernel"],
+            filter=o["filter"],
+            pos_embed=o["pos_embed"],
+            tokenizer=o["tokenizer"],
             widths=o["widths"],
             depths=o["depths"],
             dropout=o["dropout"],
@@ -238,4 +261,28 @@ class LiteMindEncoder(TorchEncoder):
             "stage_widths": list(cfg.stage_widths),
             "stage_depths": list(cfg.stage_depths),
             "flops_note": "matmuls and convolutions only; complex FFT ops are not counted",
+            "ablated_modules": ", ".join(ablated_modules(self.options)) or "none (the full model)",
+            "default_target": DEFAULT_TARGET_NOTE,
         }
+
+
+#: What a plain run trains on (brainbench.runner.default_target_for): said by `brainbench info litemind`.
+DEFAULT_TARGET_NOTE = (
+    "real NSD or --dataset-opt scale=nsd: the 257x768 ViT-L/14 tokens (clip-vit-l-14-tokens / "
+    "synthetic-clip-tokens: the full variant, the paper's headline); demo-scale simulator: pooled 768 "
+    "(synthetic-clip: the CLS-only variant, fast); --target overrides"
+)
+
+
+def ablated_modules(options: dict[str, Any]) -> list[str]:
+    """The modules a set of options takes out of the backbone (module ablation), in the paper's order."""
+    removed = []
+    if options.get("tokenizer") == "linear":
+        removed.append("patch compression")
+    if options.get("pos_embed") == "none":
+        removed.append("positional embedding")
+    if options.get("filter") == "none":
+        removed.append("spectrum-compression filter")
+    if options.get("fremlp") == "none":
+        removed.append("frequency projector (FreMLP)")
+    return removed

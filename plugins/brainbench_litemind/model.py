@@ -10,6 +10,12 @@ default, as the papers' figures were made); "keep" keeps N tokens throughout (a 
 LayerNorm uses eps 1e-6, as the reference builds them. ``impl`` picks how the spectral operators are
 computed: "faithful" uses complex ``torch.fft`` like the reference, "fast" uses real DFT matmuls
 (:mod:`brainbench_litemind.fast`); both have the same parameters, so state dicts move freely between them.
+
+Module ablation (the paper's ablation of its modules; docs/litemind.md says how each variant is read):
+``filter="none"`` removes the spectrum-compression filter, ``fremlp="none"`` the frequency projector,
+``pos_embed="none"`` the positional embedding, ``tokenizer="linear"`` the patch compression (each token a
+linear map of all voxels instead of a 450-voxel patch). Both ``impl`` paths share these (the removed
+modules are identities in the shared :class:`Block`), so they stay the same function.
 """
 
 from __future__ import annotations
@@ -33,6 +39,11 @@ LAYER_NORM_EPS = 1e-6  # the reference builds every LayerNorm with eps=1e-6 (PyT
 ODD_TOKEN_MODES = ("reference", "keep")
 SPECTRAL_PRECISIONS = ("fp32", "autocast")  # impl=fast: the spectral ops' precision under autocast
 SPECTRAL_KERNELS = ("auto", "triton", "torch")  # impl=fast: fused Triton chains (auto: on CUDA) or plain ops
+# Module ablation (the paper's module-ablation table): each module can be taken out of the backbone.
+FILTER_MODES = ("on", "none")  # none: no spectrum-compression filter (nor its pre-norm) in the blocks
+FREMLP_MODES = ("diagonal", "dense", "none")  # none: no frequency projector (nor its pre-norm) in the blocks
+POS_EMBED_MODES = ("learned", "none")  # none: patch tokens without the positional embedding
+TOKENIZERS = ("patch", "linear")  # linear: no patch compression, every token a linear map of all voxels
 
 
 @dataclass(frozen=True)
@@ -48,6 +59,9 @@ class LiteMindConfig:
     odd_tokens: str = "reference"  # reference: the filter returns N-1 tokens for odd N | keep: N throughout
     spectral_precision: str = "fp32"  # impl=fast: fp32 | autocast (see brainbench_litemind.fast)
     spectral_kernel: str = "auto"  # impl=fast: auto | triton | torch (see brainbench_litemind.fast)
+    filter: str = "on"  # on | none (module ablation)
+    pos_embed: str = "learned"  # learned | none (module ablation)
+    tokenizer: str = "patch"  # patch | linear (module ablation: no patch compression)
     widths: tuple[int, ...] | None = None  # None: the reference's; full variant: all but the last stage
     depths: tuple[int, ...] | None = None
     mlp_ratio: float = 4.0
@@ -57,8 +71,10 @@ class LiteMindConfig:
     def __post_init__(self) -> None:
         if self.pad not in ("drop", "zero"):
             raise ValueError(f"pad must be 'drop' or 'zero', got {self.pad!r}")
-        if self.fremlp not in ("diagonal", "dense"):
-            raise ValueError(f"fremlp must be 'diagonal' or 'dense', got {self.fremlp!r}")
+        for name, allowed in (("fremlp", FREMLP_MODES), ("filter", FILTER_MODES), ("pos_embed", POS_EMBED_MODES),
+                              ("tokenizer", TOKENIZERS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if self.impl not in ("faithful", "fast"):
             raise ValueError(f"impl must be 'faithful' or 'fast', got {self.impl!r}")
         if self.odd_tokens not in ODD_TOKEN_MODES:
@@ -77,6 +93,13 @@ class LiteMindConfig:
             raise ValueError(
                 f"{self.n_voxels} voxels make no {self.patch_size}-voxel patch; use a smaller patch_size"
             )
+        if self.fremlp == "none" and self.filtered_tokens != self.n_tokens:
+            # the reference's filter returns N-1 tokens for odd N and only FreMLP's inverse FFT restores N
+            raise ValueError(
+                f"fremlp=none with {self.n_tokens} tokens (odd) and odd_tokens=reference: the filter returns "
+                f"{self.filtered_tokens} tokens and nothing restores {self.n_tokens} without FreMLP; "
+                "add odd_tokens=keep (or filter=none)"
+            )
 
     @property
     def cls_only(self) -> bool:
@@ -92,7 +115,9 @@ class LiteMindConfig:
     @property
     def filtered_tokens(self) -> int:
         """Tokens the spectrum filter returns: 2 * (N // 2) as the reference's length-less irfft gives, or N."""
-        return 2 * (self.n_tokens // 2) if self.odd_tokens == "reference" else self.n_tokens
+        if self.filter == "none" or self.odd_tokens == "keep":
+            return self.n_tokens
+        return 2 * (self.n_tokens // 2)
 
     @property
     def stage_widths(self) -> tuple[int, ...]:
@@ -231,7 +256,11 @@ SpectralFactory = Callable[..., nn.Module]
 
 
 class Block(nn.Module):
-    """x + DropPath(FreMLP(LN(DropPath(MLP(LN(Filter(LN(x))))))))."""
+    """x + DropPath(FreMLP(LN(DropPath(MLP(LN(Filter(LN(x)))))))).
+
+    Module ablation: with ``filter="none"`` the filter and its pre-norm are gone (``MLP(LN(x))``); with
+    ``fremlp="none"`` FreMLP and its pre-norm are gone (``x + DropPath(branch)``).
+    """
 
     def __init__(
         self,
@@ -244,12 +273,18 @@ class Block(nn.Module):
     ) -> None:
         super().__init__()
         filtered = cfg.filtered_tokens
-        self.norm1 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
-        self.filter = make_filter(n_tokens, dim, filtered)
+        self.norm1: nn.Module = nn.Identity()
+        self.filter: nn.Module = nn.Identity()
+        if cfg.filter != "none":
+            self.norm1 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
+            self.filter = make_filter(n_tokens, dim, filtered)
         self.norm2 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
         self.mlp = Mlp(dim, cfg.mlp_ratio, cfg.dropout)
-        self.norm3 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
-        self.fremlp = make_fremlp(n_tokens, dim, cfg.fremlp, filtered)
+        self.norm3: nn.Module = nn.Identity()
+        self.fremlp: nn.Module = nn.Identity()
+        if cfg.fremlp != "none":
+            self.norm3 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
+            self.fremlp = make_fremlp(n_tokens, dim, cfg.fremlp, filtered)
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -269,8 +304,13 @@ class LiteMind(nn.Module):
         n = cfg.n_tokens
         widths, depths = cfg.stage_widths, cfg.stage_depths
         make_filter, make_fremlp = spectral_factories(cfg.impl)
-        self.patch_embed = nn.Conv1d(1, widths[0], kernel_size=cfg.patch_size, stride=cfg.patch_size)
-        self.pos_embed = nn.Parameter(nn.init.trunc_normal_(torch.empty(1, n, widths[0]), std=0.02))
+        if cfg.tokenizer == "patch":
+            self.patch_embed: nn.Module = nn.Conv1d(1, widths[0], kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        else:  # no patch compression: each of the N tokens is a linear map of every voxel
+            self.patch_embed = nn.Linear(cfg.n_voxels, n * widths[0])
+        self.pos_embed: nn.Parameter | None = None
+        if cfg.pos_embed == "learned":
+            self.pos_embed = nn.Parameter(nn.init.trunc_normal_(torch.empty(1, n, widths[0]), std=0.02))
         self.pos_drop = nn.Dropout(cfg.dropout)
         rates = drop_path_rates(cfg.drop_path, sum(depths))
         stages, transitions = [], []
@@ -293,12 +333,17 @@ class LiteMind(nn.Module):
                 module.configure(cfg.spectral_precision, cfg.spectral_kernel)
 
     def tokens(self, voxels: torch.Tensor) -> torch.Tensor:
-        """(B, V) -> (B, N, C0) patch tokens with positional embedding."""
+        """(B, V) -> (B, N, C0) patch tokens with positional embedding (each optional: module ablation)."""
         cfg = self.cfg
-        if cfg.pad == "zero":
-            voxels = F.pad(voxels, (0, cfg.n_tokens * cfg.patch_size - voxels.shape[1]))
-        x = self.patch_embed(voxels.unsqueeze(1)).transpose(1, 2)
-        return self.pos_drop(x + self.pos_embed)
+        if cfg.tokenizer == "linear":
+            x = self.patch_embed(voxels).view(voxels.shape[0], cfg.n_tokens, -1)
+        else:
+            if cfg.pad == "zero":
+                voxels = F.pad(voxels, (0, cfg.n_tokens * cfg.patch_size - voxels.shape[1]))
+            x = self.patch_embed(voxels.unsqueeze(1)).transpose(1, 2)
+        if self.pos_embed is not None:
+            x = x + self.pos_embed
+        return self.pos_drop(x)
 
     def features(self, voxels: torch.Tensor) -> torch.Tensor:
         """(B, V) -> (B, N, C_last): the normalised tokens the head reads."""

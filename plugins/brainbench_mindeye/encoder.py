@@ -48,6 +48,7 @@ _CHOICES = {
 
 class MindEyeEncoder(TorchEncoder):
     name: ClassVar[str] = "mindeye"
+    reference_target: ClassVar[str] = "tokens"  # MindEye's retrieval trains on the 257x768 tokens
     # Names and defaults come from DEFAULT_OPTIONS; these add what each accepts.
     declared_options: ClassVar[Options] = Options.from_defaults(
         DEFAULT_OPTIONS,

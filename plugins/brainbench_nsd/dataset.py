@@ -148,6 +148,7 @@ class MindEye2Nsd(Dataset):
     """NSD in the MindEye2 layout; ``prepare(subject)`` lets the simulator write a subject on first use."""
 
     default_target = "clip-vit-l-14"
+    token_target = "clip-vit-l-14-tokens"
 
     def __init__(
         self,
@@ -174,7 +175,7 @@ class MindEye2Nsd(Dataset):
         synthetic = synthetic or (self.root / SYNTHETIC_MARKER).exists()
         self.name, self.synthetic = name, synthetic
         if synthetic:
-            self.default_target = "synthetic-clip"
+            self.default_target, self.token_target = "synthetic-clip", "synthetic-clip-tokens"
         self._subject_list = subject_list
         self._prepare, self._prepare_tokens = prepare, prepare_tokens
         self._files: dict[Path, h5py.File] = {}

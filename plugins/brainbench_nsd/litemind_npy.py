@@ -79,6 +79,7 @@ class LiteMindNsd(Dataset):
     """NSD from Lite-Mind's ``.npy`` files (see the module docstring)."""
 
     default_target = "clip-vit-l-14"
+    token_target = "clip-vit-l-14-tokens"
 
     def __init__(self, root: Path, name: str = "nsd") -> None:
         self.root = Path(root)

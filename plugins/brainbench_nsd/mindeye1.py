@@ -300,6 +300,7 @@ class MindEye1Nsd(Dataset):
     """NSD from MindEye1 webdataset shards (see the module docstring)."""
 
     default_target = "clip-vit-l-14"
+    token_target = "clip-vit-l-14-tokens"
 
     def __init__(
         self,

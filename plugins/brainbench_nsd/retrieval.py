@@ -67,6 +67,8 @@ class RetrievalTask(Task):
         Option("scheme", str, "shared", "shared: one batch per draw (MindEye) | per-query (Lite-Mind)",
                choices=("shared", "per-query")),
         Option("chunk", int, 128, "queries scored at once (memory, not results)", minimum=1, maximum=10**6),
+        Option("tsne", bool, False, "also draw the t-SNE map of the test brain embeddings and CLIP image "
+               "embeddings (figures/tsne.png, tsne.json; needs scikit-learn)"),
     )
     metrics: ClassVar[tuple[MetricSpec, ...]] = metric_specs(300)
     default_dataset: ClassVar[str] = "synthetic-nsd"
@@ -139,7 +141,17 @@ class RetrievalTask(Task):
             }
         self._write_draws(ctx, way, draws)
         self._write_rank_figure(ctx, sim)
+        if str(self.options.get("tsne", False)).lower() in ("1", "true", "yes"):
+            self._write_tsne(ctx)
         return results
+
+    def _write_tsne(self, ctx: EvalContext) -> None:
+        """The Lite-Mind paper's t-SNE figure of this run's test embeddings (brainbench.tsne)."""
+        from brainbench.tsne import tsne_map, write_tsne
+
+        result = tsne_map(ctx.predictions, ctx.targets, ctx.stimulus_ids, seed=ctx.seed)
+        title = f"test embeddings, subject {ctx.subject}, seed {ctx.seed}: brain vs CLIP image"
+        ctx.artifacts.extend(write_tsne(result, ctx.output_dir, title))
 
     def _write_rank_figure(self, ctx: EvalContext, sim: np.ndarray) -> None:
         """Histogram of the true item's rank among all N candidates, per direction (rank 1 = top-1 hit)."""
