@@ -39,7 +39,7 @@ def test_auto_compiles_only_a_fast_path_on_a_gpu():
     assert should_compile("on", CPU, faithful) and not should_compile("off", CUDA, fast)
     with pytest.raises(BrainbenchError, match="compile must be one of auto, on, off"):
         should_compile("yes", CPU, fast)
-    with pytest.raises(ValueError, match="compile must be one of"):
+    with pytest.raises(ValueError, match="compile='always': must be one of auto, on, off"):
         RunConfig(encoder="litemind", task="retrieval", compile="always")
 
 
@@ -47,7 +47,7 @@ def test_litemind_compiles_each_block_in_place_and_keeps_its_state_dict_keys():
     encoder = LiteMindEncoder(impl="fast", patch_size=10, widths="8,6,4", depths="1,2,1,1")
     model = encoder.build(123, (5, 12))
     keys = list(model.state_dict())
-    encoder.compile_model(model)
+    encoder.compile_model(model, scope="blocks")  # the fast path's default scope is now "step" (the whole step)
     blocks = [m for m in model.modules() if isinstance(m, Block)]
     assert len(blocks) == 5 and all(_is_compiled(b) for b in blocks)
     assert not _is_compiled(model)  # regional: the stem, transitions and head stay eager
