@@ -197,6 +197,11 @@ class Target(ABC):
         for ``dataset`` that is missing (model weights, images, a cache) and how to get it. Default: nothing."""
         return None
 
+    def cache_path(self, dataset: Dataset) -> Path | None:
+        """The file this target keeps ``dataset``'s embeddings in (named when they turn out broken); None when
+        it keeps no cache (embeddings stored with the data, or computed each time)."""
+        return None
+
     def params(self) -> dict[str, Any]:
         return {"target": self.name, "target_shape": "x".join(map(str, self.shape))}
 
@@ -335,8 +340,17 @@ class Reporter(Protocol):
 
 
 class FittedEncoder(ABC):
-    """A trained encoder: predicts target embeddings from voxels."""
+    """A trained encoder: predicts target embeddings from voxels, saves itself and loads back.
 
+    Every fitted encoder sets ``n_voxels`` and ``target_shape`` (what ``--log-model`` writes into the model's
+    signature) and implements ``save`` and the classmethod ``load``; the contract test
+    (:func:`brainbench.testing.check_encoder`) runs save -> load -> predict on each.
+    """
+
+    #: Voxels per row ``predict`` takes.
+    n_voxels: int
+    #: The shape of one prediction, e.g. (768,) or (257, 768).
+    target_shape: Shape
     n_parameters: int = 0
     history: list[dict[str, float]]
     #: What the fit actually used (epochs, lr schedule, ridge's chosen penalty, ...); the run logs it as
@@ -350,6 +364,26 @@ class FittedEncoder(ABC):
     @abstractmethod
     def save(self, path: Path) -> Path:
         """Write a safely loadable checkpoint (no pickled code); returns the file written."""
+
+    @classmethod
+    def load(
+        cls,
+        path: Path,
+        *,
+        encoder: Encoder | None = None,
+        n_voxels: int | None = None,
+        target_shape: Shape | None = None,
+        device: str = "auto",
+        precision: str = "auto",
+    ) -> FittedEncoder:
+        """The model :meth:`save` wrote to ``path``, rebuilt with safe loaders only (no pickled code).
+
+        One signature for every fitted encoder; each uses what it needs: ``encoder`` (the encoder, built with
+        the run's options, that fitted it: a torch encoder rebuilds its module from it), ``n_voxels`` and
+        ``target_shape`` (when given, a checkpoint of other sizes is refused with a CheckpointMismatchError),
+        ``device`` and ``precision`` (where a torch model runs).
+        """
+        raise NotImplementedError(f"{cls.__name__} cannot be loaded back: it implements no load(path, ...)")
 
 
 class Encoder(ABC):

@@ -146,7 +146,7 @@ def check_finite_embeddings(embeddings: np.ndarray, stimulus_ids: np.ndarray, ta
     """NaN or infinite target embeddings train nothing and poison every metric: name where they came from."""
     bad = ~np.isfinite(embeddings.reshape(len(embeddings), -1)).all(axis=1)
     if bad.any():
-        source = getattr(target, "cache_path", None) or dataset.describe().get("root") or dataset.name
+        source = target.cache_path(dataset) or dataset.describe().get("root") or dataset.name
         shown = ", ".join(str(int(i)) for i in stimulus_ids[bad][:5])
         raise BrainbenchError(
             f"target {target.name!r} gave NaN or infinite embeddings for {int(bad.sum())} of {len(embeddings)} "

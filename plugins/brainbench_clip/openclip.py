@@ -407,6 +407,14 @@ class OpenClipTarget(Target):
             raw[missing] = encoded[inverse]
         return self.finish(raw)
 
+    def cache_path(self, dataset: Dataset) -> Path | None:
+        """The HDF5 file this target's embeddings of ``dataset`` are cached in (None with use_cache off)."""
+        if not self.use_cache:
+            return None
+        from brainbench_clip.cache import cache_path
+
+        return cache_path(dataset, self, root=self.cache_dir)
+
     def check_ready(self, dataset: Dataset) -> None:
         """Before any work: the weights are here, and the dataset has images or a cache was built for it."""
         root = getattr(dataset, "root", None)
@@ -420,11 +428,9 @@ class OpenClipTarget(Target):
                 f"embeddings of its images), computed from CLIP weights: {err} With the weights file, build "
                 f"the embedding cache once (resumable) with `{build}`, then run with --target-opt weights=PATH."
             ) from None
-        if self.use_cache:
-            from brainbench_clip.cache import cache_path
-
-            if cache_path(dataset, self, root=self.cache_dir).exists():
-                return
+        cached = self.cache_path(dataset)
+        if cached is not None and cached.exists():
+            return
         try:
             images = dataset.images(np.zeros(1, dtype=np.int64))
         except Exception:  # an id-0 image that does not exist says nothing about the others

@@ -132,8 +132,12 @@ class FittedRidge(FittedEncoder):
         return path
 
     @classmethod
-    def load(cls, path: Path, n_voxels: int | None = None, target_shape: Shape | None = None) -> FittedRidge:
-        """Read a checkpoint; refuse one that does not fit ``n_voxels`` / ``target_shape`` when given."""
+    def load(
+        cls, path: Path, *, encoder: Encoder | None = None, n_voxels: int | None = None,
+        target_shape: Shape | None = None, device: str = "auto", precision: str = "auto",
+    ) -> FittedRidge:
+        """Read a checkpoint; refuse one that does not fit ``n_voxels`` / ``target_shape`` when given (the
+        arrays hold everything else: ``encoder``, ``device`` and ``precision`` are not needed)."""
         path = Path(path)
         if not path.is_file():
             raise DataError(f"ridge checkpoint {path} does not exist")
