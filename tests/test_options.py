@@ -69,11 +69,14 @@ def test_every_builtin_plugin_declares_its_options():
                 assert entry.declared_options() is not None, f"{kind} {entry.name} declares no options"
 
 
-@pytest.mark.parametrize("name", ["litemind", "mindeye"])
-def test_torch_encoders_declare_exactly_their_defaults(name):
-    module = __import__(f"brainbench_{name}.encoder", fromlist=["DEFAULT_OPTIONS"])
-    declared = get_plugins().encoders.entry(name).declared_options()
-    assert declared.defaults() == module.DEFAULT_OPTIONS
+@pytest.mark.parametrize("name", ["litemind", "mindeye", "ridge"])
+def test_encoders_run_with_exactly_their_declared_defaults(name):
+    """Declared once: built with no options, an encoder's options in force are its declaration's defaults."""
+    entry = get_plugins().encoders.entry(name)
+    declared = entry.declared_options()
+    built = entry.create({})
+    assert built.options.as_dict() == {k: tuple(v) if isinstance(v, list) else v
+                                       for k, v in declared.defaults().items()}
 
 
 def test_declared_defaults_build_each_plugin():
@@ -140,7 +143,23 @@ def test_base_classes_validate_against_their_declaration():
     from brainbench.interfaces import Task
     from brainbench_ridge.encoder import RidgeEncoder
 
-    assert RidgeEncoder.check_options({"alpha": "3"}) == {"alpha": 3.0}
-    with pytest.raises(OptionError, match="--opt alpah=3: unknown ridge option 'alpah'; did you mean 'alpha'"):
-        RidgeEncoder.check_options({"alpah": 3}, "--opt ")
-    assert Task.check_options({"anything": 1}) == {"anything": 1}  # undeclared: passed through
+    assert RidgeEncoder(alpha="3").options.alpha == 3.0  # built directly: parsed by the same declaration
+    with pytest.raises(OptionError, match="option alpah=3: unknown ridge option 'alpah'; did you mean 'alpha'"):
+        RidgeEncoder(alpah=3)
+    assert get_plugins().encoders.entry("ridge").check_options({"alpha": "3"}, "--opt ") == {"alpha": 3.0}
+
+    class Undeclared(Task):
+        def evaluate(self, ctx):
+            return []
+
+    assert Undeclared(anything=1).options == {"anything": 1}  # undeclared: passed through
+
+
+def test_plugins_read_typed_attributes():
+    """Validated once, then typed: a list option arrives as a tuple of its item type, a number as its type."""
+    plugins = get_plugins()
+    litemind = plugins.encoders.create("litemind", widths="16,8,4", dropout="0.2")
+    assert litemind.options.widths == (16, 8, 4) and litemind.options.dropout == 0.2
+    assert plugins.tasks.create("retrieval", draws="per-query").scheme == "per-query"
+    with pytest.raises(AttributeError):  # frozen: a plugin cannot change what was validated
+        litemind.options.dropout = 0.9

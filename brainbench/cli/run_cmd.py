@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from brainbench.cli.options import check_choice, check_device, check_launcher, check_precision, parse_key_values
+from brainbench.cli.options import check_choice, check_launcher, parse_key_values
 
 
 def register(app: typer.Typer) -> None:
@@ -101,7 +101,7 @@ def register(app: typer.Typer) -> None:
         check_cli_settings(
             {"repeats": repeats, "compile": compile, "budget": budget, "val_fraction": val_fraction, "lr": lr,
              "epochs": epochs, "batch_size": batch_size, "early_stopping": early_stopping,
-             "checkpoint_every": checkpoint_every},
+             "checkpoint_every": checkpoint_every, "device": device, "precision": precision},
             {"subject": subject, "seed": seed},
             resume=resume, restart=restart, experiment=experiment,
         )
@@ -112,8 +112,6 @@ def register(app: typer.Typer) -> None:
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--threads") from None
         os.environ[THREADS_ENV] = threads  # read by every cell, matrix workers included (brainbench/threads.py)
-        check_device(device)
-        check_precision(precision)
         from brainbench.launch import LAUNCHERS
 
         check_choice(launcher, LAUNCHERS, "--launcher")  # one cell or many: a launcher that does not exist is a typo

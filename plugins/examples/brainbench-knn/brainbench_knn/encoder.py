@@ -53,20 +53,16 @@ class FittedKnn(FittedEncoder):
 
 
 class KnnEncoder(Encoder):
-    # Declared options: validated (type, range, closest name) before any run exists; `brainbench info knn`.
+    # Declared once: validated (type, range, closest name) before any run exists, listed by `brainbench info
+    # knn`, and read back typed as self.options.k (an int >= 1).
     declared_options = Options(Option("k", int, 10, "neighbours averaged per prediction", minimum=1))
     name = "knn"
-
-    def __init__(self, k: int = 10) -> None:
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
-        super().__init__(k=k)
 
     def fit(self, data: FitData, settings: TrainSettings, reporter: Reporter) -> FittedEncoder:
         # brainbench's data rule: the returned model uses every training row (k is fixed: nothing to choose)
         x = np.asarray(data.voxels, dtype=np.float32)
         y = np.asarray(data.targets, dtype=np.float32)
         mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6
-        k = min(self.options["k"], len(x))
+        k = min(self.options.k, len(x))
         reporter.info(f"knn: {len(x)} training trials, k={k}")
         return FittedKnn(k, mean, std, _standardise(x, mean, std), y)
