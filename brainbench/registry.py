@@ -72,6 +72,7 @@ class Entry(Generic[T]):
         from brainbench.interfaces import Configurable
 
         core, user = self._split(options)
+        core = {**dict.fromkeys(CORE_ARGUMENTS.get(self.kind, ())), **core}  # e.g. a dataset's root: None if not given
         declared = self.declared_options()
         factory = self.factory
         if declared is None:
