@@ -148,7 +148,9 @@ def register(app: typer.Typer) -> None:
             )
             for e, t, s, r in itertools.product(encoders, task, subject, seed)
         ]
-        preflight(configs)  # before any MLflow run exists
+        # before any MLflow run exists; one cell runs here as preflight resolved it (a matrix's cells run in
+        # workers, which resolve their own)
+        cells = preflight(configs, keep=len(configs) == 1 and not dry_run)
         if dry_run:
             from brainbench.cli.matrix_cmd import print_cells
             from brainbench.matrix.spec import Cell
@@ -159,7 +161,7 @@ def register(app: typer.Typer) -> None:
         if len(configs) == 1:
             from brainbench.cli.single import run_single
 
-            run_single(configs[0], tracking_uri, experiment, resume, restart)
+            run_single(cells[0], tracking_uri, experiment, resume, restart)
         else:
             from brainbench.cli.matrix_cmd import run_configs
 
