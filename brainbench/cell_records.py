@@ -16,10 +16,15 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 
 from brainbench.constants import PER_ITEM_FILE
+from brainbench.text_tables import markdown_table
 
 if TYPE_CHECKING:
-    from brainbench.interfaces import FittedEncoder, Reporter, Trials
-    from brainbench.runner import CellResult, ResolvedCell
+    from brainbench.interfaces import FittedEncoder, MetricResult, Reporter, Trials
+
+#: A cell as brainbench.runner resolves it (config, plugin objects, names) and the result it returns; named
+#: by duck type here so this module does not import the runner that calls it.
+ResolvedCell = Any
+CellResult = Any
 
 
 @runtime_checkable
@@ -129,8 +134,6 @@ def record_result(
     figures, per-item outcomes, metric directions and, with ``log_model``, the fitted encoder as a model."""
     if not is_recording(record):
         return
-    from brainbench.runner import metrics_markdown
-
     final = {f"test.{m.name}": m.value for m in result.metrics}
     for m in result.metrics:
         if m.interval:
@@ -157,3 +160,18 @@ def record_result(
 
         log_model_or_warn(record, fitted, checkpoint, work_dir, example, reporter)
     (work_dir / "results.json").write_text(json.dumps(result.to_dict(), indent=2))
+
+
+#: The columns a run's metrics are shown in: the terminal table and the run's metrics.md.
+METRIC_COLUMNS = ("metric", "value", "95% interval", "chance", "better")
+
+
+def metric_cells(m: MetricResult) -> list[str]:
+    """One metric's row under METRIC_COLUMNS."""
+    interval = f"{m.interval[0]:.4f} - {m.interval[1]:.4f}" if m.interval else ""
+    chance = f"{m.chance:.4f}" if m.chance is not None else ""
+    return [m.name, f"{m.value:.4f}", interval, chance, "higher" if m.higher_is_better else "lower"]
+
+
+def metrics_markdown(metrics: list[MetricResult]) -> str:
+    return "\n".join(markdown_table(list(METRIC_COLUMNS), [metric_cells(m) for m in metrics])) + "\n"

@@ -15,6 +15,16 @@ import numpy as np
 
 from brainbench import __version__
 from brainbench.arrays import RowIndexed
+from brainbench.cell_records import (  # re-exported: the metrics table lives with the records
+    METRIC_COLUMNS,
+    NO_RECORD,
+    metric_cells,
+    metrics_markdown,
+    record_notes,
+    record_recipe,
+    record_result,
+    record_start,
+)
 from brainbench.config import RunConfig
 from brainbench.constants import PER_ITEM_FILE
 from brainbench.errors import BrainbenchError
@@ -31,7 +41,6 @@ from brainbench.interfaces import (
 from brainbench.plugins import PluginSet, get_plugins
 from brainbench.repeats import group_mean
 from brainbench.rows import read_rows
-from brainbench.text_tables import markdown_table
 
 
 @dataclass
@@ -215,7 +224,6 @@ def run_cell(
     """Train and evaluate one cell: resolved already (preflight's, the plugin objects built once) or resolved
     here from its config. ``record`` (a brainbench.cell_records.Record) receives what brainbench.cell_records
     shapes at each stage; None: nothing is recorded."""
-    from brainbench.cell_records import NO_RECORD, record_notes, record_recipe, record_result, record_start
     from brainbench.threads import apply_for_run
 
     record = NO_RECORD if record is None else record
@@ -395,16 +403,4 @@ def write_per_item(context: EvalContext, metrics: list[MetricResult], path: Path
     path.write_text(json.dumps(record))
 
 
-#: The columns a run's metrics are shown in: the terminal table and the run's metrics.md.
-METRIC_COLUMNS = ("metric", "value", "95% interval", "chance", "better")
-
-
-def metric_cells(m: MetricResult) -> list[str]:
-    """One metric's row under METRIC_COLUMNS."""
-    interval = f"{m.interval[0]:.4f} - {m.interval[1]:.4f}" if m.interval else ""
-    chance = f"{m.chance:.4f}" if m.chance is not None else ""
-    return [m.name, f"{m.value:.4f}", interval, chance, "higher" if m.higher_is_better else "lower"]
-
-
-def metrics_markdown(metrics: list[MetricResult]) -> str:
-    return "\n".join(markdown_table(list(METRIC_COLUMNS), [metric_cells(m) for m in metrics])) + "\n"
+__all__ = ["METRIC_COLUMNS", "CellResult", "ResolvedCell", "metric_cells", "metrics_markdown", "resolve", "run_cell"]
