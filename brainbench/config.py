@@ -22,6 +22,9 @@ SEED_MAX = 2**32 - 1
 MAX_EPOCHS = 100_000
 MAX_BATCH_SIZE = 2**20
 MAX_SUBJECT = 10_000
+#: "bf16-master": bf16 autocast with the weights themselves in bf16 and fp32 master copies in the optimizer.
+PRECISIONS = ("auto", "fp32", "bf16", "bf16-master")
+DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
 #: The settings of a cell a user sets (flags of ``brainbench run``, keys of a matrix spec), declared with the
 #: same machinery as plugin options (brainbench.options): type, range and accepted values in one place.
 RUN_SETTINGS = Options(
@@ -35,8 +38,9 @@ RUN_SETTINGS = Options(
     Option("epochs", int, None, minimum=1, maximum=MAX_EPOCHS, nullable=True, help="training epochs"),
     Option("batch_size", int, None, minimum=1, maximum=MAX_BATCH_SIZE, nullable=True, help="batch size"),
     Option("lr", float, None, above=0, nullable=True, help="learning rate"),
-    Option("device", str, "auto", help="auto | cpu | cuda | cuda:N | mps"),
-    Option("precision", str, "auto", help="auto | fp32 | bf16 | bf16-master"),
+    Option("device", str, "auto", help="auto | cpu | cuda | cuda:N | mps", pattern=DEVICE_PATTERN,
+           spelled="auto, cpu, cuda, cuda:N, mps"),
+    Option("precision", str, "auto", choices=PRECISIONS, help="auto | fp32 | bf16 | bf16-master"),
     Option("compile", str, "auto", choices=COMPILE_MODES, help="torch.compile in training"),
     Option("repeats", str, "average-voxels", choices=REPEAT_MODES, help="test repeats"),
     Option("val_fraction", float, 0.1, minimum=0, below=1, help="share of training images for validation"),
@@ -120,20 +124,8 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         problems = setting_problems({f.name: getattr(self, f.name) for f in fields(self)})
-        if problems:
+        if problems:  # every setting checked against its declaration in RUN_SETTINGS, nowhere else
             raise ValueError("; ".join(problems))
-        if self.repeats not in REPEAT_MODES:
-            raise ValueError(f"repeats must be one of {', '.join(REPEAT_MODES)}, got {self.repeats!r}")
-        if self.compile not in COMPILE_MODES:
-            raise ValueError(f"compile must be one of {', '.join(COMPILE_MODES)}, got {self.compile!r}")
-        if self.budget not in BUDGETS:
-            raise ValueError(f"budget must be one of {', '.join(BUDGETS)}, got {self.budget!r}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.early_stopping is not None and self.early_stopping < 1:
-            raise ValueError(f"early_stopping (patience in epochs) must be >= 1, got {self.early_stopping}")
-        if self.checkpoint_every is not None and self.checkpoint_every < 1:
-            raise ValueError(f"checkpoint_every must be >= 1 epoch, got {self.checkpoint_every}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -8,10 +8,8 @@ import random
 import numpy as np
 import torch
 
+from brainbench.config import PRECISIONS  # declared with the run settings; imported from here too
 from brainbench.errors import BrainbenchError
-
-#: "bf16-master": bf16 autocast with the weights themselves in bf16 and fp32 master copies in the optimizer
-PRECISIONS = ("auto", "fp32", "bf16", "bf16-master")
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -15,41 +15,42 @@ hookspec = pluggy.HookspecMarker("brainbench")
 
 @hookspec
 def register_encoders(register: Any) -> None:
-    """Call ``register(name, factory, description=...)`` for each encoder this plugin provides.
+    """Call ``register(name, "pkg.module:Class", description=...)`` for each encoder this plugin provides.
 
-    ``factory(**options)`` returns a :class:`brainbench.interfaces.Encoder`.
+    The class (a :class:`brainbench.interfaces.Encoder`) is imported when it is built or its options read.
     """
 
 
 @hookspec
 def register_targets(register: Any) -> None:
-    """Call ``register(name, factory, description=...)`` for each target (embedding space) provided.
+    """Call ``register(name, "pkg.module:Name", description=...)`` for each target (embedding space) provided.
 
-    ``factory(**options)`` returns a :class:`brainbench.interfaces.Target`.
+    It names a :class:`brainbench.interfaces.Target` subclass, imported when built or its options read.
     """
 
 
 @hookspec
 def register_tasks(register: Any) -> None:
-    """Call ``register(name, factory, description=...)`` for each evaluation task provided.
+    """Call ``register(name, "pkg.module:Name", description=...)`` for each evaluation task provided.
 
-    ``factory(**options)`` returns a :class:`brainbench.interfaces.Task`.
+    It names a :class:`brainbench.interfaces.Task` subclass, imported when built or its options read.
     """
 
 
 @hookspec
 def register_datasets(register: Any) -> None:
-    """Call ``register(name, factory, description=...)`` for each dataset provided.
+    """Call ``register(name, "pkg.module:Name", description=...)`` for each dataset provided.
 
-    ``factory(root=None, **options)`` returns a :class:`brainbench.interfaces.Dataset`.
+    It names a function (or class) ``f(root=None, **options)`` returning a :class:`brainbench.interfaces.Dataset`,
+    its options declared with :func:`brainbench.options.declares`.
     """
 
 
 @hookspec
 def register_priors(register: Any) -> None:
-    """Call ``register(name, factory, description=...)`` for each prior (brain -> image embedding) provided.
+    """Call ``register(name, "pkg.module:Name", description=...)`` for each prior (brain -> image embedding) provided.
 
-    ``factory(**options)`` returns a :class:`brainbench.priors.Prior`.
+    It names a :class:`brainbench.priors.Prior` subclass, imported when built or its options read.
     """
 
 

@@ -19,12 +19,28 @@ from brainbench.recipes import QuickRecipe  # defined in the recipes leaf; impor
 Shape = tuple[int, ...]
 
 
-def _check_options(cls: type, options: dict[str, Any], where: str = "option ") -> dict[str, Any]:
-    """``cls.check_options``: ``options`` coerced to the types ``cls.declared_options`` declares, or an
-    OptionError naming the option, the value and the closest declared name (see brainbench.options)."""
-    from brainbench.options import check_declared
+class Configurable:
+    """What every plugin kind shares: options declared once (``declared_options``, a
+    :class:`brainbench.options.Options`), validated once, read back as typed attributes (``self.options.k``).
 
-    return check_declared(cls, options, str(getattr(cls, "name", cls.__name__)), where)
+    The registry builds a plugin with ``options=`` already parsed; built directly (tests, other code), its
+    keywords are parsed here against the same declaration. A plugin without a declaration (``None``) keeps its
+    keywords as a dict, unchecked (older third-party plugins).
+    """
+
+    name: ClassVar[str] = "plugin"
+    declared_options: ClassVar[Any] = None
+    options: Any
+
+    def __init__(self, options: Any = None, **values: Any) -> None:
+        from brainbench.options import accept
+
+        self.options = accept(type(self).declared_options, str(self.name), options, values)
+
+    def params(self) -> dict[str, Any]:
+        """Every option in force, for the run's records."""
+        as_dict = getattr(self.options, "as_dict", None)
+        return as_dict() if as_dict is not None else dict(self.options)
 
 
 @runtime_checkable
@@ -88,9 +104,8 @@ class Dataset(ABC):
     """Voxel responses of one or more subjects to identified stimuli."""
 
     name: str = "dataset"
-    #: The options this dataset accepts (a :class:`brainbench.options.Options`); None: undeclared, unchecked.
-    declared_options: ClassVar[Any] = None
-    check_options = classmethod(_check_options)
+    # A dataset is opened by a function or class registered for it, which declares its options
+    # (brainbench.options.declares): one opener may return one of several Dataset classes (NSD's layouts).
 
     #: True for data written by the built-in simulator; runs on it are labelled synthetic.
     synthetic: bool = False
@@ -173,14 +188,11 @@ class Dataset(ABC):
 # ---------------------------------------------------------------------------------------------- targets
 
 
-class Target(ABC):
+class Target(Configurable, ABC):
     """The embedding space stimuli are mapped to, e.g. CLIP ViT-L/14 pooled 768-d or 257x768 tokens."""
 
-    name: str = "target"
+    name: str = "target"  # type: ignore[misc]  # a target may name itself per instance
     shape: Shape = (768,)
-    #: The options this target accepts (a :class:`brainbench.options.Options`); None: undeclared, unchecked.
-    declared_options: ClassVar[Any] = None
-    check_options = classmethod(_check_options)
 
     @abstractmethod
     def embed(self, dataset: Dataset, stimulus_ids: np.ndarray) -> np.ndarray:
@@ -198,6 +210,11 @@ class Target(ABC):
     def check_ready(self, dataset: Dataset) -> None:
         """Called before any training or MLflow run: raise a BrainbenchError naming what this target needs
         for ``dataset`` that is missing (model weights, images, a cache) and how to get it. Default: nothing."""
+        return None
+
+    def cache_path(self, dataset: Dataset) -> Path | None:
+        """The file this target keeps ``dataset``'s embeddings in (named when they turn out broken); None when
+        it keeps no cache (embeddings stored with the data, or computed each time)."""
         return None
 
     def params(self) -> dict[str, Any]:
@@ -339,8 +356,17 @@ class Reporter(Protocol):
 
 
 class FittedEncoder(ABC):
-    """A trained encoder: predicts target embeddings from voxels."""
+    """A trained encoder: predicts target embeddings from voxels, saves itself and loads back.
 
+    Every fitted encoder sets ``n_voxels`` and ``target_shape`` (what ``--log-model`` writes into the model's
+    signature) and implements ``save`` and the classmethod ``load``; the contract test
+    (:func:`brainbench.testing.check_encoder`) runs save -> load -> predict on each.
+    """
+
+    #: Voxels per row ``predict`` takes.
+    n_voxels: int
+    #: The shape of one prediction, e.g. (768,) or (257, 768).
+    target_shape: Shape
     n_parameters: int = 0
     history: list[dict[str, float]]
     #: What the fit actually used (epochs, lr schedule, ridge's chosen penalty, ...); the run logs it as
@@ -355,24 +381,34 @@ class FittedEncoder(ABC):
     def save(self, path: Path) -> Path:
         """Write a safely loadable checkpoint (no pickled code); returns the file written."""
 
+    @classmethod
+    def load(
+        cls,
+        path: Path,
+        *,
+        encoder: Encoder | None = None,
+        n_voxels: int | None = None,
+        target_shape: Shape | None = None,
+        device: str = "auto",
+        precision: str = "auto",
+    ) -> FittedEncoder:
+        """The model :meth:`save` wrote to ``path``, rebuilt with safe loaders only (no pickled code).
 
-class Encoder(ABC):
+        One signature for every fitted encoder; each uses what it needs: ``encoder`` (the encoder, built with
+        the run's options, that fitted it: a torch encoder rebuilds its module from it), ``n_voxels`` and
+        ``target_shape`` (when given, a checkpoint of other sizes is refused with a CheckpointMismatchError),
+        ``device`` and ``precision`` (where a torch model runs).
+        """
+        raise NotImplementedError(f"{cls.__name__} cannot be loaded back: it implements no load(path, ...)")
+
+
+class Encoder(Configurable, ABC):
     """Voxels -> embedding prediction: builds, trains and returns a :class:`FittedEncoder`."""
 
     name: ClassVar[str] = "encoder"
-    #: The options this encoder accepts (a :class:`brainbench.options.Options`); None: undeclared, unchecked.
-    declared_options: ClassVar[Any] = None
-    check_options = classmethod(_check_options)
     #: The target its reference trains on: "tokens" (Lite-Mind's, MindEye's headline 257x768) or "pooled".
     #: A run naming no target gets the dataset's ``token_target`` for "tokens", except on demo-scale data.
     reference_target: ClassVar[str] = "pooled"
-
-    def __init__(self, **options: Any) -> None:
-        self.options = dict(options)
-
-    def params(self) -> dict[str, Any]:
-        """Every hyperparameter in force, for the run's records."""
-        return dict(self.options)
 
     @abstractmethod
     def fit(self, data: FitData, settings: TrainSettings, reporter: Reporter) -> FittedEncoder: ...
@@ -439,26 +475,17 @@ class EvalContext:
     training: FitStage | None = None
 
 
-class Task(ABC):
+class Task(Configurable, ABC):
     """An evaluation: turns test predictions into metrics, each declaring higher-is-better."""
 
     name: ClassVar[str] = "task"
     metrics: ClassVar[tuple[MetricSpec, ...]] = ()
-    #: The options this task accepts (a :class:`brainbench.options.Options`); None: undeclared, unchecked.
-    declared_options: ClassVar[Any] = None
-    check_options = classmethod(_check_options)
 
     #: Dataset and target used when the run names none.
     default_dataset: ClassVar[str] = "synthetic-nsd"
     default_target: ClassVar[str | None] = None
     #: The split predictions are made on.
     split: ClassVar[str] = "test"
-
-    def __init__(self, **options: Any) -> None:
-        self.options = dict(options)
-
-    def params(self) -> dict[str, Any]:
-        return dict(self.options)
 
     @abstractmethod
     def evaluate(self, ctx: EvalContext) -> list[MetricResult]: ...

@@ -19,7 +19,6 @@ mlflow is imported lazily (this module is reached from the runner only when ``lo
 from __future__ import annotations
 
 import importlib
-import inspect
 import json
 import tempfile
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from brainbench.errors import DataError, one_line
+from brainbench.interfaces import FittedEncoder
 
 #: The model's name in the run ("runs:/<run_id>/model") and in the UI's Models column.
 MODEL_NAME = "model"
@@ -72,50 +72,39 @@ def model_spec(fitted: Any, checkpoint: Path, work_dir: Path) -> dict[str, Any]:
     }
 
 
-def fitted_shapes(fitted: Any, checkpoint: Path) -> tuple[int, tuple[int, ...]]:
-    """(n_voxels, target_shape) of a fitted encoder: its attributes, else its checkpoint's sidecar."""
-    n_voxels = getattr(fitted, "n_voxels", None)
-    target_shape = getattr(fitted, "target_shape", None)
-    sidecar = Path(str(checkpoint) + ".json")
-    if (n_voxels is None or target_shape is None) and sidecar.exists():
-        metadata = json.loads(sidecar.read_text())
-        n_voxels, target_shape = metadata.get("n_voxels"), metadata.get("target_shape")
-    if n_voxels is None or target_shape is None:
+def fitted_shapes(fitted: FittedEncoder, checkpoint: Path) -> tuple[int, tuple[int, ...]]:
+    """(n_voxels, target_shape) of a fitted encoder: the attributes every FittedEncoder sets."""
+    try:
+        return int(fitted.n_voxels), tuple(int(s) for s in fitted.target_shape)
+    except AttributeError:
         raise DataError(
-            f"cannot log {type(fitted).__name__} as an MLflow model: it states no n_voxels/target_shape "
-            f"(attributes, or {sidecar.name} next to its checkpoint)"
-        )
-    return int(n_voxels), tuple(int(s) for s in target_shape)
+            f"cannot log {type(fitted).__name__} as an MLflow model: it sets no n_voxels/target_shape "
+            "(attributes every brainbench.interfaces.FittedEncoder sets)"
+        ) from None
 
 
 def load_fitted(spec: dict[str, Any], checkpoint: Path, device: str = "auto", precision: str | None = None) -> Any:
-    """The fitted encoder ``spec`` describes, rebuilt from ``checkpoint`` with safe loaders only
-    (safetensors or weights_only torch files for torch encoders, ``allow_pickle=False`` npz for ridge)."""
+    """The fitted encoder ``spec`` describes, rebuilt from ``checkpoint`` by its class's ``load`` (safe loaders
+    only: safetensors or weights_only torch files, ``allow_pickle=False`` npz)."""
     from brainbench.plugins import get_plugins
-    from brainbench.torch_encoder import TorchEncoder
 
     encoder = get_plugins().encoders.create(spec["encoder"], **spec["encoder_options"])
-    n_voxels, target_shape = int(spec["n_voxels"]), tuple(int(s) for s in spec["target_shape"])
-    if isinstance(encoder, TorchEncoder):
-        from brainbench.training import load_fitted_encoder
-
-        return load_fitted_encoder(encoder, checkpoint, device=device, precision=precision or spec["precision"])
     module_name, _, qualname = str(spec["fitted_class"]).partition(":")
-    # Only a class from the encoder plugin's own package is imported (the one that fitted the model).
-    if module_name.split(".")[0] != type(encoder).__module__.split(".")[0]:
+    # Only a class from brainbench or the encoder plugin's own package is imported (the one that fitted it).
+    packages = {"brainbench", type(encoder).__module__.split(".")[0]}
+    if module_name.split(".")[0] not in packages:
         raise DataError(
-            f"model {checkpoint}: fitted class {spec['fitted_class']!r} is not from encoder "
+            f"model {checkpoint}: fitted class {spec['fitted_class']!r} is not from brainbench or encoder "
             f"{spec['encoder']!r}'s package {type(encoder).__module__.split('.')[0]!r}"
         )
     cls: Any = importlib.import_module(module_name)
     for part in qualname.split("."):
         cls = getattr(cls, part)
-    load = getattr(cls, "load", None)
-    if load is None:
-        raise DataError(f"encoder {spec['encoder']!r}: {qualname} has no load(path) to rebuild it from {checkpoint}")
-    wanted = inspect.signature(load).parameters
-    extra = {name: value for name, value in (("n_voxels", n_voxels), ("target_shape", target_shape)) if name in wanted}
-    return load(checkpoint, **extra)
+    if not (isinstance(cls, type) and issubclass(cls, FittedEncoder)):
+        raise DataError(f"model {checkpoint}: {spec['fitted_class']!r} is not a brainbench FittedEncoder")
+    return cls.load(checkpoint, encoder=encoder, n_voxels=int(spec["n_voxels"]),
+                    target_shape=tuple(int(s) for s in spec["target_shape"]), device=device,
+                    precision=precision or spec["precision"])
 
 
 def pip_requirements() -> list[str]:

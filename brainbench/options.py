@@ -1,23 +1,29 @@
 """Declared plugin options: name, type, default, accepted values, help — in one typed place per plugin.
 
-A plugin class declares them as a class attribute (see ``Encoder.declared_options`` in
-:mod:`brainbench.interfaces`)::
+A plugin class declares them once, as a class attribute (every kind alike: encoder, task, dataset, target,
+prior; see :class:`brainbench.interfaces.Configurable`), and reads them back as typed attributes::
 
     class KnnEncoder(Encoder):
         declared_options = Options(
-            Option("k", int, 10, minimum=1, help="neighbours averaged per prediction"),
+            Option("k", int, 10, "neighbours averaged per prediction", minimum=1),
         )
 
-Values arrive as CLI text (``--opt k=3``), JSON-ish values or TOML values; :meth:`Options.validate`
-coerces them to the declared type, checks choices and ranges (nan and inf are refused unless allowed) and
-names the closest declared option for a misspelling. Nothing here imports anything heavy.
+        def fit(self, data, settings, reporter):
+            k = self.options.k  # an int >= 1: validated once, before the plugin sees it
+
+Values arrive as CLI text (``--opt k=3``), JSON-ish values or TOML values; :meth:`Options.parse` coerces them
+to the declared types, checks choices and ranges (nan and inf are refused unless allowed), names the closest
+declared option for a misspelling, fills in the defaults and returns a frozen dataclass of the values (lists
+as tuples). Run settings (brainbench.config.RUN_SETTINGS) use the same declarations. Nothing here imports
+anything heavy.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, fields, make_dataclass, replace
 from typing import Any
 
 from brainbench.errors import BrainbenchError
@@ -56,11 +62,15 @@ class Option:
     nullable: bool = False
     finite: bool = True
     also: tuple[Any, ...] = ()
+    pattern: str | None = None  # text options: a regular expression the whole value must match...
+    spelled: str = ""  # ...and what it accepts, in words ("auto, cpu, cuda, cuda:N, mps")
 
     def accepted(self) -> str:
         """What a user may write, in words."""
         if self.choices is not None:
             text = "one of " + ", ".join(map(str, self.choices))
+        elif self.pattern is not None:
+            text = "one of " + self.spelled
         elif self.type is list:
             text = f"a list of {TYPE_NAMES.get(self.item or str, 'values')} (a,b,c)"
         else:
@@ -104,6 +114,8 @@ class Option:
             near = closest(str(out), [str(c) for c in self.choices])
             raise ValueError(f"not one of {', '.join(map(str, self.choices))}" + (f"; did you mean {near!r}?"
                                                                                  if near else ""))
+        if self.pattern is not None and not re.fullmatch(self.pattern, str(out)):
+            raise ValueError(f"not one of {self.spelled}")
         self._check_range(out)
         return out
 
@@ -242,6 +254,24 @@ class Options:
             raise OptionError("\n".join(problems))
         return out
 
+    def parse(self, values: Mapping[str, Any], owner: str, where: str = "option ") -> OptionValues:
+        """``values`` validated (:meth:`validate`) with the defaults filled in: the frozen, typed values a
+        plugin reads (``options.k``; a list option as a tuple)."""
+        given = self.validate(dict(values), owner, where)
+        merged = {o.name: _frozen(given[o.name] if o.name in given else o.default) for o in self.items}
+        return self.values_type()(**merged)
+
+    def values_type(self) -> type[OptionValues]:
+        """The frozen dataclass of these options' values: one field per option, typed as declared."""
+        made = self.__dict__.get("_values_type")
+        if made is None:
+            made = make_dataclass(
+                "OptionValues", [(o.name, _annotation(o), field(default=_frozen(o.default))) for o in self.items],
+                bases=(OptionValues,), frozen=True,
+            )
+            object.__setattr__(self, "_values_type", made)
+        return made
+
     def rows(self) -> list[dict[str, str]]:
         """One row per option for ``brainbench info``: name, type, default, accepted, help."""
         return [
@@ -256,17 +286,54 @@ class Options:
         ]
 
 
+class OptionValues:
+    """Base of every plugin's option values (made by :meth:`Options.values_type`): a frozen dataclass whose
+    attributes are the options, each of its declared type."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """Name -> value of every option in force (what a plugin records as its params)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+
+    def __getitem__(self, name: str) -> Any:
+        """``options["k"]``, as code written when options were a dict reads them; ``options.k`` is the way."""
+        if name not in {f.name for f in fields(self)}:  # type: ignore[arg-type]
+            raise KeyError(name)
+        return getattr(self, name)
+
+
+def _frozen(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _annotation(option: Option) -> Any:
+    kind: Any = tuple[option.item or str, ...] if option.type is list else option.type
+    return kind | None if option.nullable or option.default is None else kind
+
+
+def accept(declared: Options | None, owner: str, options: OptionValues | None, values: dict[str, Any]) -> Any:
+    """What a plugin's constructor keeps: ``options`` already parsed (the registry's), else ``values`` parsed
+    against ``declared``; an undeclared plugin (third-party, older style) keeps its values as a dict."""
+    if options is not None:
+        if values:
+            raise TypeError(f"{owner}: give options= or option keywords, not both ({', '.join(values)})")
+        return options
+    return dict(values) if declared is None else declared.parse(values, owner)
+
+
+def declares(options: Options) -> Callable[[Any], Any]:
+    """Attach ``options`` to a factory function (a dataset opener) as its ``declared_options``, the same
+    attribute a plugin class declares: the one place the registry, ``brainbench info`` and preflight read."""
+
+    def attach(function: Any) -> Any:
+        function.declared_options = options
+        return function
+
+    return attach
+
+
 def _show(value: Any) -> str:
     if value is None:
         return "none"
     if isinstance(value, list | tuple):
         return ",".join(map(str, value))
     return str(value)
-
-
-def check_declared(owner_class: Any, values: dict[str, Any], owner: str, where: str = "option ") -> dict[str, Any]:
-    """What the base classes' ``check_options`` does: validate against ``declared_options`` when declared."""
-    declared = getattr(owner_class, "declared_options", None)
-    if declared is None:
-        return dict(values)  # an undeclared plugin takes its options unchecked, as before
-    return declared.validate(values, owner, where)

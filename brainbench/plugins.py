@@ -256,7 +256,7 @@ def _call_registry_hooks(pm: pluggy.PluginManager, plugins: dict[str, PluginInfo
                 continue  # an earlier call of this plugin was abandoned: it gets no more calls
 
             def register(
-                name: str, factory: Any, description: str = "", _p=plugin, _r=registry, _k=kind, **info: Any
+                name: str, target: Any, description: str = "", _p=plugin, _r=registry, _k=kind, **info: Any
             ) -> None:
                 if _p.timed_out:
                     return  # a late call from an abandoned hook
@@ -270,7 +270,7 @@ def _call_registry_hooks(pm: pluggy.PluginManager, plugins: dict[str, PluginInfo
                         refused=f"{_k} {name!r}",
                     )
                     return
-                _r.register(name, factory, provider=_p.name, description=description, **info)
+                _r.register(name, target, provider=_p.name, description=description, **info)
                 _p.provides.setdefault(_k, []).append(name)
 
             kwargs = {arg: register for arg in impl.argnames}

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from brainbench.interfaces import Reporter, TrainSettings, _check_options
+from brainbench.interfaces import Configurable, Reporter, TrainSettings
 from brainbench.recipes import PriorQuickRecipe  # defined in the recipes leaf; imported from here too
 
 #: The task option value that means "query with the brain embedding itself" (no prior).
@@ -41,20 +41,10 @@ class FittedPrior(ABC):
         """Write a safely loadable file (safetensors, no pickled code); returns the file written."""
 
 
-class Prior(ABC):
+class Prior(Configurable, ABC):
     """Builds and trains a :class:`FittedPrior` from paired brain and image embeddings."""
 
     name: ClassVar[str] = "prior"
-    #: The options this prior accepts (a :class:`brainbench.options.Options`); None: undeclared, unchecked.
-    declared_options: ClassVar[Any] = None
-    check_options = classmethod(_check_options)
-
-    def __init__(self, **options: Any) -> None:
-        self.options = dict(options)
-
-    def params(self) -> dict[str, Any]:
-        """Every hyperparameter in force, for the run's records."""
-        return dict(self.options)
 
     def check_ready(self) -> None:
         """Called before any training: raise a BrainbenchError for what is missing (a library). Default: none."""

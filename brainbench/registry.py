@@ -20,44 +20,72 @@ CORE_ARGUMENTS = {"dataset": {"root"}}
 
 @dataclass(frozen=True)
 class Entry(Generic[T]):
+    """One registered name: ``target`` is "package.module:Name" (imported on first use, so listing plugins
+    stays cheap) or, for third-party compatibility, a callable factory."""
+
     name: str
-    factory: Callable[..., T]
+    target: str | Callable[..., T]
     provider: str
     description: str = ""
     info: dict[str, Any] = field(default_factory=dict)
     kind: str = "plugin"
 
-    def declared_options(self) -> Options | None:
-        """The options this entry declares: ``register(..., options=Options(...) | "module:Class")``, or a
-        ``declared_options`` attribute of the factory itself (a class); None when undeclared.
+    @property
+    def factory(self) -> Callable[..., T]:
+        """The class (or function) the registration names, imported now."""
+        if callable(self.target):
+            return self.target
+        module, _, attribute = self.target.partition(":")
+        try:
+            loaded = getattr(importlib.import_module(module), attribute)
+        except (ImportError, AttributeError) as exc:
+            raise PluginError(
+                f"{self.kind} {self.name!r} (plugin {self.provider!r}) names {self.target!r}, which cannot be "
+                f"loaded: {type(exc).__name__}: {exc}"
+            ) from None
+        if not callable(loaded):
+            raise PluginError(f"{self.kind} {self.name!r} (plugin {self.provider!r}): {self.target!r} is not callable")
+        return loaded
 
-        A "module:Class" string is imported only here, so listing plugins stays cheap.
-        """
-        spec = self.info.get("options", getattr(self.factory, "declared_options", None))
-        if isinstance(spec, str):
-            module, _, attribute = spec.partition(":")
-            try:
-                target = getattr(importlib.import_module(module), attribute) if attribute else None
-            except (ImportError, AttributeError) as exc:
-                raise PluginError(
-                    f"{self.kind} {self.name!r} (plugin {self.provider!r}) declares its options in {spec!r}, "
-                    f"which cannot be loaded: {exc}"
-                ) from None
-            spec = getattr(target, "declared_options", target)
-        if spec is not None and not isinstance(spec, Options):
+    def declared_options(self) -> Options | None:
+        """The options the registered class (or opener function) declares as ``declared_options``; None:
+        undeclared (its options are passed on unchecked)."""
+        declared = getattr(self.factory, "declared_options", None)
+        if declared is not None and not isinstance(declared, Options):
             raise PluginError(
                 f"{self.kind} {self.name!r} (plugin {self.provider!r}): declared options must be a "
-                f"brainbench.options.Options, got {type(spec).__name__}"
+                f"brainbench.options.Options, got {type(declared).__name__}"
             )
-        return spec
+        return declared
 
     def check_options(self, options: dict[str, Any], where: str = "option ") -> dict[str, Any]:
-        """``options`` coerced to the declared types (core arguments such as a dataset's root untouched)."""
-        reserved = CORE_ARGUMENTS.get(self.kind, set())
-        user = {k: v for k, v in options.items() if k not in reserved}
+        """``options`` coerced to the declared types (core arguments such as a dataset's root untouched);
+        only those given come back. What preflight reports before anything is built."""
+        core, user = self._split(options)
         declared = self.declared_options()
-        checked = user if declared is None else declared.validate(user, self.name, where)
-        return {**{k: v for k, v in options.items() if k in reserved}, **checked}
+        return {**core, **(user if declared is None else declared.validate(user, self.name, where))}
+
+    def create(self, options: dict[str, Any], where: str = "option ") -> T:
+        """Build the plugin: ``options`` parsed once against its declaration. A plugin class (a
+        brainbench.interfaces.Configurable) gets them typed as ``options=``; an opener function gets the
+        same parsed values as keywords; an undeclared factory gets them as given, unchecked."""
+        from brainbench.interfaces import Configurable
+
+        core, user = self._split(options)
+        core = {**dict.fromkeys(CORE_ARGUMENTS.get(self.kind, ())), **core}  # e.g. a dataset's root: None if not given
+        declared = self.declared_options()
+        factory = self.factory
+        if declared is None:
+            return factory(**core, **user)
+        parsed = declared.parse(user, self.name, where)
+        if isinstance(factory, type) and issubclass(factory, Configurable):
+            return factory(**core, options=parsed)
+        return factory(**core, **parsed.as_dict())
+
+    def _split(self, options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        reserved = CORE_ARGUMENTS.get(self.kind, set())
+        return ({k: v for k, v in options.items() if k in reserved},
+                {k: v for k, v in options.items() if k not in reserved})
 
 
 class Registry(Generic[T]):
@@ -70,22 +98,29 @@ class Registry(Generic[T]):
     def register(
         self,
         name: str,
-        factory: Callable[..., T],
+        target: str | Callable[..., T],
         *,
         provider: str,
         description: str = "",
         **info: Any,
     ) -> None:
+        """``register("knn", "brainbench_knn.encoder:KnnEncoder", description=...)``: the class (or opener
+        function) is imported only when it is built or its options are read. A callable is accepted too
+        (older third-party plugins); it gets the options as keywords."""
         if not isinstance(name, str) or not name:
             raise ValueError(f"{self.kind} names must be non-empty strings, got {name!r} from {provider}")
-        if not callable(factory):
+        if isinstance(target, str):
+            if not _is_import_path(target):
+                raise TypeError(f"{self.kind} {name!r} from {provider}: expected \"package.module:Name\" or a "
+                                f"callable, got {target!r}")
+        elif not callable(target):
             raise TypeError(f"{self.kind} {name!r} from {provider}: factory must be callable")
         if name in self._entries:
             first = self._entries[name].provider
             raise DuplicateNameError(
                 f"{self.kind} {name!r} is registered twice: by plugin {first!r} and by plugin {provider!r}"
             )
-        self._entries[name] = Entry(name, factory, provider, description, dict(info), self.kind)
+        self._entries[name] = Entry(name, target, provider, description, dict(info), self.kind)
 
     def entry(self, name: str) -> Entry[T]:
         try:
@@ -94,9 +129,8 @@ class Registry(Generic[T]):
             raise UnknownNameError(self._unknown_message(name)) from None
 
     def create(self, name: str, **options: Any) -> T:
-        """Build ``name`` with ``options`` validated against its declaration first."""
-        entry = self.entry(name)
-        return entry.factory(**entry.check_options(options))
+        """Build ``name`` with ``options`` parsed against its declaration (see :meth:`Entry.create`)."""
+        return self.entry(name).create(options)
 
     def names(self) -> list[str]:
         return sorted(self._entries)
@@ -119,3 +153,8 @@ class Registry(Generic[T]):
         else:
             hint = "no plugin registered any"
         return f"unknown {self.kind} {name!r}; {hint}"
+
+
+def _is_import_path(text: str) -> bool:
+    module, sep, attribute = text.partition(":")
+    return bool(sep) and all(part.isidentifier() for part in module.split(".")) and attribute.isidentifier()

@@ -1,4 +1,7 @@
-"""One cell, start to finish: dataset -> target -> encoder -> training -> task -> records."""
+"""One cell, start to finish: dataset -> target -> encoder -> training -> task; a CellResult comes back.
+
+What the run records is shaped by brainbench.cell_records, stage by stage, from what this module computes.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,16 @@ import numpy as np
 
 from brainbench import __version__
 from brainbench.arrays import RowIndexed
+from brainbench.cell_records import (  # re-exported: the metrics table lives with the records
+    METRIC_COLUMNS,
+    NO_RECORD,
+    metric_cells,
+    metrics_markdown,
+    record_notes,
+    record_recipe,
+    record_result,
+    record_start,
+)
 from brainbench.config import RunConfig
 from brainbench.constants import PER_ITEM_FILE
 from brainbench.errors import BrainbenchError
@@ -25,10 +38,9 @@ from brainbench.interfaces import (
     Target,
     TrainSettings,
 )
-from brainbench.plugins import PluginSet, get_plugins, used_plugin_tags
+from brainbench.plugins import PluginSet, get_plugins
 from brainbench.repeats import group_mean
 from brainbench.rows import read_rows
-from brainbench.text_tables import markdown_table
 
 
 @dataclass
@@ -156,7 +168,7 @@ def check_finite_embeddings(embeddings: np.ndarray, stimulus_ids: np.ndarray, ta
     """NaN or infinite target embeddings train nothing and poison every metric: name where they came from."""
     bad = ~np.isfinite(embeddings.reshape(len(embeddings), -1)).all(axis=1)
     if bad.any():
-        source = getattr(target, "cache_path", None) or dataset.describe().get("root") or dataset.name
+        source = target.cache_path(dataset) or dataset.describe().get("root") or dataset.name
         shown = ", ".join(str(int(i)) for i in stimulus_ids[bad][:5])
         raise BrainbenchError(
             f"target {target.name!r} gave NaN or infinite embeddings for {int(bad.sum())} of {len(embeddings)} "
@@ -204,44 +216,6 @@ def run_params(cell: ResolvedCell, n_voxels: int) -> dict[str, Any]:
     return params
 
 
-def run_tags(cell: ResolvedCell) -> dict[str, str]:
-    """Tags, not params (they do not make runs differ): the run name that starts with what differs, plugin
-    versions, the code version. Metric directions are tagged after evaluation (brainbench.higher_is_better)."""
-    from brainbench.tracking import code_version, run_name
-
-    config = cell.config
-    tags = {f"brainbench.plugin.{info.name}.version": str(info.version) for info in get_plugins().plugins.values()}
-    # Which distribution (name, version, path) provided each object this run used: same-named plugins differ.
-    used = {"encoder": config.encoder, "task": config.task, "dataset": cell.dataset_name, "target": cell.target_name}
-    tags.update(used_plugin_tags(get_plugins(), used))
-    tags["mlflow.runName"] = run_name(config.encoder, config.subject, config.seed, config.task, config.encoder_options)
-    commit = code_version()
-    if commit:
-        tags["mlflow.source.git.commit"] = commit
-    return tags
-
-
-def log_inputs(record: Any, cell: ResolvedCell, splits: dict[str, Any]) -> None:
-    """Each split the run read as an MLflow dataset input (name, digest, subject, split) for the UI's Dataset
-    column. The digest hashes the dataset's description and the split's stimulus ids."""
-    import hashlib
-
-    described = cell.dataset.describe()
-    for split, trials in splits.items():
-        digest = hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode())
-        digest.update(f"{cell.config.subject}/{split}".encode())
-        digest.update(np.ascontiguousarray(trials.stimulus_ids, dtype=np.int64).tobytes())
-        record.log_dataset(
-            f"{cell.dataset_name} s{cell.config.subject} {split}",
-            digest.hexdigest()[:16],
-            str(described.get("root") or cell.dataset_name),
-            split,
-            {"subject": cell.config.subject, "split": split, "n_trials": trials.n_trials,
-             "n_images": int(len(np.unique(trials.stimulus_ids))), "n_voxels": trials.n_voxels,
-             "synthetic": cell.dataset.synthetic},
-        )
-
-
 def training_overrides(cell: ResolvedCell) -> dict[str, Any]:
     """Epochs, batch size and lr the run asks for: its own, else the quick recipe's, else None (defaults)."""
     config, quick = cell.config, cell.quick
@@ -253,15 +227,19 @@ def training_overrides(cell: ResolvedCell) -> dict[str, Any]:
 
 
 def run_cell(
-    config: RunConfig,
+    cell: RunConfig | ResolvedCell,
     reporter: Reporter,
     work_dir: Path,
-    record: Any | None = None,
+    record: Any = None,
 ) -> CellResult:
-    """Train and evaluate one cell. ``record`` (a tracking.RunRecord) receives params, metrics, artifacts."""
+    """Train and evaluate one cell: resolved already (preflight's, the plugin objects built once) or resolved
+    here from its config. ``record`` (a brainbench.cell_records.Record) receives what brainbench.cell_records
+    shapes at each stage; None: nothing is recorded."""
     from brainbench.threads import apply_for_run
 
-    cell = resolve(config)
+    record = NO_RECORD if record is None else record
+    cell = cell if isinstance(cell, ResolvedCell) else resolve(cell)
+    config = cell.config
     dataset, target, task = cell.dataset, cell.target, cell.task
     work_dir.mkdir(parents=True, exist_ok=True)
     # after the plugins are imported, so the BLAS that scipy loads is limited too (brainbench/threads.py)
@@ -272,11 +250,7 @@ def run_cell(
     check_trials(train, "train", config, cell.dataset_name)
     check_trials(test, task.split, config, cell.dataset_name)
     params = run_params(cell, train.n_voxels)
-    if record is not None:
-        record.log_params(params)
-        record.set_tags({"brainbench.synthetic": str(dataset.synthetic).lower(), "brainbench.cell": config.label()})
-        record.set_tags(run_tags(cell))
-        log_inputs(record, cell, {"train": train, task.split: test})
+    record_start(record, cell, params, {"train": train, task.split: test})
     if cell.quick is not None:
         reporter.info(
             f"demo-scale data: {config.encoder} uses its quick recipe ({cell.quick.note}); "
@@ -316,8 +290,7 @@ def run_cell(
     recipe = {**resolved_recipe(cell, fitted), **threads}
     # a resumed fit reports its whole training time, the part before the interruption included
     train_seconds += float(recipe.get("train_seconds_before_resume") or 0.0)
-    if record is not None:
-        record.log_params({f"recipe.{k}": v for k, v in recipe.items()})
+    record_recipe(record, recipe)
 
     started = time.perf_counter()
     test_voxels = test.load()
@@ -345,8 +318,7 @@ def run_cell(
     write_per_item(context, metrics, work_dir / PER_ITEM_FILE)
     for note in context.notes:
         reporter.info(f"[yellow]note:[/yellow] {note}")
-    if record is not None and context.notes:
-        record.set_tags({"brainbench.notes": " | ".join(context.notes)[:5000]})
+    record_notes(record, context.notes)
 
     result = CellResult(
         config=config,
@@ -361,8 +333,7 @@ def run_cell(
     )
     checkpoint = fitted.save(work_dir / "model")
     (work_dir / "config.json").write_text(json.dumps(resolved_config(cell, recipe), indent=2, default=str))
-    if record is not None:
-        _record_result(record, result, fitted, checkpoint, work_dir, example=test_voxels[:2], reporter=reporter)
+    record_result(record, result, fitted, checkpoint, work_dir, example=test_voxels[:2], reporter=reporter)
     return result
 
 
@@ -386,8 +357,7 @@ def log_noise_ceiling(
         f"noise ceiling of the test repeats (NSD formula, {metrics['data.noise_ceiling_n']:.3g} trials averaged): "
         f"median {metrics['data.noise_ceiling_median']:.1f}% over voxels, ncsnr {metrics['data.ncsnr_median']:.3f}"
     )
-    if record is not None:
-        record.log_metrics(metrics)
+    record.log_metrics(metrics)
 
 
 def resolved_recipe(cell: ResolvedCell, fitted: Any) -> dict[str, Any]:
@@ -415,38 +385,6 @@ def resolved_config(cell: ResolvedCell, recipe: dict[str, Any]) -> dict[str, Any
     )
     return {"config": resolved.to_dict(), "requested": config.to_dict(), "cell_key": config.key,
             "recipe": recipe}
-
-
-def _record_result(
-    record: Any, result: CellResult, fitted: Any, checkpoint: Path, work_dir: Path,
-    example: np.ndarray | None = None, reporter: Reporter | None = None,
-) -> None:
-    final = {f"test.{m.name}": m.value for m in result.metrics}
-    for m in result.metrics:
-        if m.interval:
-            final[f"test.{m.name}.ci_low"], final[f"test.{m.name}.ci_high"] = m.interval
-    final.update(
-        {"n_parameters": result.n_parameters, "train_seconds": result.train_seconds,
-         "eval_seconds": result.eval_seconds}
-    )
-    record.log_metrics(final)
-    record.log_artifact(work_dir / "config.json")
-    record.log_dict(result.to_dict(), "results.json")
-    record.log_text(metrics_markdown(result.metrics), "metrics.md")
-    record.log_artifact(checkpoint, "checkpoint")
-    sidecar = Path(str(checkpoint) + ".json")
-    if sidecar.exists():
-        record.log_artifact(sidecar, "checkpoint")
-    for path in result.artifacts:
-        record.log_artifact(path, "figures")
-    if (work_dir / PER_ITEM_FILE).exists():  # per-item outcomes, for paired comparisons across runs
-        record.log_artifact(work_dir / PER_ITEM_FILE)
-    record.set_tags({"brainbench.higher_is_better": json.dumps({m.name: m.higher_is_better for m in result.metrics})})
-    if result.config.log_model:  # --log-model: the fitted encoder as an MLflow model (pyfunc)
-        from brainbench.mlflow_model import log_model_or_warn
-
-        log_model_or_warn(record, fitted, checkpoint, work_dir, example, reporter)
-    (work_dir / "results.json").write_text(json.dumps(result.to_dict(), indent=2))
 
 
 #: The run artifact with each test item's outcome per metric (see EvalContext.per_item).
@@ -477,16 +415,4 @@ def write_per_item(context: EvalContext, metrics: list[MetricResult], path: Path
     path.write_text(json.dumps(record))
 
 
-#: The columns a run's metrics are shown in: the terminal table and the run's metrics.md.
-METRIC_COLUMNS = ("metric", "value", "95% interval", "chance", "better")
-
-
-def metric_cells(m: MetricResult) -> list[str]:
-    """One metric's row under METRIC_COLUMNS."""
-    interval = f"{m.interval[0]:.4f} - {m.interval[1]:.4f}" if m.interval else ""
-    chance = f"{m.chance:.4f}" if m.chance is not None else ""
-    return [m.name, f"{m.value:.4f}", interval, chance, "higher" if m.higher_is_better else "lower"]
-
-
-def metrics_markdown(metrics: list[MetricResult]) -> str:
-    return "\n".join(markdown_table(list(METRIC_COLUMNS), [metric_cells(m) for m in metrics])) + "\n"
+__all__ = ["METRIC_COLUMNS", "CellResult", "ResolvedCell", "metric_cells", "metrics_markdown", "resolve", "run_cell"]

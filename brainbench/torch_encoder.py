@@ -7,7 +7,7 @@ shared trainer in :mod:`brainbench.training`.
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from brainbench.interfaces import Encoder, FitData, FittedEncoder, Reporter, Shape, TrainSettings
 from brainbench.recipes import TrainingDefaults  # defined in the recipes leaf; imported from here too
@@ -26,6 +26,14 @@ class Objective(Protocol):
     def __call__(
         self, model: torch.nn.Module, voxels: torch.Tensor, targets: torch.Tensor, progress: float
     ) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class EpochAware(Protocol):
+    """An objective indexed by epoch (MindEye's: BiMixCo, then SoftCLIP): before the first step the trainer
+    tells it the run's epoch count, which the recipe, the run's ``--epochs`` or early stopping decide."""
+
+    def set_epochs(self, epochs: int) -> None: ...
 
 
 #: Graphs one compiled function may keep: training, evaluation (no grad) and a dynamic batch size each add

@@ -56,6 +56,7 @@ from brainbench.master_weights import MasterWeightAdamW
 from brainbench.reporting import duration
 from brainbench.schedules import LearningRateSchedule, build_schedule, scaled_lr
 from brainbench.staging import BatchSource, make_batch_source
+from brainbench.torch_encoder import EpochAware
 
 if TYPE_CHECKING:  # annotations only: TorchEncoder.fit imports this module
     from brainbench.torch_encoder import Objective, TorchEncoder
@@ -252,6 +253,25 @@ class TorchFittedEncoder(FittedEncoder):
             path = path / MODEL_NAME
         return save_model_file(path, self.model.state_dict(), self.metadata())
 
+    @classmethod
+    def load(
+        cls, path: Path, *, encoder: TorchEncoder | None = None, n_voxels: int | None = None,
+        target_shape: Shape | None = None, device: str = "auto", precision: str = "auto",
+    ) -> TorchFittedEncoder:
+        """:func:`load_fitted_encoder` behind FittedEncoder's one ``load`` signature (the encoder is needed:
+        it builds the module the weights go into)."""
+        if encoder is None:
+            raise BrainbenchError(f"{path}: a torch model is loaded into the module its encoder builds; pass encoder=")
+        fitted = load_fitted_encoder(encoder, path, device=device, precision=precision)
+        if (n_voxels is not None and fitted.n_voxels != n_voxels) or (
+            target_shape is not None and fitted.target_shape != tuple(target_shape)
+        ):
+            raise CheckpointMismatchError(
+                f"model file {path} maps {fitted.n_voxels} voxels to {fitted.target_shape}, not {n_voxels} to "
+                f"{tuple(target_shape or ())}"
+            )
+        return fitted
+
 
 def load_fitted_encoder(
     encoder: TorchEncoder, path: Path, device: str = "auto", precision: str = "auto"
@@ -369,7 +389,7 @@ class _Run:
         if self.compiled:  # in place: state dicts, checkpoints and the saved model keep their keys
             encoder.compile_model(self.model)
         self.objective = encoder.objective(self.target_shape)
-        if hasattr(self.objective, "set_epochs"):  # epoch-indexed objectives (MindEye: BiMixCo, then SoftCLIP)
+        if isinstance(self.objective, EpochAware):  # epoch-indexed objectives (MindEye: BiMixCo, then SoftCLIP)
             self.objective.set_epochs(self.recipe.epochs)
         self.modules = trainable_modules(self.model, self.objective)
         for module in self.modules.values():

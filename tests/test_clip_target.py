@@ -13,6 +13,7 @@ import torch
 
 from brainbench.errors import DataError
 from brainbench.interfaces import Dataset, Trials
+from brainbench.options import OptionError
 from brainbench_clip.openclip import WEIGHTS_ENV, OpenClipTarget
 
 TINY_MODEL = "bb-tiny-test-vit"
@@ -254,7 +255,7 @@ def test_class_names_go_through_the_template_set_once() -> None:
     np.testing.assert_allclose(by_name[0], expected / np.linalg.norm(expected), rtol=1e-4, atol=1e-5)
     bare = tiny(templates="none").embed_class_names(names[:1])
     np.testing.assert_allclose(bare, tiny().embed_text(names[:1]), rtol=1e-4, atol=1e-5)
-    with pytest.raises(DataError, match="template"):
+    with pytest.raises(OptionError, match="templates not one of openai, simple, none"):  # refused by its declaration
         tiny(templates="fancy")
 
 

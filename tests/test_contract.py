@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from brainbench.testing.test_contract import (
     _brainbench_home,
+    test_dataset_contract,
     test_declared_options,
     test_encoder_contract,
+    test_target_contract,
     test_task_contract,
 )
 
-__all__ = ["_brainbench_home", "test_declared_options", "test_encoder_contract", "test_task_contract"]
+__all__ = ["_brainbench_home", "test_dataset_contract", "test_declared_options", "test_encoder_contract",
+           "test_target_contract", "test_task_contract"]

@@ -52,10 +52,13 @@ def test_example_package_passes_the_shipped_contract(tmp_path):
     env = {"PYTHONPATH": str(site), "BRAINBENCH_HOME": str(tmp_path / "home")}
     own = _pytest([str(package / "tests")], env, tmp_path)
     assert own.returncode == 0, own.stdout + own.stderr
-    assert "4 passed" in own.stdout
-    shipped = _pytest(["--pyargs", "brainbench.testing"], {**env, "BRAINBENCH_CONTRACT": "brainbench-knn"}, tmp_path)
+    assert "7 passed" in own.stdout  # 2 k x (pooled, tokens) round trips, the round trip's own check, task, options
+    shipped = _pytest(["--pyargs", "brainbench.testing", "-rs"],
+                      {**env, "BRAINBENCH_CONTRACT": "brainbench-knn"}, tmp_path)
     assert shipped.returncode == 0, shipped.stdout + shipped.stderr
-    assert "4 passed" in shipped.stdout, shipped.stdout
+    assert "5 passed, 2 skipped" in shipped.stdout, shipped.stdout
+    # an encoder-and-task package is told plainly what it does not provide, not "got empty parameter set"
+    assert "brainbench-knn provide(s) no dataset" in shipped.stdout and "empty parameter set" not in shipped.stdout
 
 
 def test_broken_plugin_fails_the_shipped_contract_with_a_clear_message(tmp_path):

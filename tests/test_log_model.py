@@ -237,3 +237,31 @@ def test_matrix_logs_models_per_cell_from_the_spec_or_the_flag(tmp_path):
     out, logged = matrix("--log-model")  # the flag: every cell
     assert logged == {"1000.0": True, "10000.0": True}
     assert "2 MLflow model(s) logged" in out
+
+
+def test_a_third_party_encoder_logs_its_model_through_the_declared_capabilities(tmp_path):
+    """The knn example (an installed third-party package) states n_voxels/target_shape and implements the one
+    FittedEncoder.load: --log-model logs it, and MLflow's loader predicts what the run's model did."""
+    from tests.conftest import REPO, pip_install_target
+
+    site = tmp_path / "site"
+    pip_install_target(REPO / "plugins" / "examples" / "brainbench-knn", site)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    done = subprocess.run(
+        [brainbench_script(), "run", "knn", "--task", "mean-cosine", "--dataset-opt", "scale=tiny", "--log-model",
+         "--tracking-uri", uri],
+        capture_output=True, text=True, cwd=tmp_path, timeout=900,
+        env={**os.environ, "BRAINBENCH_HOME": str(tmp_path / "home"), "COLUMNS": "200",
+             "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "could not log the model" not in done.stderr, done.stderr
+    sys.path.insert(0, str(site))  # MLflow's loader rebuilds the model with the installed package
+    try:
+        run = runs_of(uri, "knn")[-1]
+        example, expected = logged_example(uri, run.info.run_id, tmp_path)
+        predicted = load_pyfunc(uri, f"runs:/{run.info.run_id}/model").predict(example)
+        assert predicted.shape == (2, 768)
+        np.testing.assert_allclose(predicted, expected, atol=1e-6, rtol=0)
+    finally:
+        sys.path.remove(str(site))

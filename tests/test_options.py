@@ -7,7 +7,6 @@ import pytest
 
 from brainbench.options import Option, OptionError, Options
 from brainbench.plugins import get_plugins
-from tests.conftest import run_cli
 
 OPTIONS = Options(
     Option("alpha", float, 1.0, "penalty", minimum=0),
@@ -69,11 +68,14 @@ def test_every_builtin_plugin_declares_its_options():
                 assert entry.declared_options() is not None, f"{kind} {entry.name} declares no options"
 
 
-@pytest.mark.parametrize("name", ["litemind", "mindeye"])
-def test_torch_encoders_declare_exactly_their_defaults(name):
-    module = __import__(f"brainbench_{name}.encoder", fromlist=["DEFAULT_OPTIONS"])
-    declared = get_plugins().encoders.entry(name).declared_options()
-    assert declared.defaults() == module.DEFAULT_OPTIONS
+@pytest.mark.parametrize("name", ["litemind", "mindeye", "ridge"])
+def test_encoders_run_with_exactly_their_declared_defaults(name):
+    """Declared once: built with no options, an encoder's options in force are its declaration's defaults."""
+    entry = get_plugins().encoders.entry(name)
+    declared = entry.declared_options()
+    built = entry.create({})
+    assert built.options.as_dict() == {k: tuple(v) if isinstance(v, list) else v
+                                       for k, v in declared.defaults().items()}
 
 
 def test_declared_defaults_build_each_plugin():
@@ -85,6 +87,27 @@ def test_declared_defaults_build_each_plugin():
             if declared is not None:
                 given = {k: v for k, v in declared.defaults().items() if v is not None}
                 entry.factory(**entry.check_options(given))
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """The CLI in this process (none of these tests is about the process): status, stdout, stderr."""
+    from types import SimpleNamespace
+
+    from brainbench.cli.app import main
+
+    def call(*args, env=None, cwd=None):
+        with monkeypatch.context() as patch:
+            for name, value in (env or {}).items():
+                patch.setenv(name, value)
+            if cwd is not None:
+                patch.chdir(cwd)
+            capsys.readouterr()
+            code = main(list(args))
+            out, err = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+
+    return call
 
 
 def _runs(db):
@@ -105,32 +128,32 @@ def _runs(db):
         ("run", "ridge", "mindeye", "--subject", "1", "--subject", "9"),
     ],
 )
-def test_bad_options_stop_before_any_mlflow_run(tmp_path, args):
+def test_bad_options_stop_before_any_mlflow_run(tmp_path, args, cli):
     db = tmp_path / "m.db"
-    result = run_cli(*args, "--tracking-uri", f"sqlite:///{db}", cwd=tmp_path)
+    result = cli(*args, "--tracking-uri", f"sqlite:///{db}", cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and _runs(db) == 0
 
 
-def test_opt_reaches_only_the_encoders_that_declare_it(tmp_path):
-    result = run_cli("run", "ridge", "mindeye", "--opt", "hidden=256", "--dry-run", "--dataset-opt", "scale=tiny",
-                     env={"COLUMNS": "300"}, cwd=tmp_path)
+def test_opt_reaches_only_the_encoders_that_declare_it(tmp_path, cli):
+    result = cli("run", "ridge", "mindeye", "--opt", "hidden=256", "--dry-run", "--dataset-opt", "scale=tiny",
+                 env={"COLUMNS": "300"}, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     lines = {line.split("│")[2].strip(): line for line in result.stdout.splitlines() if line.count("│") > 5}
     assert "hidden=256" in lines["mindeye"] and "hidden" not in lines["ridge"]
 
 
-def test_spec_option_no_cell_plugin_declares_fails_in_dry_run(tmp_path):
+def test_spec_option_no_cell_plugin_declares_fails_in_dry_run(tmp_path, cli):
     spec = tmp_path / "spec.toml"
     spec.write_text('name = "x"\n[axes]\nencoder = ["ridge", "mindeye"]\n"encoder_options.dropout" = [0.1]\n'
                     '[defaults]\ntask = "retrieval"\n"dataset_options.scale" = "tiny"\n')
-    result = run_cli("matrix", "run", str(spec), "--dry-run", cwd=tmp_path)
+    result = cli("matrix", "run", str(spec), "--dry-run", cwd=tmp_path)
     assert result.returncode == 2
     assert "encoder_options.dropout=0.1: unknown mindeye option 'dropout'" in result.stderr, result.stderr
 
 
-def test_info_lists_declared_options_of_any_plugin():
-    result = run_cli("info", "laion", "--json")
+def test_info_lists_declared_options_of_any_plugin(cli):
+    result = cli("info", "laion", "--json")
     assert result.returncode == 0, result.stderr
     rows = {row["name"]: row for row in json.loads(result.stdout)["declared_options"]}
     assert rows["pooling"]["accepted"] == "one of cls, mean" and rows["k"]["default"] == "16"
@@ -140,7 +163,23 @@ def test_base_classes_validate_against_their_declaration():
     from brainbench.interfaces import Task
     from brainbench_ridge.encoder import RidgeEncoder
 
-    assert RidgeEncoder.check_options({"alpha": "3"}) == {"alpha": 3.0}
-    with pytest.raises(OptionError, match="--opt alpah=3: unknown ridge option 'alpah'; did you mean 'alpha'"):
-        RidgeEncoder.check_options({"alpah": 3}, "--opt ")
-    assert Task.check_options({"anything": 1}) == {"anything": 1}  # undeclared: passed through
+    assert RidgeEncoder(alpha="3").options.alpha == 3.0  # built directly: parsed by the same declaration
+    with pytest.raises(OptionError, match="option alpah=3: unknown ridge option 'alpah'; did you mean 'alpha'"):
+        RidgeEncoder(alpah=3)
+    assert get_plugins().encoders.entry("ridge").check_options({"alpha": "3"}, "--opt ") == {"alpha": 3.0}
+
+    class Undeclared(Task):
+        def evaluate(self, ctx):
+            return []
+
+    assert Undeclared(anything=1).options == {"anything": 1}  # undeclared: passed through
+
+
+def test_plugins_read_typed_attributes():
+    """Validated once, then typed: a list option arrives as a tuple of its item type, a number as its type."""
+    plugins = get_plugins()
+    litemind = plugins.encoders.create("litemind", widths="16,8,4", dropout="0.2")
+    assert litemind.options.widths == (16, 8, 4) and litemind.options.dropout == 0.2
+    assert plugins.tasks.create("retrieval", draws="per-query").scheme == "per-query"
+    with pytest.raises(AttributeError):  # frozen: a plugin cannot change what was validated
+        litemind.options.dropout = 0.9

@@ -40,3 +40,21 @@ def test_rejects_bad_registrations():
         reg.register("", object, provider="x")
     with pytest.raises(TypeError):
         reg.register("a", "not callable", provider="x")  # type: ignore[arg-type]
+
+
+def test_a_registration_names_its_class_and_imports_it_only_when_used():
+    import sys
+
+    from brainbench.errors import PluginError
+
+    sys.modules.pop("brainbench_knn_absent", None)
+    reg: Registry[object] = Registry("encoder")
+    reg.register("late", "brainbench_knn_absent.encoder:Knn", provider="x")
+    assert "brainbench_knn_absent" not in sys.modules and reg.names() == ["late"]  # listing imports nothing
+    with pytest.raises(PluginError, match="'brainbench_knn_absent.encoder:Knn', which cannot be loaded"):
+        reg.create("late")
+    reg.register("ridge", "brainbench_ridge.encoder:RidgeEncoder", provider="ridge")
+    built = reg.create("ridge", alpha="2")
+    assert type(built).__name__ == "RidgeEncoder" and built.options.alpha == 2.0
+    with pytest.raises(TypeError):
+        reg.register("odd", "brainbench_ridge.encoder", provider="x")  # no ":Name"

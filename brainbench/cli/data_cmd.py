@@ -135,7 +135,7 @@ def inspect_path(path: Path, scan: bool = True) -> dict[str, Any]:
         if entry.name.startswith("synthetic"):
             continue  # the simulator writes its own data; it does not read a user's folder
         try:
-            dataset = entry.factory(root=path)
+            dataset = entry.create({"root": path})
         except Exception as err:
             not_matching.append({"dataset": entry.name, "error": _message(err)})
             continue

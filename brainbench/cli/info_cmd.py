@@ -45,7 +45,7 @@ def register(app: typer.Typer) -> None:
             voxels = NSD_VOXELS[subject]
         shape = parse_shape(target_shape)
         entry = plugins.encoders.entry(encoder)
-        enc = entry.factory(**entry.check_options(parse_key_values(opt, "--opt"), "--opt "))
+        enc = entry.create(parse_key_values(opt, "--opt"), "--opt ")
         details = enc.describe(voxels, shape)
         summary = {"encoder": encoder, "n_voxels": voxels, "target_shape": list(shape), **details}
         plain = plain_run(encoder, task, parse_key_values(opt, "--opt"), voxels, shape)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from typing import Any
 
 import typer
@@ -64,23 +63,6 @@ def check_number(
     if below is not None and value >= below:
         raise typer.BadParameter(f"{value:g} must be below {below:g}", param_hint=option)
     return value
-
-
-DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-
-
-def check_device(value: str, option: str = "--device") -> str:
-    if DEVICE_PATTERN.match(value):
-        return value
-    raise typer.BadParameter(f"{value!r} is not one of auto, cpu, cuda, cuda:N, mps", param_hint=option)
-
-
-def check_precision(value: str, option: str = "--precision") -> str:
-    if value == "auto":
-        return value
-    from brainbench.devices import PRECISIONS  # imports torch: only for a non-default value
-
-    return check_choice(value, PRECISIONS, option)
 
 
 def _installed(module: str) -> bool:

@@ -175,20 +175,9 @@ def _default_names(config: Any, plugins: Any, seen: dict[str, Names]) -> Names:
 
 def check_devices(configs: list[Any]) -> None:
     """Every device a cell names exists here: ``--device cuda`` on a machine without a GPU is refused now, not
-    after the data are simulated and the MLflow run is made. torch is imported only for a named device."""
-    from brainbench.cli.options import DEVICE_PATTERN
-
-    names = sorted({config.device for config in configs} - {"auto", "cpu"})
-    for name in names:
-        if not DEVICE_PATTERN.match(name):
-            raise OptionError(f"device {name!r} is not one of auto, cpu, cuda, cuda:N, mps")
-    precisions = sorted({config.precision for config in configs} - {"auto"})
-    if precisions:
-        from brainbench.devices import PRECISIONS  # imports torch: only for a precision other than auto
-
-        unknown = [p for p in precisions if p not in PRECISIONS]
-        if unknown:
-            raise OptionError(f"precision {unknown[0]!r} is not one of {', '.join(PRECISIONS)}")
+    after the data are simulated and the MLflow run is made (how a device is spelled, and which precisions
+    exist, the declared run settings check). torch is imported only for a named device."""
+    names = sorted({config.device for config in configs} - {"auto", "cpu"})  # their spelling: RUN_SETTINGS
     if not names:
         return
     import torch
@@ -208,10 +197,11 @@ def check_devices(configs: list[Any]) -> None:
             raise BrainbenchError("--device mps: Apple's MPS back end is not available on this machine")
 
 
-def build_cells(configs: list[Any]) -> None:
+def build_cells(configs: list[Any], keep: bool = False) -> list[Any]:
     """Build every plugin object each cell names (dataset opened, subject checked), ask each task whether
     it is ready (``Task.check_ready``), read the cell's data (trial lists, a sample of rows) and size its model
-    against the machine's memory, then let them go."""
+    against the machine's memory. With ``keep`` the resolved cells come back open, to be run as they are
+    (one process runs them: a cell is resolved once); else they are let go."""
     from brainbench.data_checks import check_cell_data
     from brainbench.resources import check_model_fits
     from brainbench.runner import resolve
@@ -219,6 +209,7 @@ def build_cells(configs: list[Any]) -> None:
     seen: set[str] = set()
     voxels_of: dict[str, int] = {}  # data checked once per dataset and subject, models once per size
     sized: set[str] = set()
+    built: list[Any] = []
     for config in configs:
         if config.key in seen:
             continue
@@ -243,9 +234,16 @@ def build_cells(configs: list[Any]) -> None:
                                  _given(config.encoder_options))
                 sized.add(model)
         except BrainbenchError as exc:
-            raise type(exc)(f"{config.label()}: {exc}") from None
-        finally:
             cell.dataset.close()
+            raise type(exc)(f"{config.label()}: {exc}") from None
+        except BaseException:
+            cell.dataset.close()
+            raise
+        if keep:
+            built.append(cell)
+        else:
+            cell.dataset.close()
+    return built
 
 
 def _json(value: Any) -> str:
@@ -256,9 +254,10 @@ def _given(options: dict[str, Any]) -> str:
     return " ".join(f"--opt {k}={v}" for k, v in options.items())
 
 
-def preflight(configs: list[Any], spec_source: str | None = None) -> None:
-    """Everything a run can be refused for, before it is created."""
+def preflight(configs: list[Any], spec_source: str | None = None, keep: bool = False) -> list[Any]:
+    """Everything a run can be refused for, before it is created; with ``keep``, the resolved cells (open),
+    which this process then runs without building them again."""
     check_names(configs)
     check_options(configs, spec_source)
     check_devices(configs)
-    build_cells(configs)
+    return build_cells(configs, keep)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from brainbench.cli.options import check_choice, check_device, check_launcher, check_precision, parse_key_values
+from brainbench.cli.options import check_choice, check_launcher, parse_key_values
 
 
 def register(app: typer.Typer) -> None:
@@ -108,7 +108,7 @@ def register(app: typer.Typer) -> None:
         check_cli_settings(
             {"repeats": repeats, "compile": compile, "budget": budget, "val_fraction": val_fraction, "lr": lr,
              "epochs": epochs, "batch_size": batch_size, "early_stopping": early_stopping,
-             "checkpoint_every": checkpoint_every, "optimizer": optimizer},
+             "checkpoint_every": checkpoint_every, "optimizer": optimizer, "device": device, "precision": precision},
             {"subject": subject, "seed": seed},
             resume=resume, restart=restart, experiment=experiment,
         )
@@ -119,8 +119,6 @@ def register(app: typer.Typer) -> None:
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--threads") from None
         os.environ[THREADS_ENV] = threads  # read by every cell, matrix workers included (brainbench/threads.py)
-        check_device(device)
-        check_precision(precision)
         from brainbench.launch import LAUNCHERS
 
         check_choice(launcher, LAUNCHERS, "--launcher")  # one cell or many: a launcher that does not exist is a typo
@@ -158,7 +156,9 @@ def register(app: typer.Typer) -> None:
             )
             for e, t, s, r in itertools.product(encoders, task, subject, seed)
         ]
-        preflight(configs)  # before any MLflow run exists
+        # before any MLflow run exists; one cell runs here as preflight resolved it (a matrix's cells run in
+        # workers, which resolve their own)
+        cells = preflight(configs, keep=len(configs) == 1 and not dry_run)
         if dry_run:
             from brainbench.cli.matrix_cmd import print_cells
             from brainbench.matrix.spec import Cell
@@ -169,7 +169,7 @@ def register(app: typer.Typer) -> None:
         if len(configs) == 1:
             from brainbench.cli.single import run_single
 
-            run_single(configs[0], tracking_uri, experiment, resume, restart)
+            run_single(cells[0], tracking_uri, experiment, resume, restart)
         else:
             from brainbench.cli.matrix_cmd import run_configs
 

@@ -50,40 +50,28 @@ def cell_tags(config: RunConfig, matrix_id: str) -> dict[str, str]:
 def execute_job(job: CellJob, worker: str = "") -> CellOutcome:
     """One cell as a child run of the parent: a failure becomes a FAILED outcome; Ctrl-C propagates."""
     from brainbench.reporting import LineReporter, TrackingReporter
-    from brainbench.runner import run_cell
-    from brainbench.tracking_query import SafeTracker, SystemMetrics
-    from brainbench.workdirs import claim_run_folder
+    from brainbench.tracked_cell import run_tracked_cell
+    from brainbench.tracking_query import SafeTracker
 
     config = RunConfig.from_dict(job.config)
     started = time.perf_counter()
     tracker = SafeTracker(job.tracking_uri, job.experiment)
-    run_id: str | None = None
+    run_ids: list[str] = []
     try:
-        # A folder of this run's own, as for `brainbench run` (brainbench/workdirs.py): no shared files.
-        with claim_run_folder(config.key, config.label(), job.resume, restart=job.restart) as folder, tracker.run(
-            config.label(),
-            parent_run_id=job.parent_run_id,
-            tags={**cell_tags(config, job.matrix_id), "brainbench.worker": worker,
-                  "brainbench.work_dir": str(folder.path)},
-            keep_in=folder.path,  # a store that goes away mid-cell loses nothing (brainbench/journal.py)
-        ) as record:
-            run_id = record.run_id
-            folder.note_run_id(run_id)
-            monitor = SystemMetrics(tracker.uri, run_id) if job.system_metrics else None
-            # one line per cell and about every 10 s: the epoch, loss and time left, as cells may run side by side
-            reporter = TrackingReporter(LineReporter(config.label()), record)
-            if monitor is not None:
-                with monitor:
-                    result = run_cell(config, reporter, folder.path, record=record)
-            else:
-                result = run_cell(config, reporter, folder.path, record=record)
+        # one line per cell and about every 10 s: the epoch, loss and time left, as cells may run side by side
+        result = run_tracked_cell(
+            config, tracker, lambda record: TrackingReporter(LineReporter(config.label()), record),
+            resume=job.resume, restart=job.restart, parent_run_id=job.parent_run_id,
+            tags={**cell_tags(config, job.matrix_id), "brainbench.worker": worker},
+            system_metrics=job.system_metrics, started=run_ids.append,
+        )
     except Exception as exc:
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         return CellOutcome(
             config.key,
             config.label(),
             "FAILED",
-            run_id,
+            run_ids[0] if run_ids else None,
             error=detail,
             wall_seconds=time.perf_counter() - started,
             worker=worker,
@@ -92,7 +80,7 @@ def execute_job(job: CellJob, worker: str = "") -> CellOutcome:
         config.key,
         config.label(),
         "FINISHED",
-        run_id,
+        result.run_id,
         metrics=result.metric_dict(),
         n_parameters=result.n_parameters,
         train_seconds=result.train_seconds,

@@ -186,7 +186,7 @@ class OpenClipTarget(Target):
         Option("seed", int, 0, "seed for anything random in embedding", minimum=0, maximum=2**32 - 1),
         Option("normalize", bool, False, "L2-normalise each embedding"),
         Option("templates", str, "openai", "prompt templates embed_class_names applies to bare class names "
-               "(embed_text embeds finished prompts as given)", choices=("openai", "simple", "none")),
+               "(embed_text embeds finished prompts as given)", choices=TEMPLATE_SETS),
         Option("batch_size", int, 64, "images per forward pass", minimum=1),
         Option("device", str, "auto", "auto | cpu | cuda | cuda:N"),
         Option("use_cache", bool, True, "read and write the embedding cache"),
@@ -194,36 +194,25 @@ class OpenClipTarget(Target):
     )
     """CLIP embeddings of a dataset's images (pooled or tokens) and of texts, from open_clip."""
 
-    def __init__(
-        self,
-        tokens: bool = False,
-        model: str = DEFAULT_MODEL,
-        weights: str | os.PathLike[str] | None = None,
-        pretrained_tag: str = DEFAULT_PRETRAINED_TAG,
-        seed: int = 0,
-        normalize: bool = False,
-        templates: str = "openai",
-        batch_size: int = 64,
-        device: str = "auto",
-        use_cache: bool = True,
-        cache_dir: str | os.PathLike[str] | None = None,
-    ) -> None:
-        if templates not in TEMPLATE_SETS:
-            raise DataError(
-                f"unknown prompt template set {templates!r}; expected one of {', '.join(TEMPLATE_SETS)}"
-            )
-        self.tokens = bool(tokens)
-        model = register_config_file(model)
+    name = "clip-vit-l-14"
+    #: Pooled (768,) embeddings; :class:`OpenClipTokensTarget` gives the 257x768 tokens.
+    tokens: bool = False
+
+    def __init__(self, options: Any = None, *, tokens: bool | None = None, **values: Any) -> None:
+        super().__init__(options, **values)
+        o = self.options
+        self.tokens = type(self).tokens if tokens is None else bool(tokens)
+        model = register_config_file(o.model)
         self.model_name = model
-        self.weights = None if weights is None else str(weights)
-        self.pretrained_tag = pretrained_tag
-        self.seed = int(seed)
-        self.normalize = bool(normalize)
-        self.templates = templates
-        self.batch_size = int(batch_size)
-        self.device = device
-        self.use_cache = bool(use_cache)
-        self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        self.weights = o.weights
+        self.pretrained_tag = o.pretrained_tag
+        self.seed = o.seed
+        self.normalize = o.normalize
+        self.templates = o.templates
+        self.batch_size = o.batch_size
+        self.device = o.device
+        self.use_cache = o.use_cache
+        self.cache_dir = None if o.cache_dir is None else Path(o.cache_dir)
         # The registry name, whatever the model config: the model itself is in params() and the cache key.
         self.name = "clip-vit-l-14" + ("-tokens" if self.tokens else "")
         pooled_shape, token_shape = shapes_for(model)
@@ -407,6 +396,14 @@ class OpenClipTarget(Target):
             raw[missing] = encoded[inverse]
         return self.finish(raw)
 
+    def cache_path(self, dataset: Dataset) -> Path | None:
+        """The HDF5 file this target's embeddings of ``dataset`` are cached in (None with use_cache off)."""
+        if not self.use_cache:
+            return None
+        from brainbench_clip.cache import cache_path
+
+        return cache_path(dataset, self, root=self.cache_dir)
+
     def check_ready(self, dataset: Dataset) -> None:
         """Before any work: the weights are here, and the dataset has images or a cache was built for it."""
         root = getattr(dataset, "root", None)
@@ -420,11 +417,9 @@ class OpenClipTarget(Target):
                 f"embeddings of its images), computed from CLIP weights: {err} With the weights file, build "
                 f"the embedding cache once (resumable) with `{build}`, then run with --target-opt weights=PATH."
             ) from None
-        if self.use_cache:
-            from brainbench_clip.cache import cache_path
-
-            if cache_path(dataset, self, root=self.cache_dir).exists():
-                return
+        cached = self.cache_path(dataset)
+        if cached is not None and cached.exists():
+            return
         try:
             images = dataset.images(np.zeros(1, dtype=np.int64))
         except Exception:  # an id-0 image that does not exist says nothing about the others
@@ -477,3 +472,11 @@ def open_clip_std() -> tuple[float, float, float]:
     import open_clip
 
     return tuple(open_clip.OPENAI_DATASET_STD)
+
+
+class OpenClipTokensTarget(OpenClipTarget):
+    """The 257x768 token embeddings (after ln_post and the projection) of :class:`OpenClipTarget`'s model."""
+
+    name = "clip-vit-l-14-tokens"
+    tokens = True
+

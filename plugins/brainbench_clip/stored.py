@@ -14,12 +14,17 @@ from brainbench.options import Option, Options
 
 
 class StoredTarget(Target):
-    declared_options = Options(Option("normalize", bool, False, "L2-normalise each embedding"))
     """Reads ``dataset.stored_embeddings(EMBEDDING_POOLED | EMBEDDING_TOKENS)``; no model, no cache needed."""
 
-    def __init__(self, tokens: bool, normalize: bool = False) -> None:
-        self.tokens = bool(tokens)
-        self.normalize = bool(normalize)
+    declared_options = Options(Option("normalize", bool, False, "L2-normalise each embedding"))
+    name = "synthetic-clip"
+    #: Pooled (768,) embeddings; :class:`StoredTokensTarget` reads the 257x768 tokens.
+    tokens: bool = False
+
+    def __init__(self, options: Any = None, *, tokens: bool | None = None, **values: Any) -> None:
+        super().__init__(options, **values)
+        self.tokens = type(self).tokens if tokens is None else bool(tokens)
+        self.normalize = self.options.normalize
         self.name = "synthetic-clip-tokens" if self.tokens else "synthetic-clip"
         self.shape = (257, 768) if self.tokens else (768,)
         self.key = EMBEDDING_TOKENS if self.tokens else EMBEDDING_POOLED
@@ -79,3 +84,11 @@ class StoredTarget(Target):
 
     def params(self) -> dict[str, Any]:
         return {**super().params(), "target_normalize": self.normalize}
+
+
+class StoredTokensTarget(StoredTarget):
+    """The 257x768 token embeddings stored with the data."""
+
+    name = "synthetic-clip-tokens"
+    tokens = True
+

@@ -24,6 +24,7 @@ import numpy as np
 
 from brainbench.errors import DataError
 from brainbench.interfaces import Dataset, Trials
+from brainbench.options import Option, Options, declares
 from brainbench.rows import read_rows
 
 from .bdata import BDataFile
@@ -319,6 +320,23 @@ class GodDataset(Dataset):
         }
 
 
+# The openers' options, declared once (the registry, `brainbench info` and preflight read them).
+GOD_OPTIONS = Options(
+    Option("subjects", list, None, "subjects to open (default: every Subject{N}.h5)", item=int, minimum=1,
+           nullable=True),
+    Option("roi", str, "ROI_VC", "BData region-of-interest column selecting the voxels"),
+    Option("class_names", str, None, "class-name file (default: found beside the data)", nullable=True),
+)
+SYNTHETIC_GOD_OPTIONS = Options(
+    Option("seed", int, 0, "simulator seed", minimum=0, maximum=2**32 - 1),
+    Option("scale", str, "small", "simulated size", choices=("small", "tiny")),
+    Option("subjects", list, None, "subjects offered (each written when first used)", item=int, minimum=1,
+           nullable=True),
+    Option("roi", str, "ROI_VC", "BData region-of-interest column selecting the voxels"),
+)
+
+
+@declares(GOD_OPTIONS)
 def open_god(
     root: str | Path | None,
     subjects: Sequence[int] | None = None,
@@ -342,6 +360,7 @@ def open_god(
     return GodDataset(files, roi=roi, stimuli=folder / STIMULI_FILE, class_names=names_path)
 
 
+@declares(SYNTHETIC_GOD_OPTIONS)
 def open_synthetic_god(
     root: str | Path | None = None,
     seed: int = 0,

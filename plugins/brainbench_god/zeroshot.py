@@ -52,7 +52,7 @@ class GodZeroShotTask(Task):
         Option("templates", list, None, "prompt templates, each with {} for the class name (default: the set's)",
                item=str, nullable=True),
         Option("prototypes", str, "text", "class prototypes from class-name text or from training images",
-               choices=("text", "image")),
+               choices=PROTOTYPE_KINDS),
     )
     metrics: ClassVar[tuple[MetricSpec, ...]] = (
         MetricSpec("top1", True, "zero-shot top-1 accuracy among the test classes (fraction)"),
@@ -61,19 +61,16 @@ class GodZeroShotTask(Task):
     default_dataset: ClassVar[str] = "synthetic-god"
     default_target: ClassVar[str | None] = "synthetic-clip"
 
-    def __init__(
-        self, templates: list[str] | tuple[str, ...] | None = None, prototypes: str = "text", **options: Any
-    ) -> None:
-        chosen = tuple(templates) if templates is not None else DEFAULT_TEMPLATES
-        if not chosen or any("{}" not in t for t in chosen):
+    def __init__(self, options: Any = None, **values: Any) -> None:
+        super().__init__(options, **values)
+        chosen = self.options.templates if self.options.templates is not None else DEFAULT_TEMPLATES
+        if any("{}" not in t for t in chosen):  # what no declared type says: each names where the class goes
             raise ValueError(f"god-zeroshot templates must each contain '{{}}' for the class name, got {chosen}")
-        if prototypes not in PROTOTYPE_KINDS:
-            raise ValueError(f"god-zeroshot prototypes must be one of {', '.join(PROTOTYPE_KINDS)}, got {prototypes!r}")
-        super().__init__(templates=list(chosen), prototypes=prototypes, **options)
-        self.templates, self.prototypes = chosen, prototypes
+        self.templates, self.prototypes = tuple(chosen), self.options.prototypes
 
     def params(self) -> dict[str, Any]:
-        return {**self.options, "n_templates": len(self.templates), "interval": "Wilson 95%"}
+        return {**super().params(), "templates": list(self.templates), "n_templates": len(self.templates),
+                "interval": "Wilson 95%"}
 
     def evaluate(self, ctx: EvalContext) -> list[MetricResult]:
         predictions = np.asarray(ctx.predictions, dtype=np.float32).reshape(len(ctx.predictions), -1)

@@ -1,6 +1,6 @@
 """Built-in plugin: LAION retrieval on a local (FAISS) or remote (clip-retrieval) gallery index.
 
-Registrations only: faiss, numpy, pyarrow and torch are imported by the modules these functions load.
+Registrations only: faiss, numpy, pyarrow and torch are imported by the modules these names load.
 """
 
 from brainbench import hookimpl
@@ -8,17 +8,8 @@ from brainbench import hookimpl
 
 @hookimpl
 def register_tasks(register):
-    def laion(**options):
-        from brainbench_laion.task import LaionTask
-
-        return LaionTask(**options)
-
-    register(
-        "laion",
-        laion,
-        description="LAION-style retrieval: top-k gallery candidates per prediction (local or remote index)",
-        options="brainbench_laion.task:LaionTask",
-    )
+    register("laion", "brainbench_laion.task:LaionTask",
+             description="LAION-style retrieval: top-k gallery candidates per prediction (local or remote index)")
 
 
 @hookimpl

@@ -47,13 +47,12 @@ def prior_entry(name: str) -> Any:
 def build_prior(name: str, user_options: dict[str, Any], budget: str) -> tuple[Any, str]:
     """The prior with its quick recipe under budget "quick" (the user's options win); (prior, recipe note)."""
     entry = prior_entry(name)
-    checked = entry.check_options(user_options, "prior option ")
-    prior = entry.factory(**checked)
+    prior = entry.create(user_options, "prior option ")
     note = "reference recipe"
     if budget == "quick":
         quick = prior.quick_recipe()
         if quick is not None:
-            prior = entry.factory(**entry.check_options({**quick.options, **user_options}, "prior option "))
+            prior = entry.create({**quick.options, **user_options}, "prior option ")
             note = f"quick recipe ({quick.note})"
     return prior, note
 

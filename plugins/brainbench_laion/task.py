@@ -131,44 +131,14 @@ class LaionTask(Task):
     default_dataset: ClassVar[str] = "synthetic-nsd"
     default_target: ClassVar[str | None] = "synthetic-clip"
 
-    def __init__(
-        self,
-        index: str | None = None,
-        remote: str | None = None,
-        indice_name: str | None = None,
-        k: int = 16,
-        pooling: str = "cls",
-        rerank: str = "auto",
-        nprobe: int | None = None,
-        refine: int = 10,
-        gallery_size: int = 20_000,
-        figure_rows: int = 8,
-        **options: Any,
-    ) -> None:
-        super().__init__(
-            index=index,
-            remote=remote,
-            indice_name=indice_name,
-            k=k,
-            pooling=pooling,
-            rerank=rerank,
-            nprobe=nprobe,
-            refine=refine,
-            gallery_size=gallery_size,
-            figure_rows=figure_rows,
-            **options,
-        )
-        if pooling not in POOLINGS:
-            raise ValueError(f"laion pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
-        if rerank not in RERANKS:
-            raise ValueError(f"laion rerank must be one of {', '.join(RERANKS)}, got {rerank!r}")
-        if index and remote:
+    def __init__(self, options: Any = None, **values: Any) -> None:
+        super().__init__(options, **values)
+        o = self.options
+        if o.index and o.remote:  # each is valid alone: the pair is what this task refuses
             raise ValueError("laion: give index=PATH or remote=URL, not both")
-        if int(k) < 1:
-            raise ValueError(f"laion k must be >= 1, got {k}")
-        self.k, self.pooling, self.rerank = int(k), pooling, rerank
-        self.prior_name = str(self.options.get("prior") or NO_PRIOR)
-        self.prior_options = parse_prior_options(self.options.get("prior_opts"))
+        self.k, self.pooling, self.rerank = o.k, o.pooling, o.rerank
+        self.prior_name = o.prior or NO_PRIOR
+        self.prior_options = parse_prior_options(list(o.prior_opts) if o.prior_opts else None)
         if self.prior_name == NO_PRIOR and self.prior_options:
             raise ValueError("laion: prior_opts given without a prior (add --task-opt prior=NAME)")
         if self.prior_name != NO_PRIOR:  # an unknown prior or option stops the run before it trains anything
@@ -180,22 +150,22 @@ class LaionTask(Task):
 
     # ------------------------------------------------------------------------------------------- gallery
     def open_gallery(self, dataset: Dataset, seed: int) -> Any:
-        if self.options.get("remote"):
+        if self.options.remote:
             return self._remote()
         from brainbench_laion.index import LocalIndex
 
-        path = self.options.get("index")
+        path = self.options.index
         path = (
             Path(path)
             if path
             else ensure_default_gallery(
-                dataset, int(self.options["gallery_size"]), seed, bool(self.options.get("include_test_images"))
+                dataset, self.options.gallery_size, seed, self.options.include_test_images
             )
         )
         gallery = LocalIndex.open(path)
-        if self.options.get("nprobe"):
-            gallery.nprobe = int(self.options["nprobe"])
-        gallery.refine = int(self.options.get("refine") or 1)
+        if self.options.nprobe:
+            gallery.nprobe = self.options.nprobe
+        gallery.refine = self.options.refine
         return gallery
 
     def _remote(self) -> Any:
@@ -203,24 +173,24 @@ class LaionTask(Task):
         if self._remote_gallery is None:
             from brainbench_laion.remote import RemoteGallery
 
-            self._remote_gallery = RemoteGallery(str(self.options["remote"]), self.options.get("indice_name"))
+            self._remote_gallery = RemoteGallery(self.options.remote, self.options.indice_name)
         return self._remote_gallery
 
     def _check_gallery_disk(self) -> None:
         """The default simulated gallery (no index, no remote) must fit on the disk it will be written to."""
-        if self.options.get("remote") or self.options.get("index"):
+        if self.options.remote or self.options.index:
             return
         from brainbench.paths import home
         from brainbench.resources import GALLERY_BYTES_PER_ITEM, check_disk
 
-        size = int(self.options["gallery_size"])
+        size = self.options.gallery_size
         check_disk(home() / "laion", size * GALLERY_BYTES_PER_ITEM,
                    f"the simulated {size:,}-item gallery (--task-opt gallery_size={size})", "gallery_size")
 
     def check_ready(self) -> None:
         """Before training: a remote back end must answer and serve the index asked for (or exactly one)."""
         self._check_gallery_disk()
-        if self.options.get("remote"):
+        if self.options.remote:
             self._remote().check()
         if self.prior_name != NO_PRIOR:
             build_prior(self.prior_name, self.prior_options, "reference")[0].check_ready()
@@ -237,7 +207,7 @@ class LaionTask(Task):
             )
             self._note(f"queries are prior {self.prior_name!r}'s samples ({self._prior_record['recipe_note']})")
         # One gallery for every run seed (a seed-specific gallery would rebuild per matrix cell).
-        gallery = self.open_gallery(ctx.dataset, int(self.options.get("gallery_seed", 0)))
+        gallery = self.open_gallery(ctx.dataset, self.options.gallery_seed)
         self._gallery_info = gallery.describe()
         found = gallery.search(queries, self.k)
         vectors = gallery.vectors(found.ids) if hasattr(gallery, "vectors") else None
@@ -320,7 +290,7 @@ class LaionTask(Task):
         ]
 
     def _recall(self, ctx: EvalContext, found: SearchResult, picked: list[dict]) -> list[MetricResult]:
-        in_gallery = self.options.get("gt_in_gallery")
+        in_gallery = self.options.gt_in_gallery
         if in_gallery is None and "included_stimuli" in self._gallery_info:
             in_gallery = self._gallery_info["included_stimuli"] > 0
         if in_gallery is None:  # unknown (e.g. remote): the stimuli are there if any of them was retrieved
@@ -407,7 +377,7 @@ class LaionTask(Task):
             found,
             chosen,
             ctx.output_dir / "laion_retrieval.png",
-            rows=int(self.options.get("figure_rows") or 8),
+            rows=self.options.figure_rows or 8,  # 0: the default 8, as before
         )
         ctx.artifacts.append(figure)
 

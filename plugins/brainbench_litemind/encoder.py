@@ -46,38 +46,6 @@ def mark_block_regions(model: nn.Module) -> None:
             module.forward = functools.partial(_block_region, module)
 
 
-# option -> reference-faithful default; every one of them is logged with the run
-DEFAULT_OPTIONS: dict[str, Any] = {
-    "pad": "drop",  # reference drops trailing voxels; the paper zero-pads
-    "fremlp": "diagonal",  # reference uses only the diagonal; the paper draws a dense complex matrix
-    "impl": "faithful",  # faithful: complex torch.fft | fast: real DFT matmuls + head folded into the loss
-    "odd_tokens": "reference",  # reference: N-1 tokens after the filter for odd N (as published) | keep
-    "spectral_precision": "fp32",  # impl=fast: spectral ops in fp32 under bf16 autocast | autocast (bf16)
-    "spectral_kernel": "auto",  # impl=fast: fused Triton chains on CUDA (auto) | triton | torch
-    "filter": "on",  # module ablation: none removes the spectrum-compression filter
-    "pos_embed": "learned",  # module ablation: none removes the positional embedding
-    "tokenizer": "patch",  # module ablation: linear removes the patch compression (tokens from all voxels)
-    "lr_scaling": "none",  # none: lr 1e-4 x 600/512 whatever the batch (reference) | linear: x batch / 512
-    "patch_size": 450,
-    "widths": None,  # None: reference widths (full: 512,256,128 + target tokens; CLS-only: 512,256,128,50)
-    "depths": None,  # None: reference depths (full: 2,10,2,4; CLS-only: 2,2,2,2)
-    "dropout": 0.1,
-    "drop_path": 0.15,
-    "direction": "image_to_fmri",  # the reference trains one direction only; "symmetric" is CLIP-style
-    "log_logit_scale": 8.0,  # logit scale e^8, fixed in the reference
-    "learn_temperature": False,
-    "mse_weight": 0.0,  # the paper adds an MSE term; the reference code does not
-}
-
-
-def _as_ints(value: Any) -> tuple[int, ...] | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, str):
-        value = value.replace("x", ",").split(",")
-    return tuple(int(v) for v in value)
-
-
 #: The reference's rate: 1e-4 x 600 / 512, whatever the batch (its batch-scaling line is commented out).
 REFERENCE_LR = 1e-4 * 600 / 512
 LR_SCALINGS = ("none", "linear")
@@ -86,42 +54,43 @@ LR_SCALINGS = ("none", "linear")
 class LiteMindEncoder(TorchEncoder):
     name: ClassVar[str] = "litemind"
     reference_target: ClassVar[str] = "tokens"  # the paper's headline: the 257x768 full variant
-    # Names and defaults come from DEFAULT_OPTIONS; these add what each accepts.
-    declared_options: ClassVar[Options] = Options.from_defaults(
-        DEFAULT_OPTIONS,
-        Option("pad", str, help="voxels past the last whole patch: dropped (reference) or zero-padded (paper)",
+    # Each option once: name, type, the reference-faithful default, help, accepted values; every one of them
+    # is logged with the run and read back typed (self.options.widths: a tuple of ints, or None).
+    declared_options: ClassVar[Options] = Options(
+        Option("pad", str, "drop", "voxels past the last whole patch: dropped (reference) or zero-padded (paper)",
                choices=("drop", "zero")),
-        Option("fremlp", str, help="frequency MLP: the reference's diagonal, the paper's dense matrix, or none "
-               "(module ablation: no frequency projector)", choices=FREMLP_MODES),
-        Option("impl", str, help="faithful (complex torch.fft) | fast (real DFT matmuls, head in the loss)",
+        Option("fremlp", str, "diagonal", "frequency MLP: the reference's diagonal, the paper's dense matrix, or "
+               "none (module ablation: no frequency projector)", choices=FREMLP_MODES),
+        Option("impl", str, "faithful", "faithful (complex torch.fft) | fast (real DFT matmuls, head in the loss)",
                choices=("faithful", "fast")),
-        Option("odd_tokens", str, help="odd token counts: N-1 after the filter (reference) | keep",
+        Option("odd_tokens", str, "reference", "odd token counts: N-1 after the filter (reference) | keep",
                choices=("reference", "keep")),
-        Option("spectral_precision", str,
-               help="impl=fast: the DFTs and the chain between them in fp32 under bf16 autocast, or autocast's dtype",
-               choices=SPECTRAL_PRECISIONS),
-        Option("spectral_kernel", str, help="impl=fast: fused Triton kernels for the spectral chains (auto: on CUDA)",
-               choices=SPECTRAL_KERNELS),
-        Option("filter", str, help="spectrum-compression filter in every block: on, or none (module ablation)",
+        Option("spectral_precision", str, "fp32", "impl=fast: the DFTs and the chain between them in fp32 under bf16 "
+               "autocast, or autocast's dtype", choices=SPECTRAL_PRECISIONS),
+        Option("spectral_kernel", str, "auto", "impl=fast: fused Triton kernels for the spectral chains (auto: on "
+               "CUDA)", choices=SPECTRAL_KERNELS),
+        Option("filter", str, "on", "spectrum-compression filter in every block: on, or none (module ablation)",
                choices=FILTER_MODES),
-        Option("pos_embed", str, help="positional embedding of the tokens: learned, or none (module ablation)",
+        Option("pos_embed", str, "learned", "positional embedding of the tokens: learned, or none (module ablation)",
                choices=POS_EMBED_MODES),
-        Option("tokenizer", str, help="patch: Conv1d over patch_size-voxel patches (patch compression) | linear: "
-               "each token a linear map of all voxels (module ablation)", choices=TOKENIZERS),
-        Option("lr_scaling", str, help="none: the reference rate whatever the batch | linear: x batch / 512",
-               choices=("none", "linear")),
-        Option("patch_size", int, help="voxels per patch", minimum=1),
-        Option("widths", list, help="stage widths, e.g. 128,64,32 (default: the reference's)", item=int, minimum=1,
-               maximum=2**20, nullable=True),  # what fits in memory is checked before a run (brainbench.resources)
-        Option("depths", list, help="blocks per stage (default: the reference's)", item=int, minimum=1,
-               maximum=1000, nullable=True),
-        Option("dropout", float, help="dropout inside the blocks", minimum=0, maximum=0.99),
-        Option("drop_path", float, help="stochastic depth rate", minimum=0, maximum=0.99),
-        Option("direction", str, help="InfoNCE direction(s) trained",
-               choices=("symmetric", "image_to_fmri", "fmri_to_image")),
-        Option("log_logit_scale", float, help="log of the InfoNCE logit scale (8: e^8, the reference's)"),
-        Option("learn_temperature", bool, help="learn the logit scale instead of fixing it"),
-        Option("mse_weight", float, help="weight of an added MSE term (the paper's; 0 in the reference)", minimum=0),
+        Option("tokenizer", str, "patch", "patch: Conv1d over patch_size-voxel patches (patch compression) | "
+               "linear: each token a linear map of all voxels (module ablation)", choices=TOKENIZERS),
+        Option("lr_scaling", str, "none", "none: the reference rate whatever the batch | linear: x batch / 512",
+               choices=LR_SCALINGS),
+        Option("patch_size", int, 450, "voxels per patch", minimum=1),
+        # what fits in memory is checked before a run (brainbench.resources)
+        Option("widths", list, None, "stage widths, e.g. 128,64,32 (default: the reference's: full 512,256,128 + "
+               "target tokens; CLS-only 512,256,128,50)", item=int, minimum=1, maximum=2**20, nullable=True),
+        Option("depths", list, None, "blocks per stage (default: the reference's: full 2,10,2,4; CLS-only "
+               "2,2,2,2)", item=int, minimum=1, maximum=1000, nullable=True),
+        Option("dropout", float, 0.1, "dropout inside the blocks", minimum=0, maximum=0.99),
+        Option("drop_path", float, 0.15, "stochastic depth rate", minimum=0, maximum=0.99),
+        Option("direction", str, "image_to_fmri", "InfoNCE direction(s) trained (the reference trains one; "
+               "symmetric is CLIP-style)", choices=DIRECTIONS),
+        Option("log_logit_scale", float, 8.0, "log of the InfoNCE logit scale (8: e^8, fixed in the reference)"),
+        Option("learn_temperature", bool, False, "learn the logit scale instead of fixing it"),
+        Option("mse_weight", float, 0.0, "weight of an added MSE term (the paper's; 0 in the reference code)",
+               minimum=0),
     )
     defaults: ClassVar[TrainingDefaults] = TrainingDefaults(
         epochs=1500,
@@ -136,48 +105,30 @@ class LiteMindEncoder(TorchEncoder):
         drop_last=False,  # the reference keeps the last partial batch (25 steps of 1000 for 24,980 trials)
     )
 
-    def __init__(self, **options: Any) -> None:
-        unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
-        if unknown:
-            raise ValueError(f"unknown litemind option(s) {unknown}; known: {sorted(DEFAULT_OPTIONS)}")
-        merged = {**DEFAULT_OPTIONS, **options}
-        merged["widths"], merged["depths"] = _as_ints(merged["widths"]), _as_ints(merged["depths"])
-        for key in ("patch_size",):
-            merged[key] = int(merged[key])
-        for key in ("dropout", "drop_path", "log_logit_scale", "mse_weight"):
-            merged[key] = float(merged[key])
-        merged["learn_temperature"] = str(merged["learn_temperature"]).lower() in ("1", "true", "yes")
-        if merged["direction"] not in DIRECTIONS:
-            raise ValueError(f"direction must be one of {DIRECTIONS}, got {merged['direction']!r}")
-        if merged["lr_scaling"] not in LR_SCALINGS:
-            raise ValueError(f"lr_scaling must be one of {', '.join(LR_SCALINGS)}, got {merged['lr_scaling']!r}")
-        super().__init__(**merged)
-        self.config_for(1_000_000, (768,))  # validates pad / fremlp / impl now, not at fit time
-
     def config_for(self, n_voxels: int, target_shape: Shape) -> LiteMindConfig:
         o = self.options
         return LiteMindConfig(
             n_voxels=n_voxels,
             target_shape=tuple(target_shape),
-            patch_size=o["patch_size"],
-            pad=o["pad"],
-            fremlp=o["fremlp"],
-            impl=o["impl"],
-            odd_tokens=o["odd_tokens"],
-            spectral_precision=o["spectral_precision"],
-            spectral_kernel=o["spectral_kernel"],
-            filter=o["filter"],
-            pos_embed=o["pos_embed"],
-            tokenizer=o["tokenizer"],
-            widths=o["widths"],
-            depths=o["depths"],
-            dropout=o["dropout"],
-            drop_path=o["drop_path"],
+            patch_size=o.patch_size,
+            pad=o.pad,
+            fremlp=o.fremlp,
+            impl=o.impl,
+            odd_tokens=o.odd_tokens,
+            spectral_precision=o.spectral_precision,
+            spectral_kernel=o.spectral_kernel,
+            filter=o.filter,
+            pos_embed=o.pos_embed,
+            tokenizer=o.tokenizer,
+            widths=o.widths,
+            depths=o.depths,
+            dropout=o.dropout,
+            drop_path=o.drop_path,
         )
 
     def training_defaults(self) -> TrainingDefaults:
         """The reference recipe; ``lr_scaling=linear`` applies the linear rule lr = 1e-4 x batch / 512."""
-        if self.options["lr_scaling"] == "linear":
+        if self.options.lr_scaling == "linear":
             return replace(self.defaults, lr=1e-4, lr_reference_batch=512)
         return self.defaults
 
@@ -205,17 +156,17 @@ class LiteMindEncoder(TorchEncoder):
     def objective(self, target_shape: Shape) -> Objective:
         o = self.options
         loss = InfoNCELoss(
-            log_scale=o["log_logit_scale"],
-            learn_scale=o["learn_temperature"],
-            direction=o["direction"],
-            mse_weight=o["mse_weight"],
+            log_scale=o.log_logit_scale,
+            learn_scale=o.learn_temperature,
+            direction=o.direction,
+            mse_weight=o.mse_weight,
         )
         # the fast path also folds the head into the loss's similarities (same function, no B x 197,376 output)
-        return HeadFusedObjective(loss) if o["impl"] == "fast" else PredictionObjective(loss)
+        return HeadFusedObjective(loss) if o.impl == "fast" else PredictionObjective(loss)
 
     def compile_by_default(self) -> bool:
         # the fast path's real elementwise chain is what inductor fuses; complex FFTs it cannot
-        return self.options["impl"] == "fast"
+        return self.options.impl == "fast"
 
     def compile_model(
         self, model: nn.Module, mode: str = "default", scope: str = "auto", backend: str = "inductor"
@@ -234,8 +185,8 @@ class LiteMindEncoder(TorchEncoder):
             raise ValueError(f"compile scope must be one of {', '.join(COMPILE_SCOPES)}, got {scope!r}")
         allow_recompiles()  # 4 stage widths x (train, eval, dynamic batch) graphs, past dynamo's default 8
         if scope == "auto":
-            scope = "step" if self.options["impl"] == "fast" else "blocks"
-        elif scope != "blocks" and self.options["impl"] != "fast":
+            scope = "step" if self.options.impl == "fast" else "blocks"
+        elif scope != "blocks" and self.options.impl != "fast":
             raise ValueError(f"compile scope {scope!r} compiles the fast path's loss; impl=faithful compiles 'blocks'")
         if scope == "blocks":
             options: dict[str, Any] = {"mode": mode} if backend == "inductor" else {}
@@ -250,7 +201,7 @@ class LiteMindEncoder(TorchEncoder):
         setattr(model, COMPILED_LOSS_ATTR, CompiledTrainingLoss(mode, backend))
 
     def params(self) -> dict[str, Any]:
-        return {k: ("x".join(map(str, v)) if isinstance(v, tuple) else v) for k, v in self.options.items()}
+        return {k: ("x".join(map(str, v)) if isinstance(v, tuple) else v) for k, v in super().params().items()}
 
     def describe(self, n_voxels: int, target_shape: Shape) -> dict[str, Any]:
         cfg = self.config_for(n_voxels, target_shape)
@@ -261,7 +212,7 @@ class LiteMindEncoder(TorchEncoder):
             "stage_widths": list(cfg.stage_widths),
             "stage_depths": list(cfg.stage_depths),
             "flops_note": "matmuls and convolutions only; complex FFT ops are not counted",
-            "ablated_modules": ", ".join(ablated_modules(self.options)) or "none (the full model)",
+            "ablated_modules": ", ".join(ablated_modules(self.options.as_dict())) or "none (the full model)",
             "default_target": DEFAULT_TARGET_NOTE,
         }
 

@@ -21,53 +21,29 @@ from brainbench.schedules import OneCycleDefaults
 from brainbench.torch_encoder import Objective, TorchEncoder, TrainingDefaults
 from brainbench_mindeye.model import BrainNetwork
 
-DEFAULT_OPTIONS: dict[str, Any] = {
-    "hidden": 4096,
-    "blocks": 4,
-    "projector_hidden": 2048,
-    "input_dropout": 0.5,
-    "block_dropout": 0.15,
-    "embed": "projector",  # projector | backbone
-    "mix_fraction": 0.33,  # BiMixCo while epoch < int(mix_fraction * epochs) (79 of 240), SoftCLIP after
-    "mixco_targets": "faithful",  # faithful (the reference's soft targets) | corrected (rows sum to 1)
-    "norm_weight_decay": "decay",  # decay (the reference decays LayerNorm weights) | exempt
-    "mix_beta": 0.15,
-    "mix_probability": 0.5,
-    "mix_temperature": 0.006,
-    "soft_temperature_start": 0.004,
-    "soft_temperature_end": 0.0075,
-}
-_INTS = ("hidden", "blocks", "projector_hidden")
-#: String options and their allowed values.
-_CHOICES = {
-    "embed": ("projector", "backbone"),
-    "mixco_targets": MIXCO_TARGETS,
-    "norm_weight_decay": ("decay", "exempt"),
-}
-
 
 class MindEyeEncoder(TorchEncoder):
     name: ClassVar[str] = "mindeye"
     reference_target: ClassVar[str] = "tokens"  # MindEye's retrieval trains on the 257x768 tokens
-    # Names and defaults come from DEFAULT_OPTIONS; these add what each accepts.
-    declared_options: ClassVar[Options] = Options.from_defaults(
-        DEFAULT_OPTIONS,
-        Option("hidden", int, help="width of the residual MLP", minimum=1, maximum=2**20),
-        Option("blocks", int, help="residual blocks", minimum=0, maximum=1000),
-        Option("projector_hidden", int, help="width of the projector", minimum=1, maximum=2**20),
-        Option("input_dropout", float, help="dropout on the input layer", minimum=0, maximum=0.99),
-        Option("block_dropout", float, help="dropout in each residual block", minimum=0, maximum=0.99),
-        Option("embed", str, help="what evaluation embeds with", choices=("projector", "backbone")),
-        Option("mix_fraction", float, help="share of training with BiMixCo before SoftCLIP", minimum=0, maximum=1),
-        Option("mixco_targets", str, help="faithful (the reference's soft targets) | corrected (rows sum to 1)",
-               choices=("faithful", "corrected")),
-        Option("norm_weight_decay", str, help="decay (the reference decays LayerNorm weights) | exempt",
+    # Each option once, with the MedARC reference's default; read back typed (self.options.hidden: an int).
+    declared_options: ClassVar[Options] = Options(
+        Option("hidden", int, 4096, "width of the residual MLP", minimum=1, maximum=2**20),
+        Option("blocks", int, 4, "residual blocks", minimum=0, maximum=1000),
+        Option("projector_hidden", int, 2048, "width of the projector", minimum=1, maximum=2**20),
+        Option("input_dropout", float, 0.5, "dropout on the input layer", minimum=0, maximum=0.99),
+        Option("block_dropout", float, 0.15, "dropout in each residual block", minimum=0, maximum=0.99),
+        Option("embed", str, "projector", "what evaluation embeds with", choices=("projector", "backbone")),
+        Option("mix_fraction", float, 0.33, "share of training with BiMixCo before SoftCLIP (BiMixCo while "
+               "epoch < int(mix_fraction * epochs): 79 of 240)", minimum=0, maximum=1),
+        Option("mixco_targets", str, "faithful", "faithful (the reference's soft targets) | corrected (rows sum "
+               "to 1)", choices=MIXCO_TARGETS),
+        Option("norm_weight_decay", str, "decay", "decay (the reference decays LayerNorm weights) | exempt",
                choices=("decay", "exempt")),
-        Option("mix_beta", float, help="Beta(a, a) parameter of the voxel mix-up", above=0),
-        Option("mix_probability", float, help="probability a batch is mixed", minimum=0, maximum=1),
-        Option("mix_temperature", float, help="BiMixCo temperature", above=0),
-        Option("soft_temperature_start", float, help="SoftCLIP temperature at the start", above=0),
-        Option("soft_temperature_end", float, help="SoftCLIP temperature at the end", above=0),
+        Option("mix_beta", float, 0.15, "Beta(a, a) parameter of the voxel mix-up", above=0),
+        Option("mix_probability", float, 0.5, "probability a batch is mixed", minimum=0, maximum=1),
+        Option("mix_temperature", float, 0.006, "BiMixCo temperature", above=0),
+        Option("soft_temperature_start", float, 0.004, "SoftCLIP temperature at the start", above=0),
+        Option("soft_temperature_end", float, 0.0075, "SoftCLIP temperature at the end", above=0),
     )
     #: The reference: AdamW (weight decay 1e-2), OneCycleLR(max_lr 3e-4, total steps = epochs x steps per
     #: epoch, pct_start 2 / epochs, final_div_factor 1000) with beta1 cycled 0.95 -> 0.85 -> 0.95, no clipping.
@@ -83,29 +59,16 @@ class MindEyeEncoder(TorchEncoder):
         checkpoint_every=10,  # ~11 GB of weights + AdamW state at NSD scale: not every epoch
     )
 
-    def __init__(self, **options: Any) -> None:
-        unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
-        if unknown:
-            raise ValueError(f"unknown mindeye option(s) {unknown}; known: {sorted(DEFAULT_OPTIONS)}")
-        merged = {**DEFAULT_OPTIONS, **options}
-        for key, value in merged.items():
-            if key in _CHOICES:
-                if value not in _CHOICES[key]:
-                    raise ValueError(f"{key} must be one of {list(_CHOICES[key])}, got {value!r}")
-            else:
-                merged[key] = int(value) if key in _INTS else float(value)
-        super().__init__(**merged)
-
     def build(self, n_voxels: int, target_shape: Shape) -> nn.Module:
         o = self.options
         return BrainNetwork(
             n_voxels,
             target_shape,
-            hidden=o["hidden"],
-            blocks=o["blocks"],
-            projector_hidden=o["projector_hidden"],
-            input_dropout=o["input_dropout"],
-            block_dropout=o["block_dropout"],
+            hidden=o.hidden,
+            blocks=o.blocks,
+            projector_hidden=o.projector_hidden,
+            input_dropout=o.input_dropout,
+            block_dropout=o.block_dropout,
         )
 
     def quick_recipe(self) -> QuickRecipe:
@@ -115,12 +78,12 @@ class MindEyeEncoder(TorchEncoder):
     def objective(self, target_shape: Shape) -> Objective:
         o = self.options
         return MindEyeLoss(
-            mix_fraction=o["mix_fraction"],
-            mix_beta=o["mix_beta"],
-            mix_probability=o["mix_probability"],
-            mix_temperature=o["mix_temperature"],
-            soft_temperature=(o["soft_temperature_start"], o["soft_temperature_end"]),
-            targets=o["mixco_targets"],
+            mix_fraction=o.mix_fraction,
+            mix_beta=o.mix_beta,
+            mix_probability=o.mix_probability,
+            mix_temperature=o.mix_temperature,
+            soft_temperature=(o.soft_temperature_start, o.soft_temperature_end),
+            targets=o.mixco_targets,
             epochs=self.defaults.epochs,  # the trainer sets the run's own count (MindEyeLoss.set_epochs)
         )
 
@@ -130,11 +93,11 @@ class MindEyeEncoder(TorchEncoder):
         (in this model the only 1-D weights)."""
         if "bias" in name:
             return True
-        return self.options["norm_weight_decay"] == "exempt" and param.ndim <= 1
+        return self.options.norm_weight_decay == "exempt" and param.ndim <= 1
 
     def embed(self, model: nn.Module, voxels: torch.Tensor) -> torch.Tensor:
         backbone, projected = model(voxels)
-        return projected if self.options["embed"] == "projector" else backbone
+        return projected if self.options.embed == "projector" else backbone
 
     def describe(self, n_voxels: int, target_shape: Shape) -> dict[str, Any]:
         summary = super().describe(n_voxels, target_shape)

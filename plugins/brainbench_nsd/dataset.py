@@ -37,6 +37,7 @@ import numpy as np
 from brainbench.constants import EMBEDDING_POOLED, EMBEDDING_TOKENS
 from brainbench.errors import DataError
 from brainbench.interfaces import ArrayLike, Dataset, Trials
+from brainbench.options import Option, Options, declares
 from brainbench_nsd.h5rows import RowView, check_finite
 from brainbench_nsd.marker import SYNTHETIC_MARKER
 from brainbench_nsd.release import release_shards, release_subjects, release_table, wds_folder
@@ -487,8 +488,41 @@ def detect_layout(root: Path) -> str:
     )
 
 
-def open_nsd(root: str | Path | None, layout: str = "auto", **options: Any) -> Dataset:
-    """Open NSD files on disk in any supported layout (detected from what is on disk, or named)."""
+# The openers' options, declared once (the registry, `brainbench info` and preflight read them).
+NSD_OPTIONS = Options(
+    Option("layout", str, "auto", "file layout on disk (auto: detected)",
+           choices=("auto", "mindeye2", "mindeye1", "litemind")),
+    Option("test_split", str, "auto",
+           "mindeye2 release: test on wds/subjNN/new_test (MindEye2's) or test; auto: new_test when present",
+           choices=("auto", "new_test", "test")),
+    Option("train_repeats", str, "all",
+           "mindeye1 layout: training rows are every repeat (all), one fixed repeat per image (one-per-image), "
+           "or MindEye1's own sampling: each step takes repeat step % 3 of every image in its batch "
+           "(one-per-step)", choices=("all", "one-per-image", "one-per-step")),
+    Option("roi", str, "all",
+           "mindeye2 layout: the voxels to use, by the per-voxel labels `data prepare nsd` stores "
+           "(rois_subjNN.hdf5): an atlas, atlas:label[+label...] or label names, commas for a union "
+           "(e.g. V1v,V1d or streams:ventral); all: every stored voxel"),
+)
+SYNTHETIC_NSD_OPTIONS = Options(
+    Option("scale", str, "small", "simulated size: small (seconds on a laptop), tiny (tests), nsd (real sizes)",
+           choices=("small", "tiny", "nsd")),
+    Option("seed", int, 0, "simulator seed", minimum=0, maximum=2**32 - 1),
+    Option("tokens", bool, False, "also store 257x768 token embeddings"),
+    Option("images", bool, False, "also store stimulus images"),
+    Option("roi", str, "all",
+           "the voxels to use, by the simulator's per-voxel labels (rois_subjNN.hdf5): an atlas, "
+           "atlas:label[+label...] or label names, commas for a union; all: every voxel"),
+)
+
+
+@declares(NSD_OPTIONS)
+def open_nsd(
+    root: str | Path | None, layout: str = "auto", test_split: str = "auto", train_repeats: str = "all",
+    roi: str = "all", **layout_options: Any,
+) -> Dataset:
+    """Open NSD files on disk in any supported layout (detected from what is on disk, or named). Each option
+    applies to one layout; given for another, it is refused naming the layout found."""
     if root is None:
         raise DataError("the nsd dataset reads files on disk: give their folder with --data-path")
     root = Path(root).expanduser()
@@ -496,10 +530,13 @@ def open_nsd(root: str | Path | None, layout: str = "auto", **options: Any) -> D
         raise DataError(f"{root}: NSD folder not found")
     if layout == "auto":
         layout = detect_layout(root)
-    test_split = options.pop("test_split", "auto")
-    roi = options.pop("roi", "all")
+    if layout not in LAYOUTS:
+        raise DataError(f"unknown NSD layout {layout!r}; known: auto, {', '.join(LAYOUTS)}")
+    if train_repeats != "all" and layout != "mindeye1":
+        raise DataError(f"train_repeats={train_repeats!r} picks the training rows of a MindEye1-layout folder; "
+                        f"{root} is in the {layout} layout")
     if layout == "mindeye2":
-        return MindEye2Nsd(root, test_split=test_split, roi=roi, **options)
+        return MindEye2Nsd(root, test_split=test_split, roi=roi, **layout_options)
     if test_split != "auto":
         raise DataError(f"test_split={test_split!r} picks a MindEye2 release folder; {root} is in the {layout} layout")
     if roi != "all":
@@ -508,14 +545,13 @@ def open_nsd(root: str | Path | None, layout: str = "auto", **options: Any) -> D
     if layout == "mindeye1":
         from brainbench_nsd.mindeye1 import MindEye1Nsd
 
-        return MindEye1Nsd(root, **options)
-    if layout == "litemind":
-        from brainbench_nsd.litemind_npy import LiteMindNsd
+        return MindEye1Nsd(root, train_repeats=train_repeats, **layout_options)
+    from brainbench_nsd.litemind_npy import LiteMindNsd
 
-        return LiteMindNsd(root, **options)
-    raise DataError(f"unknown NSD layout {layout!r}; known: auto, {', '.join(LAYOUTS)}")
+    return LiteMindNsd(root, **layout_options)
 
 
+@declares(SYNTHETIC_NSD_OPTIONS)
 def open_synthetic_nsd(
     root: str | Path | None = None,
     scale: str = "small",

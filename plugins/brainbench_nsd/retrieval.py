@@ -65,7 +65,7 @@ class RetrievalTask(Task):
         Option("draws", int, 30, "draws of `way` items (or the scheme's name)", minimum=1, maximum=10**6,
                also=("shared", "per-query")),
         Option("scheme", str, "shared", "shared: one batch per draw (MindEye) | per-query (Lite-Mind)",
-               choices=("shared", "per-query")),
+               choices=DRAW_SCHEMES),
         Option("chunk", int, 128, "queries scored at once (memory, not results)", minimum=1, maximum=10**6),
         Option("tsne", bool, False, "also draw the t-SNE map of the test brain embeddings and CLIP image "
                "embeddings (figures/tsne.png, tsne.json; needs scikit-learn)"),
@@ -74,24 +74,20 @@ class RetrievalTask(Task):
     default_dataset: ClassVar[str] = "synthetic-nsd"
     default_target: ClassVar[str | None] = None
 
-    def __init__(
-        self, way: int = 300, draws: int | str = 30, scheme: str = "shared", chunk: int = 128, **options: Any
-    ):
-        if isinstance(draws, str):  # draws="shared" / "per-query" names the scheme
-            scheme, draws = draws, 30
-        super().__init__(way=way, draws=draws, scheme=scheme, chunk=chunk, **options)
-        if scheme not in DRAW_SCHEMES:
-            raise ValueError(f"retrieval scheme must be one of {', '.join(DRAW_SCHEMES)}, got {scheme!r}")
-        if int(way) < 2 or int(draws) < 1:
-            raise ValueError(f"retrieval needs way >= 2 and draws >= 1, got way={way}, draws={draws}")
-        self.way, self.draws, self.scheme, self.chunk = int(way), int(draws), scheme, int(chunk)
+    def __init__(self, options: Any = None, **values: Any) -> None:
+        super().__init__(options, **values)
+        o = self.options
+        # draws="shared" / "per-query" names the scheme (the declared `also` values), with 30 draws
+        self.scheme, self.draws = (o.draws, 30) if isinstance(o.draws, str) else (o.scheme, o.draws)
+        self.way, self.chunk = o.way, o.chunk
         if self.way != 300:
             self.metrics = metric_specs(self.way)  # type: ignore[misc]  # names follow the way count
         self.notes: list[str] = []
 
     def params(self) -> dict[str, Any]:
         return {
-            **self.options,
+            **super().params(),
+            "scheme": self.scheme,
             "way": self.way,
             "draws": self.draws,
             "similarity": "cosine of flattened, L2-normalised rows",
@@ -141,7 +137,7 @@ class RetrievalTask(Task):
             }
         self._write_draws(ctx, way, draws)
         self._write_rank_figure(ctx, sim)
-        if str(self.options.get("tsne", False)).lower() in ("1", "true", "yes"):
+        if self.options.tsne:
             self._write_tsne(ctx)
         return results
 

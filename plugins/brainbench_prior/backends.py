@@ -37,18 +37,12 @@ class Architecture:
     cond_drop_prob: float
 
     @classmethod
-    def from_options(cls, dim: int, options: dict[str, Any]) -> Architecture:
-        return cls(
-            dim=int(dim),
-            depth=int(options["depth"]),
-            dim_head=int(options["dim_head"]),
-            heads=int(options["heads"]),
-            ff_mult=float(options["ff_mult"]),
-            null_tokens=int(options["null_tokens"]),
-            causal=bool(options["causal"]),
-            timesteps=int(options["timesteps"]),
-            cond_drop_prob=float(options["cond_drop_prob"]),
-        )
+    def from_options(cls, dim: int, options: Any) -> Architecture:
+        """From a prior's typed options (brainbench.options: validated once, so no coercion here)."""
+        o = options
+        return cls(dim=int(dim), depth=o.depth, dim_head=o.dim_head, heads=o.heads, ff_mult=o.ff_mult,
+                   null_tokens=o.null_tokens, causal=o.causal, timesteps=o.timesteps,
+                   cond_drop_prob=o.cond_drop_prob)
 
 
 class Backend(Protocol):

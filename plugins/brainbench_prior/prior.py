@@ -74,8 +74,8 @@ class FittedDiffusionPrior(FittedPrior):
         import torch
 
         brain = _checked(brain, self.dim, "brain embeddings")
-        steps = min(int(self.prior.options["sample_timesteps"]), int(self.prior.options["timesteps"]))
-        scale = float(self.prior.options["cond_scale"])
+        steps = min(self.prior.options.sample_timesteps, self.prior.options.timesteps)
+        scale = self.prior.options.cond_scale
         self.backend.module.eval()
         out = np.empty_like(brain)
         generator = torch.Generator(self.device).manual_seed(int(seed))
@@ -122,9 +122,6 @@ class DiffusionPrior(Prior):
     backend_name: ClassVar[str] = "ours"
     declared_options: ClassVar[Options] = PRIOR_OPTIONS
 
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**{**PRIOR_OPTIONS.defaults(), **options})
-
     def quick_recipe(self) -> PriorQuickRecipe | None:
         return QUICK
 
@@ -150,10 +147,10 @@ class DiffusionPrior(Prior):
             backend = self._backend(images.shape[1])
             backend.module.to(device)
             generator = torch.Generator(device).manual_seed(int(settings.seed))
-            history = train(backend, brain, images, self.options, device, generator, reporter)
+            history = train(backend, brain, images, self.options.as_dict(), device, generator, reporter)
         recipe = {
-            "backend": self.backend_name, "epochs": int(self.options["epochs"]),
-            "batch_size": int(self.options["batch_size"]), "lr": float(self.options["lr"]),
+            "backend": self.backend_name, "epochs": self.options.epochs,
+            "batch_size": self.options.batch_size, "lr": self.options.lr,
             "schedule": "timm-cosine", "pairs": len(brain), "first_epoch_loss": history[0], "final_loss": history[-1],
             "train_seconds": round(time.perf_counter() - started, 3), "device": str(device),
         }
@@ -163,7 +160,7 @@ class DiffusionPrior(Prior):
         from brainbench.devices import resolve_device
 
         state, metadata = read_prior_file(Path(path))
-        prior = type(self)(**{**self.options, **metadata["options"]})
+        prior = type(self)(**{**self.options.as_dict(), **metadata["options"]})
         backend = prior._backend(int(metadata["dim"]))
         try:
             backend.module.load_state_dict(state)
@@ -182,9 +179,6 @@ class Dalle2Prior(DiffusionPrior):
     declared_options: ClassVar[Options] = Options(
         *(Option(o.name, o.type, True, o.help) if o.name == "causal" else o for o in PRIOR_OPTIONS)
     )
-
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**{"causal": True, **options})
 
     def check_ready(self) -> None:
         from brainbench_prior.backends import DALLE2_INSTALL, dalle2_available
@@ -209,15 +203,15 @@ def train(
 
     x = _normalise(torch.from_numpy(brain)).to(device)
     y = _normalise(torch.from_numpy(images)).to(device)
-    epochs, batch = int(options["epochs"]), int(options["batch_size"])
+    epochs, batch = options["epochs"], options["batch_size"]
     steps = math.ceil(len(x) / batch)
     schedule = LearningRateSchedule(
-        "timm-cosine", float(options["lr"]), epochs * steps, int(options["warmup_epochs"]) * steps,
-        float(options["warmup_lr"]), float(options["min_lr"]), steps_per_epoch=steps,
+        "timm-cosine", options["lr"], epochs * steps, options["warmup_epochs"] * steps,
+        options["warmup_lr"], options["min_lr"], steps_per_epoch=steps,
     )
     parameters = [p for p in backend.module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
-        parameters, lr=schedule(0), weight_decay=float(options["weight_decay"]), foreach=True
+        parameters, lr=schedule(0), weight_decay=options["weight_decay"], foreach=True
     )
     backend.module.train()
     history: list[float] = []

@@ -132,8 +132,12 @@ class FittedRidge(FittedEncoder):
         return path
 
     @classmethod
-    def load(cls, path: Path, n_voxels: int | None = None, target_shape: Shape | None = None) -> FittedRidge:
-        """Read a checkpoint; refuse one that does not fit ``n_voxels`` / ``target_shape`` when given."""
+    def load(
+        cls, path: Path, *, encoder: Encoder | None = None, n_voxels: int | None = None,
+        target_shape: Shape | None = None, device: str = "auto", precision: str = "auto",
+    ) -> FittedRidge:
+        """Read a checkpoint; refuse one that does not fit ``n_voxels`` / ``target_shape`` when given (the
+        arrays hold everything else: ``encoder``, ``device`` and ``precision`` are not needed)."""
         path = Path(path)
         if not path.is_file():
             raise DataError(f"ridge checkpoint {path} does not exist")
@@ -194,33 +198,19 @@ class RidgeEncoder(Encoder):
         Option("alphas", list, None, "penalty grid searched on the validation split (default 1e-1..1e7, 17 steps)",
                item=float, minimum=0, nullable=True),
         Option("alpha", float, None, "a fixed penalty: skips the search", minimum=0, nullable=True),
-        Option("select_by", str, "mse", "validation score the penalty is chosen by", choices=("mse", "cosine")),
+        Option("select_by", str, "mse", "validation score the penalty is chosen by", choices=SELECTION_CRITERIA),
         Option("search", str, "auto", "penalty search: full (one eigendecomposition scores every penalty), "
                "walk (Cholesky solves from a proxy's minimum to the exact local minimum), auto (by size)",
                choices=SEARCHES),
     )
 
-    def __init__(
-        self,
-        alphas: tuple[float, ...] | list[float] | None = None,
-        alpha: float | None = None,
-        select_by: str = "mse",
-        search: str = "auto",
-        **options: Any,
-    ) -> None:
-        if options:  # a misspelled option must not pass silently
-            raise ValueError(f"unknown ridge option(s) {sorted(options)}; known: alpha, alphas, select_by, search")
-        grid = tuple(float(a) for a in (alphas if alphas is not None else DEFAULT_ALPHAS))
-        if not grid or min(grid) < 0:
-            raise ValueError(f"ridge alphas must be a non-empty list of non-negative numbers, got {alphas}")
-        if select_by not in SELECTION_CRITERIA:
-            raise ValueError(
-                f"ridge select_by must be one of {', '.join(SELECTION_CRITERIA)}, got {select_by!r}"
-            )
-        if search not in SEARCHES:
-            raise ValueError(f"ridge search must be one of {', '.join(SEARCHES)}, got {search!r}")
-        super().__init__(alphas=list(grid), alpha=alpha, select_by=select_by, search=search)
-        self.alphas, self.alpha, self.select_by, self.search = grid, alpha, select_by, search
+    @property
+    def alphas(self) -> tuple[float, ...]:
+        """The penalty grid searched: the option's, else DEFAULT_ALPHAS."""
+        return self.options.alphas if self.options.alphas is not None else DEFAULT_ALPHAS
+
+    def params(self) -> dict[str, Any]:
+        return {**super().params(), "alphas": list(self.alphas)}  # the grid in force, not "none"
 
     def describe(self, n_voxels: int, target_shape: Shape) -> dict[str, Any]:
         outputs = int(np.prod(target_shape))
@@ -237,13 +227,13 @@ class RidgeEncoder(Encoder):
         n, n_val = len(x), int(data.n_validation)
         y = flat_targets(data.targets, n)
         ops = make_ops(ridge_device(settings.device))
-        alpha, history = self.alpha, []
+        alpha, history = self.options.alpha, []
         recipe: dict[str, Any] = {"fit_rows": n, "selection_rows": n - n_val, "validation_rows": n_val}
         if alpha is None and n_val > 0 and n_val == n:
             raise DataError("ridge: every row is a validation row; the penalty needs fit rows to be chosen on")
         searching = alpha is None and n_val > 0
         # the walk scores as many penalties as it needs (4-5 usually): its count is not known beforehand
-        total = len(self.alphas) if resolve_search(self.search, n - n_val, x.shape[1]) == "full" else None
+        total = len(self.alphas) if resolve_search(self.options.search, n - n_val, x.shape[1]) == "full" else None
         with reporter.progress("ridge penalties scored", total if searching else 0) as bar:
             solver = RidgeSolver(x, y, n - n_val if alpha is None and n_val else n, ops, progress=bar.advance)
             if alpha is not None:
@@ -254,8 +244,8 @@ class RidgeEncoder(Encoder):
                 reporter.info(f"ridge: no validation rows, using alpha={alpha:g} (middle of the grid)")
                 recipe["alpha_selection"] = "grid middle (no validation rows)"
             else:
-                alpha, history, info = solver.select(list(self.alphas), self.select_by, self.search)
-                recipe.update(info, alpha_selection=f"validation {self.select_by}")
+                alpha, history, info = solver.select(list(self.alphas), self.options.select_by, self.options.search)
+                recipe.update(info, alpha_selection=f"validation {self.options.select_by}")
                 self._report_choice(alpha, history, reporter)
             reporter.info(f"ridge: refitting on all {n} rows with alpha={alpha:g}")
             weights, bias = solver.refit(float(alpha))
@@ -272,7 +262,7 @@ class RidgeEncoder(Encoder):
                 f"ridge: chosen alpha={chosen:g} is at the edge of the grid; consider widening `alphas`"
             )
         reporter.info(
-            f"ridge: alpha={chosen:g} by validation {self.select_by} "
+            f"ridge: alpha={chosen:g} by validation {self.options.select_by} "
             f"(mse {best['val_mse']:.4g}, cosine {best['val_cosine']:.4f}; {len(history)} penalties scored)"
         )
 

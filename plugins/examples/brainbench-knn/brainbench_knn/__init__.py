@@ -1,30 +1,15 @@
-"""brainbench-knn: registrations only; the implementation is imported when an object is built."""
+"""brainbench-knn: registrations only; a class is imported when it is built or its options are read."""
 
 from brainbench import hookimpl
 
 
 @hookimpl
 def register_encoders(register):
-    def knn(**options):
-        from brainbench_knn.encoder import KnnEncoder
-
-        return KnnEncoder(**options)
-
-    # options= names the class that declares them: imported only when options are checked or listed
-    register(
-        "knn", knn, description="k-nearest-neighbour decoder (example third-party plugin)",
-        options="brainbench_knn.encoder:KnnEncoder",
-    )
+    register("knn", "brainbench_knn.encoder:KnnEncoder",
+             description="k-nearest-neighbour decoder (example third-party plugin)")
 
 
 @hookimpl
 def register_tasks(register):
-    def mean_cosine(**options):
-        from brainbench_knn.task import MeanCosineTask
-
-        return MeanCosineTask(**options)
-
-    register(
-        "mean-cosine", mean_cosine, description="Mean cosine of predictions to targets (example plugin)",
-        options="brainbench_knn.task:MeanCosineTask",
-    )
+    register("mean-cosine", "brainbench_knn.task:MeanCosineTask",
+             description="Mean cosine of predictions to targets (example plugin)")

@@ -19,6 +19,7 @@ def _standardise(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray
 class FittedKnn(FittedEncoder):
     def __init__(self, k: int, mean: np.ndarray, std: np.ndarray, bank: np.ndarray, targets: np.ndarray) -> None:
         self.k, self.mean, self.std, self.bank, self.targets = k, mean, std, bank, targets
+        self.n_voxels, self.target_shape = int(mean.shape[0]), tuple(targets.shape[1:])  # what it maps
         self.n_parameters = 0
         self.history = []
 
@@ -37,28 +38,31 @@ class FittedKnn(FittedEncoder):
         return file
 
     @classmethod
-    def load(cls, path: Path, n_voxels: int) -> FittedKnn:
+    def load(
+        cls, path: Path, *, encoder: Encoder | None = None, n_voxels: int | None = None,
+        target_shape: tuple[int, ...] | None = None, device: str = "auto", precision: str = "auto",
+    ) -> FittedKnn:
+        """FittedEncoder's one load signature; the file holds everything (encoder, device, precision unused)."""
         with np.load(path, allow_pickle=False) as f:
-            if f["mean"].shape[0] != n_voxels:
-                raise CheckpointMismatchError(f"{path}: checkpoint has {f['mean'].shape[0]} voxels, data {n_voxels}")
-            return cls(int(f["k"]), f["mean"], f["std"], f["bank"], f["targets"])
+            fitted = cls(int(f["k"]), f["mean"], f["std"], f["bank"], f["targets"])
+        if n_voxels is not None and fitted.n_voxels != n_voxels:
+            raise CheckpointMismatchError(f"{path}: checkpoint has {fitted.n_voxels} voxels, data {n_voxels}")
+        if target_shape is not None and fitted.target_shape != tuple(target_shape):
+            raise CheckpointMismatchError(f"{path}: checkpoint predicts {fitted.target_shape}, not {target_shape}")
+        return fitted
 
 
 class KnnEncoder(Encoder):
-    # Declared options: validated (type, range, closest name) before any run exists; `brainbench info knn`.
+    # Declared once: validated (type, range, closest name) before any run exists, listed by `brainbench info
+    # knn`, and read back typed as self.options.k (an int >= 1).
     declared_options = Options(Option("k", int, 10, "neighbours averaged per prediction", minimum=1))
     name = "knn"
-
-    def __init__(self, k: int = 10) -> None:
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
-        super().__init__(k=k)
 
     def fit(self, data: FitData, settings: TrainSettings, reporter: Reporter) -> FittedEncoder:
         # brainbench's data rule: the returned model uses every training row (k is fixed: nothing to choose)
         x = np.asarray(data.voxels, dtype=np.float32)
         y = np.asarray(data.targets, dtype=np.float32)
         mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6
-        k = min(self.options["k"], len(x))
+        k = min(self.options.k, len(x))
         reporter.info(f"knn: {len(x)} training trials, k={k}")
         return FittedKnn(k, mean, std, _standardise(x, mean, std), y)
