@@ -147,4 +147,4 @@ def test_options_are_declared_and_checked_before_any_work():
     assert "spectrum-compression filter" in info["ablated_modules"]
     assert info["parameters_per_module"]["patch_embed"] == 15724 * 34 * 512 + 34 * 512  # Linear(V -> N x 512)
     assert "pos_embed" not in info["parameters_per_module"]
-    assert ablated_modules(LiteMindEncoder().options) == []
+    assert ablated_modules(LiteMindEncoder().options.as_dict()) == []
