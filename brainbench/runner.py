@@ -197,7 +197,7 @@ def run_params(cell: ResolvedCell, n_voxels: int) -> dict[str, Any]:
 def run_tags(cell: ResolvedCell) -> dict[str, str]:
     """Tags, not params (they do not make runs differ): the run name that starts with what differs, plugin
     versions, the code version. Metric directions are tagged after evaluation (brainbench.higher_is_better)."""
-    from brainbench.tracking import code_version, run_name
+    from brainbench.records.record import code_version, run_name
 
     config = cell.config
     tags = {f"brainbench.plugin.{info.name}.version": str(info.version) for info in get_plugins().plugins.values()}
@@ -433,7 +433,7 @@ def _record_result(
         record.log_artifact(work_dir / PER_ITEM_FILE)
     record.set_tags({"brainbench.higher_is_better": json.dumps({m.name: m.higher_is_better for m in result.metrics})})
     if result.config.log_model:  # --log-model: the fitted encoder as an MLflow model (pyfunc)
-        from brainbench.mlflow_model import log_model_or_warn
+        from brainbench.records.model import log_model_or_warn
 
         log_model_or_warn(record, fitted, checkpoint, work_dir, example, reporter)
     (work_dir / "results.json").write_text(json.dumps(result.to_dict(), indent=2))

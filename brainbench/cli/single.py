@@ -11,10 +11,10 @@ def run_single(
     from rich.console import Console
 
     from brainbench.cli.tables import results_table
-    from brainbench.journal import StoreOfflineError
+    from brainbench.records.journal import StoreOfflineError
+    from brainbench.records.tracker import SafeTracker
     from brainbench.reporting import RichReporter, TrackingReporter
     from brainbench.runner import run_cell
-    from brainbench.tracking_query import SafeTracker
     from brainbench.workdirs import claim_run_folder
 
     console = Console()

@@ -49,9 +49,10 @@ def cell_tags(config: RunConfig, matrix_id: str) -> dict[str, str]:
 
 def execute_job(job: CellJob, worker: str = "") -> CellOutcome:
     """One cell as a child run of the parent: a failure becomes a FAILED outcome; Ctrl-C propagates."""
+    from brainbench.records.record import SystemMetrics
+    from brainbench.records.tracker import SafeTracker
     from brainbench.reporting import LineReporter, TrackingReporter
     from brainbench.runner import run_cell
-    from brainbench.tracking_query import SafeTracker, SystemMetrics
     from brainbench.workdirs import claim_run_folder
 
     config = RunConfig.from_dict(job.config)
@@ -65,7 +66,7 @@ def execute_job(job: CellJob, worker: str = "") -> CellOutcome:
             parent_run_id=job.parent_run_id,
             tags={**cell_tags(config, job.matrix_id), "brainbench.worker": worker,
                   "brainbench.work_dir": str(folder.path)},
-            keep_in=folder.path,  # a store that goes away mid-cell loses nothing (brainbench/journal.py)
+            keep_in=folder.path,  # a store that goes away mid-cell loses nothing (brainbench/records/journal.py)
         ) as record:
             run_id = record.run_id
             folder.note_run_id(run_id)
