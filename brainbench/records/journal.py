@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from brainbench.errors import BrainbenchError, one_line
+from brainbench.records.record import Record
 
 JOURNAL = "mlflow-journal.jsonl"
 UNLOGGED = "UNLOGGED"
-#: The RunRecord calls a journal keeps and replays (their arguments are all JSON values or file paths).
+#: The calls a journal keeps and replays: every method of records.record.Record (arguments: JSON values or paths).
 CALLS = ("log_params", "log_metrics", "set_tags", "log_artifact", "log_dict", "log_text", "log_table",
          "log_dataset")
 #: ``--log-model`` while offline: the model is logged at replay, rebuilt from the run folder's checkpoint.
@@ -61,7 +62,7 @@ def find_pending(root: Path) -> list[Path]:
 class JournaledRecord:
     """A RunRecord whose every call is also written to the run folder's journal (see the module doc)."""
 
-    def __init__(self, record: Any, folder: Path, header: dict[str, Any]) -> None:
+    def __init__(self, record: Record, folder: Path, header: dict[str, Any]) -> None:
         self._record = record
         self.run_id: str = record.run_id
         self.folder = folder.resolve()  # every path the journal records is absolute

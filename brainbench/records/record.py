@@ -9,6 +9,8 @@ import math
 from pathlib import Path
 from typing import Any, Protocol
 
+from brainbench.records.liveness import HEARTBEAT_TAG
+
 MAX_PARAM_LENGTH = 6000
 
 
@@ -71,10 +73,8 @@ class RunRecord:
             if v is not None and math.isfinite(float(v))
         ]
         tags = []
-        if step is not None:  # an epoch ended: the owner is alive (see brainbench.liveness)
+        if step is not None:  # an epoch ended: the owner is alive (see records/liveness.py)
             from mlflow.entities import RunTag
-
-            from brainbench.liveness import HEARTBEAT_TAG
 
             tags.append(RunTag(HEARTBEAT_TAG, f"{now / 1000:.0f}"))
         if items or tags:

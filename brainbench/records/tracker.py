@@ -12,7 +12,8 @@ from typing import Any
 from brainbench.errors import TrackingError, one_line
 from brainbench.records.busy import RetryingClient, retry_busy
 from brainbench.records.journal import JOURNAL_TOKEN_TAG, JournaledRecord, StoreOfflineError, new_token
-from brainbench.records.record import RunRecord, as_text
+from brainbench.records.liveness import close_orphaned_runs, owner_tags
+from brainbench.records.record import Record, RunRecord, as_text
 from brainbench.records.store import (
     DEFAULT_EXPERIMENT,
     absolute_uri,
@@ -62,8 +63,6 @@ class Tracker:
 
     def _close_orphans(self) -> None:
         """Killed means closed: runs left RUNNING by processes that are gone become KILLED on every start."""
-        from brainbench.liveness import close_orphaned_runs
-
         try:
             closed = close_orphaned_runs(self._client, [self._experiment_id])
         except Exception as exc:  # never let the clean-up stop a run; say so
@@ -114,15 +113,13 @@ class Tracker:
         tags: dict[str, Any] | None = None,
         run_id: str | None = None,
         keep_in: Path | None = None,
-    ) -> Iterator[Any]:
+    ) -> Iterator[Record]:
         """A run marked FINISHED on success, FAILED on error, KILLED on Ctrl-C.
 
         With ``keep_in`` (the run's folder) every record is also kept there (records.journal): a store that
         goes away mid-run loses nothing, the run goes on, and ends in a StoreOfflineError that says how to log
         the kept records (``brainbench log FOLDER``).
         """
-        from brainbench.liveness import owner_tags
-
         client = self.client
         ours = owner_tags()
         all_tags = {"mlflow.runName": name, **ours, **(tags or {})}
