@@ -7,7 +7,7 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from brainbench.records.liveness import HEARTBEAT_TAG
 
@@ -31,6 +31,7 @@ def flatten_params(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+@runtime_checkable
 class Record(Protocol):
     """What a run records into (``RunRecord``; ``journal.JournaledRecord`` keeps a copy of each call)."""
 
