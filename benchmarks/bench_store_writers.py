@@ -5,7 +5,7 @@
 For each K, K writer processes open one fresh store (its tables made by whichever comes first, under
 brainbench's lock), wait at a barrier, then each creates a run and logs ``--batches`` metric batches (5 metrics
 each, as a training loop logs per epoch) through brainbench's ``RunRecord``, and ends the run. Two clients are
-measured: ``plain`` (``brainbench.tracking.Tracker``) and ``retrying`` (``SafeTracker``, which the CLI and
+measured: ``plain`` (``brainbench.records.tracker.Tracker``) and ``retrying`` (``SafeTracker``, which the CLI and
 the launchers use: it retries while SQLite reports "database is locked"). A writer fails when any call
 raises. Reported per K: failed writers, batches written per second (all writers together, from the barrier to
 the last writer's end), and the median / 95th percentile / max latency of one batch.
@@ -29,8 +29,7 @@ WRITER = textwrap.dedent(
     import json, sys, time, traceback
     from pathlib import Path
     uri, go, batches, client_kind = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-    from brainbench.tracking import Tracker
-    from brainbench.tracking_query import SafeTracker
+    from brainbench.records.tracker import SafeTracker, Tracker
     result = {"ok": False, "latencies": [], "error": None}
     try:
         tracker = (SafeTracker if client_kind == "retrying" else Tracker)(uri, "store-writers")

@@ -2,7 +2,7 @@
 once fitted, the noise ceiling and notes as they come, and the results at the end.
 
 :func:`brainbench.runner.run_cell` computes; it hands each stage to a :class:`Record` (an MLflow run through
-brainbench.tracking, or :data:`NO_RECORD`) through these functions, which decide names and formats. Params are
+brainbench.records, or :data:`NO_RECORD`) through these functions, which decide names and formats. Params are
 logged when the cell starts, not at the end, so a run that fails mid-training still says what it was.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,27 +25,6 @@ if TYPE_CHECKING:
 #: by duck type here so this module does not import the runner that calls it.
 ResolvedCell = Any
 CellResult = Any
-
-
-@runtime_checkable
-class Record(Protocol):
-    """What a run records (brainbench.tracking.RunRecord and its journaled form implement it)."""
-
-    run_id: str | None
-
-    def log_params(self, params: dict[str, Any]) -> None: ...
-
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
-
-    def set_tags(self, tags: dict[str, Any]) -> None: ...
-
-    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
-
-    def log_dict(self, data: dict[str, Any], name: str) -> None: ...
-
-    def log_text(self, text: str, name: str) -> None: ...
-
-    def log_dataset(self, name: str, digest: str, source: str, context: str, profile: dict[str, Any]) -> None: ...
 
 
 class NoRecord:
@@ -82,7 +61,7 @@ def run_tags(cell: ResolvedCell) -> dict[str, str]:
     """Tags, not params (they do not make runs differ): the run name that starts with what differs, plugin
     versions, the code version. Metric directions are tagged after evaluation (brainbench.higher_is_better)."""
     from brainbench.plugins import get_plugins, used_plugin_tags
-    from brainbench.tracking import code_version, run_name
+    from brainbench.records.record import code_version, run_name
 
     config = cell.config
     tags = {f"brainbench.plugin.{info.name}.version": str(info.version) for info in get_plugins().plugins.values()}
@@ -156,7 +135,7 @@ def record_result(
         record.log_artifact(work_dir / PER_ITEM_FILE)
     record.set_tags({"brainbench.higher_is_better": json.dumps({m.name: m.higher_is_better for m in result.metrics})})
     if result.config.log_model:  # --log-model: the fitted encoder as an MLflow model (pyfunc)
-        from brainbench.mlflow_model import log_model_or_warn
+        from brainbench.records.model import log_model_or_warn
 
         log_model_or_warn(record, fitted, checkpoint, work_dir, example, reporter)
     (work_dir / "results.json").write_text(json.dumps(result.to_dict(), indent=2))

@@ -115,7 +115,7 @@ class RunConfig:
     val_fraction: float = 0.1
     early_stopping: int | None = None  # patience in epochs: chooses the epoch count, then refits on all rows
     checkpoint_every: int | None = None  # epochs between checkpoints; None: the encoder's own interval
-    log_model: bool = False  # also log the fitted encoder as an MLflow model (see brainbench.mlflow_model)
+    log_model: bool = False  # also log the fitted encoder as an MLflow model (see brainbench.records.model)
     budget: str = "auto"  # auto: the encoder's quick recipe on demo-scale simulated data, else its reference
     encoder_options: dict[str, Any] = field(default_factory=dict)
     task_options: dict[str, Any] = field(default_factory=dict)

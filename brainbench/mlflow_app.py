@@ -21,7 +21,7 @@ def landing() -> Any:
     """The landing page of the configured experiment, read fresh from the store on every visit."""
     from mlflow.tracking import MlflowClient
 
-    from brainbench.tracking import DEFAULT_EXPERIMENT
+    from brainbench.records.store import DEFAULT_EXPERIMENT
     from brainbench.ui_view import landing_page, read_view
 
     uri = os.environ.get(STORE_ENV) or os.environ.get("MLFLOW_TRACKING_URI")

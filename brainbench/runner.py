@@ -233,7 +233,7 @@ def run_cell(
     record: Any = None,
 ) -> CellResult:
     """Train and evaluate one cell: resolved already (preflight's, the plugin objects built once) or resolved
-    here from its config. ``record`` (a brainbench.cell_records.Record) receives what brainbench.cell_records
+    here from its config. ``record`` (a brainbench.records.record.Record) receives what brainbench.cell_records
     shapes at each stage; None: nothing is recorded."""
     from brainbench.threads import apply_for_run
 

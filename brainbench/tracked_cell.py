@@ -30,9 +30,9 @@ def run_tracked_cell(
     as it exists (a failed cell's outcome names it). A store that goes offline mid-run ends in a
     StoreOfflineError that carries the cell's result (``.cell_result``) when it had finished.
     """
-    from brainbench.journal import StoreOfflineError
+    from brainbench.records.journal import StoreOfflineError
+    from brainbench.records.record import SystemMetrics
     from brainbench.runner import run_cell
-    from brainbench.tracking_query import SystemMetrics
     from brainbench.workdirs import claim_run_folder
 
     config: RunConfig = getattr(cell, "config", cell)

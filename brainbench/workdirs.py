@@ -11,7 +11,7 @@
     (as brainbench always did with the cell's folder), never those of runs in progress. An INTERRUPTED
     training among them (checkpoints but no final model) is never removed without a word: the run stops and
     asks for ``--resume`` (continue it) or ``--restart`` (discard it and start again).
-  * a run whose records never reached the MLflow store (brainbench/journal.py) is neither removed nor resumed
+  * a run whose records never reached the MLflow store (brainbench/records/journal.py) is neither removed nor resumed
     from: the run stops and asks for ``brainbench log FOLDER`` first, or ``--restart``.
 - A cell folder of the old layout (``runs/<key>/checkpoints``) is resumed from like any other.
 - Temporary files that a killed write left in the cell's idle folders (``.last.pt.<pid>-<id>.tmp``) are
@@ -31,8 +31,8 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from brainbench.constants import RUN_LOCK
 from brainbench.errors import BrainbenchError
-from brainbench.journal import pending
 from brainbench.locks import (
     LockBusy,
     atomic_write_text,
@@ -43,9 +43,9 @@ from brainbench.locks import (
     read_owner,
     remove_temporaries,
 )
+from brainbench.records.journal import pending
 
 CELL_LOCK = ".cell.lock"
-RUN_LOCK = ".run.lock"
 CHECKPOINTS = "checkpoints"
 RUN_FOLDER = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{8}$")
 

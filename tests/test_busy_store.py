@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from brainbench import tracking_query
-from brainbench.journal import UNLOGGED
-from brainbench.tracking_query import RetryingClient, SafeTracker, StoreBusyError, is_busy_error
+from brainbench.records import busy
+from brainbench.records.busy import RetryingClient, StoreBusyError, is_busy_error
+from brainbench.records.journal import UNLOGGED
+from brainbench.records.tracker import SafeTracker
 
 LOCKER = """
 import sqlite3, sys, time
@@ -65,7 +66,7 @@ def journaled_run(tmp_path: Path, template: Path):
 
 
 def test_a_locked_store_is_waited_for_and_the_run_stays_online(tmp_path: Path, template, capfd, monkeypatch):
-    monkeypatch.setattr(tracking_query, "_last_notice", 0.0)
+    monkeypatch.setattr(busy, "_last_notice", 0.0)
     db, tracker, folder = journaled_run(tmp_path, template)
     with tracker.run("ridge s1 seed0 retrieval", keep_in=folder) as record:
         record.log_params({"encoder": "ridge"})
@@ -85,9 +86,9 @@ def test_a_locked_store_is_waited_for_and_the_run_stays_online(tmp_path: Path, t
 
 
 def test_a_store_busy_past_the_patience_goes_offline_saying_so(tmp_path: Path, template, monkeypatch, capfd):
-    from brainbench.journal_replay import replay
+    from brainbench.records.replay import replay
 
-    monkeypatch.setattr(tracking_query, "BUSY_PATIENCE_SECONDS", 2.0)
+    monkeypatch.setattr(busy, "BUSY_PATIENCE_SECONDS", 2.0)
     db, tracker, folder = journaled_run(tmp_path, template)
     with pytest.raises(Exception, match="Nothing is lost"):
         with tracker.run("ridge s1 seed0 retrieval", keep_in=folder) as record:
@@ -97,7 +98,7 @@ def test_a_store_busy_past_the_patience_goes_offline_saying_so(tmp_path: Path, t
     assert isinstance(record.offline_error, StoreBusyError)
     assert "stayed busy for" in (folder / UNLOGGED).read_text()
     holder.wait(timeout=60)
-    monkeypatch.setattr(tracking_query, "BUSY_PATIENCE_SECONDS", 900.0)
+    monkeypatch.setattr(busy, "BUSY_PATIENCE_SECONDS", 900.0)
     done = replay(folder)  # the lock is gone: the kept records go into the run
     assert done["status"] == "FINISHED" and done["replayed"] == 2
     assert tracker.client.get_run(record.run_id).data.metrics == {"train_loss": 0.5, "test.top1": 0.25}
@@ -108,7 +109,7 @@ class BusyThenEmpty(BaseHTTPRequestHandler):
     """A tracking server that answers ``status`` for its first ``busy_for`` seconds, then "no such experiment"."""
 
     status = 503
-    busy_for = tracking_query.BUSY_NOTICE_AFTER + 2
+    busy_for = busy.BUSY_NOTICE_AFTER + 2
     started = 0.0
     requests = 0
 
@@ -135,7 +136,7 @@ def test_a_server_answering_busy_is_waited_for(status: int, monkeypatch, capfd):
     from mlflow.tracking import MlflowClient
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # MLflow's own retries off: ours are tested
-    monkeypatch.setattr(tracking_query, "_last_notice", 0.0)  # an earlier test's notice does not hold this one
+    monkeypatch.setattr(busy, "_last_notice", 0.0)  # an earlier test's notice does not hold this one
     handler = type("Handler", (BusyThenEmpty,), {"status": status, "started": time.monotonic(), "requests": 0})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -26,8 +26,8 @@ from brainbench.matrix.summary import (
     to_latex,
     to_markdown,
 )
+from brainbench.records.query import RunView
 from brainbench.stats import t_interval
-from brainbench.tracking_query import RunView
 from tests.test_matrix_run import run_spec, store_uri, template_store, tiny_plugin  # noqa: F401
 
 SPEC = """

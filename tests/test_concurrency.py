@@ -349,9 +349,9 @@ def test_laion_gallery_built_once_by_processes_started_together(isolated_home: P
 
 
 def test_unlogged_results_are_neither_removed_nor_resumed_from_unasked(isolated_home: Path):
-    """A run folder whose records never reached MLflow (brainbench/journal.py) blocks a fresh start and a
+    """A run folder whose records never reached MLflow (brainbench/records/journal.py) blocks a fresh start and a
     resume of its cell, naming `brainbench log`; --restart discards it, saying so."""
-    from brainbench.journal import UNLOGGED
+    from brainbench.records.journal import UNLOGGED
     from brainbench.workdirs import UnloggedResultsError
 
     with claim_run_folder("cellkey", "label", resume=False) as first:

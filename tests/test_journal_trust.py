@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from brainbench.journal import JOURNAL, JOURNAL_TOKEN_TAG, UNLOGGED
-from brainbench.journal_replay import PROGRESS, REPLAY_TAG, JournalError, read_journal, replay
+from brainbench.records.journal import JOURNAL, JOURNAL_TOKEN_TAG, UNLOGGED
+from brainbench.records.journal_check import JournalError, read_journal
+from brainbench.records.replay import PROGRESS, REPLAY_TAG, replay
 
 RUN_ID = "0123456789abcdef0123456789abcdef"
 
@@ -161,8 +162,8 @@ OFFLINE_RUN = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from brainbench.journal import StoreOfflineError
-    from brainbench.tracking import Tracker
+    from brainbench.records.journal import StoreOfflineError
+    from brainbench.records.tracker import Tracker
     uri, folder = sys.argv[1], Path(sys.argv[2])
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "results.json").write_text('{"top1": 0.5}')
@@ -252,7 +253,7 @@ def test_a_replay_that_fails_halfway_closes_its_run_and_the_retry_continues_it(t
                                                                                template):
     from mlflow.tracking import MlflowClient
 
-    from brainbench.tracking import RunRecord
+    from brainbench.records.record import RunRecord
 
     folder = tmp_path / "home" / "runs" / "cell" / "20260101-000000-abcdef01"
     offline_run(tmp_path, folder, new_store(template, tmp_path / "first.db"))

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from brainbench import liveness
+from brainbench.records import liveness
 
 
 @pytest.fixture
@@ -73,7 +73,7 @@ def test_orphans_are_closed_as_killed_and_live_runs_are_left_alone(client):
 
 OWNER_IN_A_CONTAINER = """
 import json, sys, time
-from brainbench.liveness import owner_tags
+from brainbench.records.liveness import owner_tags
 print(json.dumps(owner_tags()), flush=True)
 sys.stdin.read()  # trains until the parent says stop
 """

@@ -20,7 +20,8 @@ def local_ray(tiny_plugin):  # noqa: F811
 
 
 def test_ray_cells_match_local_cells(local_ray, store_uri):  # noqa: F811
-    from brainbench.tracking_query import SafeTracker, children, get_run
+    from brainbench.records.query import children, get_run
+    from brainbench.records.tracker import SafeTracker
 
     small = SPEC.replace('"encoder_options.alpha" = [1.0, 100.0]', '"encoder_options.alpha" = [3.0]')
     local = run_spec(small, store_uri)

@@ -166,7 +166,7 @@ def tiny_plugin(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def template_store(tmp_path_factory) -> Path:
     """An empty, migrated MLflow SQLite store made once: creating tables takes seconds, copying does not."""
-    from brainbench.tracking_query import experiment_exists
+    from brainbench.records.query import experiment_exists
 
     path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
     experiment_exists(f"sqlite:///{path}", "brainbench")
@@ -180,7 +180,7 @@ def store_uri(tmp_path, template_store) -> str:
 
 
 def tracker_for(uri: str, experiment: str = "brainbench"):
-    from brainbench.tracking_query import SafeTracker
+    from brainbench.records.tracker import SafeTracker
 
     return SafeTracker(uri, experiment)
 
@@ -202,7 +202,7 @@ def run_spec(text: str, uri: str, resume: bool = False, **launch) -> object:
 
 
 def metrics_by_key(uri: str, parent_run_id: str) -> dict[str, dict[str, float]]:
-    from brainbench.tracking_query import children
+    from brainbench.records.query import children
 
     return {
         run.cell_key: {k: v for k, v in run.metrics.items() if k.startswith("test.")}
@@ -224,7 +224,7 @@ def dataset_inputs(client, run_id: str) -> list[tuple[str, str, str, str]]:
 
 
 def test_local_matrix_records_parent_children_and_a_failed_cell(tiny_plugin, tmp_path, store_uri):
-    from brainbench.tracking_query import children, get_run
+    from brainbench.records.query import children, get_run
 
     uri = store_uri
     text = (
@@ -268,7 +268,7 @@ def test_local_matrix_records_parent_children_and_a_failed_cell(tiny_plugin, tmp
 
 
 def test_resume_after_interrupt_reruns_only_unfinished_cells(tiny_plugin, tmp_path, monkeypatch, store_uri):
-    from brainbench.tracking_query import children, get_run, matrix_parents
+    from brainbench.records.query import children, get_run, matrix_parents
 
     uri = store_uri
     monkeypatch.setenv("TINY_INTERRUPT_FILE", str(tmp_path / "fits"))
@@ -298,7 +298,7 @@ def test_resume_after_interrupt_reruns_only_unfinished_cells(tiny_plugin, tmp_pa
 
 
 def test_parallel_cpu_workers_share_one_sqlite_store(tiny_plugin, store_uri):
-    from brainbench.tracking_query import children
+    from brainbench.records.query import children
 
     uri = store_uri
     small = SPEC.replace('"encoder_options.alpha" = [1.0, 100.0]', '"encoder_options.alpha" = [10.0]')
@@ -325,7 +325,7 @@ def test_parallel_cpu_workers_share_one_sqlite_store(tiny_plugin, store_uri):
 
 
 def test_unknown_encoder_stops_before_any_run(tiny_plugin, store_uri):
-    from brainbench.tracking_query import experiment_exists
+    from brainbench.records.query import experiment_exists
 
     with pytest.raises(BrainbenchError, match="unknown encoder.*'nope'"):
         run_spec(SPEC.replace('encoder = "tiny-ridge"', 'encoder = "nope"'), store_uri)
@@ -337,7 +337,7 @@ def test_one_liner_runs_a_matrix_with_a_generated_spec(tiny_plugin, store_uri, t
 
     from brainbench.cli.app import build_app
     from brainbench.matrix.spec import parse_spec
-    from brainbench.tracking_query import children, matrix_parents
+    from brainbench.records.query import children, matrix_parents
 
     args = ["run", "tiny-ridge", "--task", "tiny-task", "--device", "cpu", "--seed", "0", "--seed", "1"]
     result = CliRunner().invoke(build_app(), [*args, "--tracking-uri", store_uri], env={"COLUMNS": "200"})

@@ -66,7 +66,8 @@ def mlflow_server(tmp_path, template_store):  # noqa: F811
 
 
 def test_matrix_against_a_tracking_server(tiny_plugin, mlflow_server, tmp_path):  # noqa: F811
-    from brainbench.tracking_query import SafeTracker, children, get_run
+    from brainbench.records.query import children, get_run
+    from brainbench.records.tracker import SafeTracker
 
     text = SPEC.replace('"encoder_options.alpha" = [1.0, 100.0]', "").replace("seed = [0, 1]", "seed = [0]")
     report = run_spec(text, mlflow_server, launcher="local-gpus", workers=2, threads_per_worker=1)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from brainbench.mlflow_model import (
+from brainbench.records.model import (
     CODE_FILE,
     CODE_SHA256_TAG,
     FILES_SHA256_TAG,

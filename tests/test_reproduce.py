@@ -154,7 +154,8 @@ def test_a_small_reproduction_writes_the_report_and_resumes(tmp_path: Path):
     assert "<table>" in html and "data:image/png;base64," in html and "&lt;" not in markdown
     assert (tmp_path / "out/figures/tsne_subject1.png").read_bytes()[:4] == b"\x89PNG"
 
-    from brainbench.tracking_query import SafeTracker, children, matrix_parents
+    from brainbench.records.query import children, matrix_parents
+    from brainbench.records.tracker import SafeTracker
 
     tracker = SafeTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "litemind-paper")
     parent = matrix_parents(tracker)[0]

@@ -139,7 +139,7 @@ def test_server_stopped_mid_run_loses_nothing(tmp_path):
         # --log-model, asked for while the store was away: logged now, and MLflow's own loader predicts with it
         import numpy as np
 
-        from brainbench.mlflow_model import load_fitted
+        from brainbench.records.model import load_fitted
         from tests.test_log_model import load_pyfunc
 
         model = load_pyfunc(url, f"runs:/{logged.info.run_id}/model")
@@ -160,8 +160,8 @@ def offline_record(tmp_path, monkeypatch):
     """A journaled record of a run whose store (an HTTP address nobody listens on) refuses from the start."""
     from mlflow.tracking import MlflowClient
 
-    from brainbench.journal import JournaledRecord
-    from brainbench.tracking import RunRecord
+    from brainbench.records.journal import JournaledRecord
+    from brainbench.records.record import RunRecord
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     gone = f"http://127.0.0.1:{free_port()}"
@@ -175,8 +175,8 @@ def offline_record(tmp_path, monkeypatch):
 def test_an_offline_run_keeps_every_record_and_replays_into_a_new_store(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    from brainbench.journal import pending
-    from brainbench.journal_replay import replay
+    from brainbench.records.journal import pending
+    from brainbench.records.replay import replay
 
     record, folder = offline_record(tmp_path, monkeypatch)
     outside = tmp_path / "figure.txt"  # an artifact outside the run folder is copied in, so replay finds it
@@ -205,8 +205,8 @@ def test_an_offline_run_keeps_every_record_and_replays_into_a_new_store(tmp_path
 
 def test_a_journal_cut_short_by_a_kill_replays_and_a_damaged_one_is_named(tmp_path, monkeypatch):
     from brainbench.errors import BrainbenchError
-    from brainbench.journal import JOURNAL
-    from brainbench.journal_replay import replay
+    from brainbench.records.journal import JOURNAL
+    from brainbench.records.replay import replay
 
     record, folder = offline_record(tmp_path, monkeypatch)
     record.log_params({"encoder": "ridge"})

@@ -5,7 +5,9 @@ import socket
 import pytest
 
 from brainbench.errors import TrackingError
-from brainbench.tracking import Tracker, check_reachable, flatten_params
+from brainbench.records.record import flatten_params
+from brainbench.records.store import check_reachable
+from brainbench.records.tracker import Tracker
 
 
 def test_flatten_params_makes_strings_and_dotted_keys():

@@ -67,7 +67,8 @@ def register(app: typer.Typer) -> None:
 def select_runs(
     target: str | None, tracking_uri: str | None, experiment: str, all_cells: bool = False
 ) -> tuple[str, list[Any], Any]:
-    from brainbench.tracking_query import SafeTracker, cell_runs, children, get_run, matrix_parents
+    from brainbench.records.query import cell_runs, children, get_run, matrix_parents
+    from brainbench.records.tracker import SafeTracker
 
     if target and RUN_ID.match(target):
         tracker = SafeTracker(tracking_uri, experiment)
@@ -96,7 +97,7 @@ def select_runs(
 
 def _ensure_experiment(tracker: Any, name: str) -> None:
     # Tracker creates a missing experiment on first use; reading must not, so look first.
-    from brainbench.tracking_query import experiment_exists
+    from brainbench.records.query import experiment_exists
 
     if not experiment_exists(tracker.uri, name):
         raise BrainbenchError(

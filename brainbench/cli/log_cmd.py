@@ -40,9 +40,9 @@ def register(app: typer.Typer) -> None:
         """
         from rich.console import Console
 
-        from brainbench.journal import JOURNAL, find_pending, pending
-        from brainbench.journal_replay import replay
         from brainbench.paths import home_folder
+        from brainbench.records.journal import JOURNAL, find_pending, pending
+        from brainbench.records.replay import replay
 
         console = Console(stderr=True, highlight=False)
         roots = list(folders or [home_folder() / "runs"])

@@ -171,7 +171,8 @@ def execute(
 
     from brainbench.matrix.execute import LaunchOptions, run_matrix
     from brainbench.matrix.summary import cell_rows, directions, group_rows, rich_table
-    from brainbench.tracking_query import SafeTracker, children
+    from brainbench.records.query import children
+    from brainbench.records.tracker import SafeTracker
 
     console = Console()
     options = LaunchOptions(
@@ -206,7 +207,7 @@ def execute(
 
 def _print_models(console: Any, runs: list[Any]) -> None:
     """Where the cells' logged models are (--log-model / log_model = true) and how to load one."""
-    from brainbench.mlflow_model import MODEL_NAME, MODEL_URI_TAG
+    from brainbench.records.model import MODEL_NAME, MODEL_URI_TAG
 
     logged = [run for run in runs if run.tags.get(MODEL_URI_TAG)]
     if not logged:

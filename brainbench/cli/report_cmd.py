@@ -30,7 +30,8 @@ def register(app: typer.Typer) -> None:
         from brainbench.cli.compare_cmd import RUN_ID, _ensure_experiment
         from brainbench.matrix.report import collect, write_report
         from brainbench.matrix.summary import BaselineError
-        from brainbench.tracking_query import SafeTracker, children, get_run, matrix_parents
+        from brainbench.records.query import children, get_run, matrix_parents
+        from brainbench.records.tracker import SafeTracker
 
         name = experiment if target is None or RUN_ID.match(target) else target
         tracker = SafeTracker(tracking_uri, name)

@@ -179,7 +179,7 @@ def write_report_only(plan: Any, published_file: Path, out: Path, tracking_uri: 
 
     from brainbench.papers import report as paper_report
     from brainbench.papers.published import load_published
-    from brainbench.tracking_query import SafeTracker
+    from brainbench.records.tracker import SafeTracker
 
     tracker = SafeTracker(tracking_uri, experiment)
     runs = paper_report.latest_runs(tracker, {cell.config.key for cell in plan.cells})
@@ -205,7 +205,7 @@ def run_and_report(plan: Any, published_file: Path, out: Path, tracking_uri: str
     from brainbench.matrix.execute import LaunchOptions, run_matrix
     from brainbench.papers import report as paper_report
     from brainbench.papers.published import load_published
-    from brainbench.tracking_query import SafeTracker
+    from brainbench.records.tracker import SafeTracker
 
     console = Console()
     published = load_published(published_file)  # a broken file stops the run before it starts

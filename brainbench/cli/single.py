@@ -10,10 +10,10 @@ def run_single(cell: Any, tracking_uri: str | None, experiment: str, resume: boo
     from rich.console import Console
 
     from brainbench.cli.tables import results_table
-    from brainbench.journal import StoreOfflineError
+    from brainbench.records.journal import StoreOfflineError
+    from brainbench.records.tracker import SafeTracker
     from brainbench.reporting import RichReporter, TrackingReporter
     from brainbench.tracked_cell import run_tracked_cell
-    from brainbench.tracking_query import SafeTracker
 
     console = Console()
     errors = Console(stderr=True)

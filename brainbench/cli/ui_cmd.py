@@ -67,7 +67,7 @@ def register(app: typer.Typer) -> None:
         view). Runs until Ctrl-C."""
         from brainbench.errors import BrainbenchError
         from brainbench.mlflow_app import EXPERIMENT_ENV, LANDING_PATH, STORE_ENV
-        from brainbench.tracking import resolve_tracking_uri, sqlite_path
+        from brainbench.records.store import resolve_tracking_uri, sqlite_path
 
         uri = resolve_tracking_uri(tracking_uri)
         if uri.startswith(("http://", "https://")):

@@ -49,9 +49,9 @@ def cell_tags(config: RunConfig, matrix_id: str) -> dict[str, str]:
 
 def execute_job(job: CellJob, worker: str = "") -> CellOutcome:
     """One cell as a child run of the parent: a failure becomes a FAILED outcome; Ctrl-C propagates."""
+    from brainbench.records.tracker import SafeTracker
     from brainbench.reporting import LineReporter, TrackingReporter
     from brainbench.tracked_cell import run_tracked_cell
-    from brainbench.tracking_query import SafeTracker
 
     config = RunConfig.from_dict(job.config)
     started = time.perf_counter()

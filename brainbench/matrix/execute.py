@@ -12,7 +12,7 @@ from brainbench.errors import BrainbenchError
 from brainbench.launch import LAUNCHERS
 from brainbench.launch.jobs import CellJob, CellOutcome
 from brainbench.matrix.spec import Cell, MatrixSpec, matrix_id
-from brainbench.tracking_query import KIND_TAG, MATRIX_TAG
+from brainbench.records.query import KIND_TAG, MATRIX_TAG
 
 
 @dataclass
@@ -80,13 +80,8 @@ def run_matrix(
     options: LaunchOptions,
     echo: Callable[[str], None] = print,
 ) -> MatrixReport:
-    from brainbench.tracking_query import (
-        SafeTracker,
-        finished_cell_keys,
-        matrix_parents,
-        set_status,
-        set_tags,
-    )
+    from brainbench.records.query import finished_cell_keys, matrix_parents, set_status, set_tags
+    from brainbench.records.tracker import SafeTracker
 
     if options.launcher not in LAUNCHERS:
         raise BrainbenchError(f"unknown launcher {options.launcher!r}; choose one of {', '.join(LAUNCHERS)}")
@@ -210,7 +205,7 @@ def _log_summary(tracker: object, parent: object, echo: Callable[[str], None]) -
         to_csv,
         to_markdown,
     )
-    from brainbench.tracking_query import children
+    from brainbench.records.query import children
 
     try:
         runs = children(tracker, parent.run_id)  # type: ignore[arg-type, attr-defined]

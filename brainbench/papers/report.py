@@ -321,14 +321,14 @@ def _model_figures(plugins: Any, encoder_name: str, shape: tuple[int, ...]) -> d
 
 def latest_runs(tracker: Any, keys: set[str]) -> dict[str, Any]:
     """The latest run of each of ``keys`` in the tracker's experiment, whichever matrix ran it."""
-    from brainbench.tracking_query import search
+    from brainbench.records.query import search
 
     return {key: run for key, run in runs_by_key(search(tracker, "")).items() if key in keys}
 
 
 def collect(plan: Any, tracker: Any, parent_run_id: str | None, published: PublishedNumbers,
             header: dict[str, Any], runs: dict[str, Any] | None = None) -> PaperReport:
-    from brainbench.tracking_query import children
+    from brainbench.records.query import children
 
     if runs is None:
         runs = runs_by_key(children(tracker, parent_run_id)) if parent_run_id else {}

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from brainbench.records.query import RunView
 from brainbench.stats import (
     Interval,
     PairedResult,
@@ -29,7 +30,6 @@ from brainbench.stats import (
     t_interval,
     with_adjusted_p,
 )
-from brainbench.tracking_query import RunView
 
 GROUP_FIELDS = ("encoder", "task", "dataset", "subject")
 
@@ -162,7 +162,7 @@ def cell_rows(runs: list[RunView], tracker: Any | None = None) -> list[CellRow]:
             )
         )
     if tracker is not None:
-        from brainbench.tracking_query import per_item_outcomes
+        from brainbench.records.query import per_item_outcomes
 
         for row in rows:
             if row.status == "FINISHED":

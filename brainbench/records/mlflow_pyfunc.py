@@ -1,8 +1,8 @@
-"""The code of a logged brainbench model (MLflow "models from code"; see brainbench.mlflow_model).
+"""The code of a logged brainbench model (MLflow "models from code"; see brainbench.records.model).
 
 MLflow copies this file into the model's folder and runs that copy at ``mlflow.pyfunc.load_model``: it names
 the model object with ``mlflow.models.set_model``. So loading a model runs code from its folder: whoever can
-change the folder can change what runs. ``brainbench.mlflow_model.load_model`` checks the copy's SHA-256 (and
+change the folder can change what runs. ``brainbench.records.model.load_model`` checks the copy's SHA-256 (and
 every other file's) against what the store recorded at log time before MLflow runs it. Only MLflow imports
 this file, so mlflow at module level is fine here.
 """
@@ -24,7 +24,7 @@ class EncoderModel(PythonModel):
     """
 
     def load_context(self, context: Any) -> None:
-        from brainbench.mlflow_model import CHECKPOINT_ARTIFACT, SPEC_ARTIFACT, load_fitted
+        from brainbench.records.model import CHECKPOINT_ARTIFACT, SPEC_ARTIFACT, load_fitted
 
         spec = json.loads(Path(context.artifacts[SPEC_ARTIFACT]).read_text())
         config = dict(getattr(context, "model_config", None) or {})
