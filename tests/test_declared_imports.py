@@ -5,15 +5,20 @@ say) disappears the day that package drops it."""
 from __future__ import annotations
 
 import ast
+import os
 import re
 import sys
 import tomllib
 from dataclasses import dataclass
+from functools import cache
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKED = ("brainbench", "plugins")
+#: Distributions the README installs with ``pip install --no-deps`` and so no extra can name (pip would resolve
+#: their pins); counted as optional: a module-level import of them is still reported.
+INSTALLED_WITHOUT_DEPS = {"dalle2-pytorch"}  # its pins would downgrade open_clip and pandas (docs/laion.md)
 
 
 @dataclass(frozen=True)
@@ -63,15 +68,18 @@ def imports(source: str) -> list[tuple[int, str, bool]]:
     return found
 
 
-def own_packages(root: Path) -> set[str]:
-    """Import names a project tree provides itself: its packages (folders with __init__.py) and modules."""
+@cache
+def own_packages(root: Path) -> frozenset[str]:
+    """Import names a project tree provides itself: its packages (folders with __init__.py) and modules.
+    Hidden folders (.venv, .git) and build output are not the project's: walking a virtual environment is
+    most of the time this check would take, and its modules are third-party."""
     names = set()
-    for init in root.rglob("__init__.py"):
-        if ".venv" not in init.parts:
-            names.add(init.parent.name)
-    for module in root.rglob("*.py"):
-        names.add(module.stem)
-    return names
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = [d for d in subfolders if not d.startswith(".") and d not in ("build", "dist")]
+        if "__init__.py" in files:
+            names.add(Path(folder).name)
+        names.update(f[:-3] for f in files if f.endswith(".py"))
+    return frozenset(names)
 
 
 def nearest_pyproject(path: Path, top: Path) -> Path:
@@ -90,10 +98,11 @@ def undeclared_imports(top: Path, folders: tuple[str, ...] = CHECKED) -> list[Un
     problems = []
     for folder in folders:
         for module in sorted((top / folder).rglob("*.py")):
-            if ".venv" in module.parts:
+            if any(part.startswith(".") for part in module.relative_to(top).parts):
                 continue
             pyproject = nearest_pyproject(module, top)
             core, extras = declared(pyproject)
+            extras = extras | INSTALLED_WITHOUT_DEPS
             first_party = own_packages(pyproject.parent) | {normalize(pyproject.parent.name)}
             relative = module.relative_to(top)
             for line, name, module_level in imports(module.read_text()):
@@ -148,3 +157,15 @@ def test_a_package_that_is_not_installed_is_reported_too(tmp_path: Path) -> None
     (tmp_path / "plugins" / "mod.py").write_text("import surely_not_a_real_package_xyz\n")
     problems = undeclared_imports(tmp_path, ("plugins",))
     assert [(p.name, p.distributions) for p in problems] == [("surely_not_a_real_package_xyz", ())]
+
+
+def test_a_virtual_environment_inside_the_project_is_not_first_party(tmp_path: Path) -> None:
+    """CI's .venv lives in the clone: a package installed there (yaml) is third-party, not the project's own."""
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "demo"\ndependencies = []\n')
+    installed = tmp_path / ".venv" / "lib" / "python3.11" / "site-packages" / "yaml"
+    installed.mkdir(parents=True)
+    (installed / "__init__.py").write_text("")
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "mod.py").write_text("import yaml\n")
+    own_packages.cache_clear()
+    assert [p.name for p in undeclared_imports(tmp_path, ("plugins",))] == ["yaml"]
